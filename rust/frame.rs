@@ -1,0 +1,1 @@
+//! RuntimeData frame wire format (filled in next).

@@ -1,0 +1,1 @@
+//! iceoryx2 shared-memory channels (being written).
