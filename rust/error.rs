@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A frame's bytes do not describe a valid frame (truncated, bad magic, shape and
     /// payload disagree, ...). Retrying never helps: the sender wrote garbage.
@@ -33,13 +33,71 @@ pub enum Error {
     /// Invalid configuration or argument.
     #[error("{0}")]
     Config(String),
+
+    /// A pipeline description is invalid; `path` points at the offending field
+    /// (`nodes[2].params.sample_rate`).
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
+
+    /// A limit (processes per session, sessions, payload) would be exceeded. Raised
+    /// before anything is spawned.
+    #[error("{0}")]
+    ResourceLimit(String),
+
+    /// A node process could not be started (fork/exec failed, out of memory, ...).
+    #[error("node '{node}': cannot start its process: {detail}")]
+    Spawn { node: String, detail: String },
+
+    /// A node could not be imported or configured, or its `initialize` raised.
+    #[error("node '{node}' failed to initialize: {message}")]
+    NodeInit {
+        node: String,
+        message: String,
+        traceback: String,
+    },
+
+    /// A node was not ready within the init timeout.
+    #[error("node '{node}' was not ready within {secs} s (init timeout)")]
+    NodeInitTimeout { node: String, secs: f64 },
+
+    /// A node process died (crash, signal, `os._exit`) while the session ran.
+    #[error("node '{node}' crashed: {exit}")]
+    NodeCrashed {
+        node: String,
+        exit: String,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+
+    /// A node's `process` raised under the `fail` policy.
+    #[error("node '{node}' raised: {message}")]
+    Node {
+        node: String,
+        message: String,
+        traceback: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The node an error is about, if it is about one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Error::Spawn { node, .. }
+            | Error::NodeInit { node, .. }
+            | Error::NodeInitTimeout { node, .. }
+            | Error::NodeCrashed { node, .. }
+            | Error::Node { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
     /// Wraps an iceoryx2 error with what we were doing when it happened.
     pub fn ipc(context: impl Into<String>, detail: impl std::fmt::Debug) -> Self {
-        Error::Ipc { context: context.into(), detail: format!("{detail:?}") }
+        Error::Ipc {
+            context: context.into(),
+            detail: format!("{detail:?}"),
+        }
     }
 }

@@ -1,1 +1,54 @@
-"""zerohop."""
+"""zerohop: run each node of a streaming media/AI pipeline in its own process and move
+audio, video and tensor frames between them through shared memory without copying.
+
+The public API is re-exported here; see the submodules for details:
+:mod:`zerohop.data` (frames), :mod:`zerohop.channel` (shared-memory channels),
+:mod:`zerohop.config` (``runtime.toml``), :mod:`zerohop.errors` (exceptions).
+"""
+
+from . import _native
+from .channel import Receiver, Sender
+from .config import ChannelConfig, RuntimeConfig, load_config
+from .data import Audio, Bytes, Frame, Json, Tensor, Text, Video, from_bytes
+from .errors import (
+    ChannelClosedError,
+    ChannelError,
+    ConfigError,
+    FrameError,
+    PayloadTooLargeError,
+    ZerohopError,
+    ZerohopTimeoutError,
+)
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "Audio",
+    "Bytes",
+    "ChannelClosedError",
+    "ChannelConfig",
+    "ChannelError",
+    "ConfigError",
+    "Frame",
+    "FrameError",
+    "Json",
+    "PayloadTooLargeError",
+    "Receiver",
+    "RuntimeConfig",
+    "Sender",
+    "Tensor",
+    "Text",
+    "Video",
+    "ZerohopError",
+    "ZerohopTimeoutError",
+    "__version__",
+    "from_bytes",
+    "load_config",
+    "reclaim_dead",
+]
+
+
+def reclaim_dead() -> int:
+    """Removes shared memory left behind by processes that died without cleaning up
+    (e.g. killed with SIGKILL). Returns the number of dead processes reclaimed."""
+    return _native.reclaim_dead()

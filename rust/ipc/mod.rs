@@ -1,1 +1,4 @@
 //! iceoryx2 shared-memory channels (being written).
+pub fn reclaim_dead() -> crate::error::Result<usize> {
+    Ok(0)
+}

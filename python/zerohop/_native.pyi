@@ -1,0 +1,146 @@
+"""Type stubs for the Rust extension ``zerohop._native`` (checked by stubtest in CI)."""
+
+from collections.abc import Buffer, Sequence
+
+__version__: str
+HEADER_LEN: int
+MAX_DIMS: int
+KINDS: list[str]
+DTYPES: list[str]
+PIXEL_FORMATS: list[str]
+
+class RawFrame:
+    """One frame: header fields as properties, the payload through the buffer protocol."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def shape(self) -> list[int]: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def pixel_format(self) -> str | None: ...
+    @property
+    def session_id(self) -> int: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def timestamp_ns(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def is_loan(self) -> bool: ...
+    @property
+    def is_shared(self) -> bool: ...
+    def text(self) -> str: ...
+    def to_bytes(self) -> bytes: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+
+class Sender:
+    @property
+    def name(self) -> str: ...
+    @property
+    def session_id(self) -> int: ...
+    @property
+    def max_payload(self) -> int: ...
+    def __new__(
+        cls,
+        name: str,
+        *,
+        capacity: int = 100,
+        max_payload: int = ...,
+        initial_payload: int = 4096,
+        max_borrowed: int = 16,
+        max_loans: int = 4,
+        session_id: int = 0,
+    ) -> Sender: ...
+    def loan(
+        self,
+        kind: str,
+        dtype: str,
+        shape: Sequence[int],
+        *,
+        sample_rate: int = 0,
+        channels: int = 0,
+        width: int = 0,
+        height: int = 0,
+        pixel_format: str | None = None,
+    ) -> RawFrame: ...
+    def send_loan(
+        self,
+        frame: RawFrame,
+        *,
+        sequence: int | None = None,
+        timestamp_ns: int | None = None,
+        timeout: float | None = None,
+    ) -> int: ...
+    def send(
+        self,
+        kind: str,
+        dtype: str,
+        shape: Sequence[int],
+        payload: Buffer,
+        *,
+        sample_rate: int = 0,
+        channels: int = 0,
+        width: int = 0,
+        height: int = 0,
+        pixel_format: str | None = None,
+        sequence: int | None = None,
+        timestamp_ns: int | None = None,
+        timeout: float | None = None,
+    ) -> int: ...
+    def send_frame(
+        self,
+        frame: RawFrame,
+        *,
+        sequence: int | None = None,
+        timestamp_ns: int | None = None,
+        timeout: float | None = None,
+    ) -> int: ...
+
+class Receiver:
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_payload(self) -> int: ...
+    def __new__(
+        cls,
+        name: str,
+        *,
+        capacity: int = 100,
+        max_payload: int = ...,
+        initial_payload: int = 4096,
+        max_borrowed: int = 16,
+        max_loans: int = 4,
+    ) -> Receiver: ...
+    def recv(self, timeout: float | None = None) -> RawFrame: ...
+    def try_recv(self) -> RawFrame | None: ...
+    def wait_fd(self) -> int: ...
+
+def encode_frame(
+    kind: str,
+    dtype: str,
+    shape: Sequence[int],
+    payload: Buffer,
+    *,
+    sample_rate: int = 0,
+    channels: int = 0,
+    width: int = 0,
+    height: int = 0,
+    pixel_format: str | None = None,
+    session_id: int = 0,
+    sequence: int = 0,
+    timestamp_ns: int = 0,
+) -> bytes: ...
+def decode_frame(data: Buffer, max_payload: int | None = None) -> RawFrame: ...
+def reclaim_dead() -> int: ...

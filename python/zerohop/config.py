@@ -1,0 +1,108 @@
+"""Runtime configuration: ``runtime.toml`` loaded into pydantic models.
+
+Where the file comes from, in order: the ``path`` you pass, the ``ZEROHOP_CONFIG``
+environment variable, ``./runtime.toml``, else the built-in defaults below (the same
+values as the repository's documented ``runtime.toml``). This module is the only place
+that reads the environment for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+__all__ = ["ChannelConfig", "NodesConfig", "ProcessConfig", "RuntimeConfig", "load_config"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelConfig(_Section):
+    """Shared-memory channel settings (``[channel]``)."""
+
+    capacity: int = Field(100, ge=1, le=100_000)
+    max_payload_bytes: int = Field(64 << 20, ge=1)
+    initial_payload_bytes: int = Field(4096, ge=1)
+    max_borrowed: int = Field(16, ge=1, le=1024)
+    max_loans: int = Field(4, ge=1, le=1024)
+
+    def native_kwargs(self) -> dict[str, int]:
+        """Keyword arguments for the native Sender/Receiver constructors."""
+        return {
+            "capacity": self.capacity,
+            "max_payload": self.max_payload_bytes,
+            "initial_payload": self.initial_payload_bytes,
+            "max_borrowed": self.max_borrowed,
+            "max_loans": self.max_loans,
+        }
+
+
+class ProcessConfig(_Section):
+    """Node process lifecycle (``[process]``)."""
+
+    init_timeout_secs: float = Field(30.0, gt=0, le=3600)
+    grace_period_secs: float = Field(2.0, ge=0, le=300)
+    term_grace_secs: float = Field(1.0, ge=0, le=300)
+    max_processes_per_session: int = Field(0, ge=0)
+    heartbeat_secs: float = Field(1.0, gt=0, le=2.0)
+    python_executable: str = ""
+
+    def max_processes(self) -> int | None:
+        """The process limit, None when unlimited (0 in the file)."""
+        return self.max_processes_per_session or None
+
+
+class NodesConfig(_Section):
+    """Where node types come from besides built-ins and entry points (``[nodes]``)."""
+
+    modules: tuple[str, ...] = ()
+
+
+class RuntimeConfig(_Section):
+    """The whole ``runtime.toml``."""
+
+    channel: ChannelConfig = ChannelConfig()
+    process: ProcessConfig = ProcessConfig()
+    nodes: NodesConfig = NodesConfig()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> RuntimeConfig:
+        """Reads and validates one TOML file; errors name the file and the field."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as err:
+            raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: invalid TOML: {err}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+            )
+            raise ConfigError(f"{path}: {problems}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> RuntimeConfig:
+    """Loads the runtime configuration (see the module docstring for the search order)."""
+    if path is not None:
+        return RuntimeConfig.from_file(path)
+    return _default_config(os.environ.get("ZEROHOP_CONFIG"), Path.cwd())
+
+
+@lru_cache(maxsize=8)
+def _default_config(env_path: str | None, cwd: Path) -> RuntimeConfig:
+    if env_path:
+        return RuntimeConfig.from_file(env_path)
+    local = cwd / "runtime.toml"
+    if local.is_file():
+        return RuntimeConfig.from_file(local)
+    return RuntimeConfig()

@@ -1,0 +1,187 @@
+"""The exception hierarchy of zerohop.
+
+Every error zerohop raises is a :class:`ZerohopError`. Where a builtin exception fits the
+situation too, the class also derives from it, so ``except TimeoutError`` keeps working::
+
+    ZerohopError
+    ├── FrameError                     bad frame bytes, shape/payload mismatch, unknown dtype
+    │   └── PayloadTooLargeError       payload over the configured maximum
+    ├── ChannelError                   shared-memory channel could not be created or used
+    │   └── ChannelClosedError         the other end of the channel is gone
+    ├── ZerohopTimeoutError            (also TimeoutError) a blocking call ran out of time
+    ├── ConfigError                    (also ValueError) invalid runtime.toml or argument
+    ├── ManifestError                  (also ValueError) invalid pipeline; ``.path`` names the field
+    │   └── UnknownNodeTypeError       a node type nothing registered; ``.suggestions``
+    ├── ResourceLimitError             a limit would be exceeded; raised before any spawn
+    └── NodeFailure                    a node failed; ``.node_id`` names it
+        ├── SpawnError                 its process could not be started
+        ├── NodeInitError              import, params or ``initialize`` failed; ``.traceback``
+        ├── NodeInitTimeout            (also TimeoutError) not ready within the init timeout
+        ├── NodeCrashedError           its process died; ``.exit_code`` or ``.signal``
+        └── NodeError                  ``process`` raised (policy ``fail``); ``.traceback``
+
+The Rust core maps its single error enum onto these classes in one place
+(``rust/py/errors.rs``); each instance keeps the core's error kind in ``.kind``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChannelClosedError",
+    "ChannelError",
+    "ConfigError",
+    "FrameError",
+    "ManifestError",
+    "NodeCrashedError",
+    "NodeError",
+    "NodeFailure",
+    "NodeInitError",
+    "NodeInitTimeout",
+    "PayloadTooLargeError",
+    "ResourceLimitError",
+    "SpawnError",
+    "UnknownNodeTypeError",
+    "ZerohopError",
+    "ZerohopTimeoutError",
+]
+
+
+class ZerohopError(Exception):
+    """Base class of every error raised by zerohop."""
+
+    kind: str = "error"
+
+
+class FrameError(ZerohopError):
+    """A frame is malformed: truncated, wrong magic or version, unknown dtype, or a
+    header whose shape does not match its payload. The frame is rejected whole; no
+    array is ever built from it."""
+
+    kind = "frame"
+
+
+class PayloadTooLargeError(FrameError):
+    """A payload exceeds the configured maximum (``channel.max_payload_bytes``)."""
+
+    kind = "payload_too_large"
+
+
+class ChannelError(ZerohopError):
+    """A shared-memory channel could not be created, opened or used."""
+
+    kind = "ipc"
+
+
+class ChannelClosedError(ChannelError):
+    """The other end of a channel went away and nothing is left to receive."""
+
+    kind = "closed"
+
+
+class ZerohopTimeoutError(ZerohopError, TimeoutError):
+    """A blocking operation (send on a full channel, receive, start) timed out."""
+
+    kind = "timeout"
+
+
+class ConfigError(ZerohopError, ValueError):
+    """Invalid configuration or argument."""
+
+    kind = "config"
+
+
+class ManifestError(ZerohopError, ValueError):
+    """A pipeline or manifest is invalid. ``path`` is the JSON path of the offending
+    field (``nodes[2].params.sample_rate``) and ``node_id`` the node, where known."""
+
+    kind = "manifest"
+
+    def __init__(self, message: str, *, path: str | None = None, node_id: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.node_id = node_id
+
+
+class UnknownNodeTypeError(ManifestError):
+    """No registered node has this type; ``suggestions`` lists the closest names."""
+
+    kind = "unknown_node_type"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_type: str = "",
+        suggestions: list[str] | None = None,
+        path: str | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path, node_id=node_id)
+        self.node_type = node_type
+        self.suggestions = suggestions or []
+
+
+class ResourceLimitError(ZerohopError):
+    """A configured limit (processes per session, sessions, payload size) would be
+    exceeded. Raised before anything is spawned."""
+
+    kind = "resource_limit"
+
+
+class NodeFailure(ZerohopError):
+    """Base of the errors that are about one node; ``node_id`` names it and
+    ``traceback`` holds the node's Python traceback when there is one."""
+
+    kind = "node"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str | None = None,
+        traceback: str | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.traceback = traceback
+        self.exit_code = exit_code
+        self.signal = signal
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.traceback:
+            return f"{text}\n\nTraceback from the node process:\n{self.traceback.rstrip()}"
+        return text
+
+
+class SpawnError(NodeFailure):
+    """The node's process could not be started (exec failed, out of memory, ...)."""
+
+    kind = "spawn"
+
+
+class NodeInitError(NodeFailure):
+    """The node could not be imported, rejected its params, or ``initialize`` raised."""
+
+    kind = "node_init"
+
+
+class NodeInitTimeout(NodeFailure, TimeoutError):
+    """The node was not ready within the init timeout."""
+
+    kind = "node_init_timeout"
+
+
+class NodeCrashedError(NodeFailure):
+    """The node's process died while the session ran; ``exit_code`` or ``signal``
+    says how."""
+
+    kind = "node_crashed"
+
+
+class NodeError(NodeFailure):
+    """The node's ``process`` raised and its ``on_error`` policy is ``"fail"``."""
+
+    kind = "node_error"

@@ -1,0 +1,336 @@
+"""Nodes: the base class users subclass, the context a node gets, and the registry.
+
+A node runs in its own process (its own interpreter and GIL). It is a small object::
+
+    from pydantic import BaseModel
+    from zerohop import MultiprocessNode, Text, register_node
+
+    @register_node
+    class Shout(MultiprocessNode):
+        class Params(BaseModel):
+            suffix: str = "!"
+
+        def initialize(self, ctx):          # once, in the node's own process
+            ctx.progress(1.0, "ready to shout")
+
+        def process(self, frame):           # per input frame
+            return Text(frame.text.upper() + self.params.suffix)
+
+``process`` may return a frame, ``None`` (nothing to send), a ``(port, frame)`` pair, or
+be a generator / async generator yielding several (streaming); it may also be
+``async def``. ``flush`` runs once when the input stream ends and may emit the same way;
+``cleanup`` runs when the node stops.
+
+Node types resolve by name only through the registry: classes decorated with
+:func:`register_node`, the entry-point group ``zerohop.nodes`` of installed packages,
+and the modules listed in ``runtime.toml`` (``[nodes] modules``). A manifest can never
+make a node process import anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import importlib
+import inspect
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError, ManifestError, UnknownNodeTypeError
+
+if TYPE_CHECKING:
+    from .data import Audio, Frame, Tensor, Video
+
+__all__ = [
+    "MultiprocessNode",
+    "iter_outputs",
+    "NodeContext",
+    "node_class",
+    "register_node",
+    "registered_nodes",
+]
+
+ENTRY_POINT_GROUP = "zerohop.nodes"
+
+N = TypeVar("N", bound=type["MultiprocessNode"])
+
+
+class NodeContext:
+    """What a node can do besides returning frames: report progress while it
+    initializes, send frames on its own, loan shared memory for zero-copy output.
+
+    The runner creates it; in-process execution gives nodes an equivalent one.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        session_id: str,
+        *,
+        progress: Callable[[float | None, str], None],
+        emit: Callable[[Frame, str | None], None],
+        loan: Callable[[str | None], Any] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.session_id = session_id
+        self._progress = progress
+        self._emit = emit
+        self._loan = loan
+
+    def progress(self, fraction: float | None = None, message: str = "") -> None:
+        """Reports initialization progress (``fraction`` in [0, 1]) to the session."""
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be in [0, 1], got {fraction}")
+        self._progress(fraction, message)
+
+    def send(self, frame: Frame, port: str | None = None) -> None:
+        """Sends ``frame`` on ``port`` (default: the node's first output) right away."""
+        self._emit(frame, port)
+
+    def _sender(self, port: str | None) -> Any:
+        if self._loan is None:
+            return None
+        return self._loan(port)
+
+    def alloc_audio(
+        self,
+        frames: int,
+        *,
+        sample_rate: int,
+        channels: int = 1,
+        dtype: str = "float32",
+        port: str | None = None,
+    ) -> Audio:
+        """An audio frame whose samples live in the output channel's shared memory:
+        fill ``.samples`` and return or send it — no copy. Falls back to an ordinary
+        array where there is no shared memory (in-process execution)."""
+        sender = self._sender(port)
+        if sender is None:
+            import numpy as np
+
+            from .data import Audio
+
+            shape = (frames,) if channels == 1 else (frames, channels)
+            return Audio(np.zeros(shape, dtype=dtype), sample_rate=sample_rate)
+        return sender.loan_audio(frames, sample_rate=sample_rate, channels=channels, dtype=dtype)  # type: ignore[no-any-return]
+
+    def alloc_tensor(
+        self, shape: tuple[int, ...] | int, dtype: str = "float32", *, port: str | None = None
+    ) -> Tensor:
+        """A tensor frame in the output channel's shared memory (see ``alloc_audio``)."""
+        sender = self._sender(port)
+        if sender is None:
+            import numpy as np
+
+            from .data import Tensor
+
+            return Tensor(np.zeros(shape, dtype=dtype))
+        return sender.loan_tensor(shape, dtype)  # type: ignore[no-any-return]
+
+    def alloc_video(
+        self, width: int, height: int, pixel_format: str = "rgb24", *, port: str | None = None
+    ) -> Video:
+        """A video frame in the output channel's shared memory (see ``alloc_audio``)."""
+        sender = self._sender(port)
+        if sender is None:
+            import numpy as np
+
+            from .data import Video
+
+            shapes = {"rgb24": (height, width, 3), "rgba": (height, width, 4), "gray": (height, width)}
+            if pixel_format == "yuv420p":
+                return Video(np.zeros(width * height * 3 // 2, np.uint8), "yuv420p", width=width, height=height)
+            return Video(np.zeros(shapes[pixel_format], np.uint8), pixel_format)  # type: ignore[arg-type]
+        return sender.loan_video(width, height, pixel_format)  # type: ignore[no-any-return]
+
+
+class MultiprocessNode:
+    """Base class of pipeline nodes.
+
+    Class attributes
+    ----------------
+    Params : type[pydantic.BaseModel] | None
+        Declares and validates the node's parameters; ``self.params`` is then an
+        instance of it. Without it, ``self.params`` is the plain dict.
+    inputs, outputs : tuple[str, ...]
+        Port names. Most nodes have one of each (``"in"``, ``"out"``); a node with
+        several inputs learns which one a frame came through from ``frame.port``.
+    node_type : str
+        The name the registry knows it by (set by :func:`register_node`).
+    """
+
+    Params: ClassVar[type[BaseModel] | None] = None
+    inputs: ClassVar[tuple[str, ...]] = ("in",)
+    outputs: ClassVar[tuple[str, ...]] = ("out",)
+    node_type: ClassVar[str]
+
+    def __init__(self, params: Mapping[str, Any] | BaseModel | None = None, *, node_id: str = "node") -> None:
+        self.node_id = node_id
+        self.params: Any = self.validate_params(params or {}, node_id=node_id)
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any] | BaseModel, *, node_id: str = "node") -> Any:
+        """Validates ``params`` against ``Params``; raises :class:`ManifestError`
+        naming each bad field as ``params.<field>``."""
+        if cls.Params is None:
+            if isinstance(params, BaseModel):
+                return params.model_dump()
+            return dict(params)
+        if isinstance(params, cls.Params):
+            return params
+        data = params.model_dump() if isinstance(params, BaseModel) else dict(params)
+        try:
+            return cls.Params.model_validate(data)
+        except ValidationError as err:
+            raise ManifestError(
+                "; ".join(
+                    f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+                ),
+                node_id=node_id,
+                path="params",
+            ) from None
+
+    @classmethod
+    def params_schema(cls) -> dict[str, Any]:
+        """JSON Schema of the parameters (empty object schema without ``Params``)."""
+        if cls.Params is None:
+            return {"type": "object"}
+        return cls.Params.model_json_schema()
+
+    def initialize(self, ctx: NodeContext) -> None:
+        """Loads models and opens resources. Runs once, in the node's process."""
+
+    def process(self, frame: Frame) -> Any:
+        """Handles one input frame; see the module docs for what it may return."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def flush(self) -> Any:
+        """Called once when every input has ended; may emit the last frames."""
+        return None
+
+    def cleanup(self) -> None:
+        """Releases resources when the node stops."""
+
+
+def iter_outputs(result: Any, event_loop: Callable[[], asyncio.AbstractEventLoop]) -> Iterator[Any]:
+    """Everything a ``process``/``flush`` result emits, in order: a frame, a
+    ``(port, frame)`` pair, ``None`` (nothing), a generator, a coroutine or an async
+    generator (driven on ``event_loop()``)."""
+    if result is None:
+        return
+    if inspect.isawaitable(result):
+        yield from iter_outputs(event_loop().run_until_complete(result), event_loop)
+    elif inspect.isasyncgen(result):
+        loop = event_loop()
+        while True:
+            try:
+                item = loop.run_until_complete(anext(result))
+            except StopAsyncIteration:
+                return
+            if item is not None:
+                yield item
+    elif isinstance(result, tuple) or not isinstance(result, Iterable):
+        yield result
+    else:
+        yield from (item for item in result if item is not None)
+
+
+# --------------------------------------------------------------------------- registry
+
+_registry: dict[str, type[MultiprocessNode]] = {}
+_registry_lock = threading.Lock()
+_discovered = False
+
+
+@overload
+def register_node(cls: N, /) -> N: ...
+@overload
+def register_node(*, name: str | None = None) -> Callable[[N], N]: ...
+
+
+def register_node(cls: N | None = None, /, *, name: str | None = None) -> N | Callable[[N], N]:
+    """Registers a node class under ``name`` (default: the class name).
+
+    Re-registering the same class (a module imported twice, e.g. as ``__main__`` and
+    ``__mp_main__``) is fine; a different class under a taken name is an error.
+    """
+
+    def register(node_cls: N) -> N:
+        if not (isinstance(node_cls, type) and issubclass(node_cls, MultiprocessNode)):
+            raise TypeError(f"@register_node needs a MultiprocessNode subclass, got {node_cls!r}")
+        type_name = name or node_cls.__name__
+        with _registry_lock:
+            existing = _registry.get(type_name)
+            if existing is not None and not _same_class(existing, node_cls):
+                raise ConfigError(
+                    f"node type '{type_name}' is already registered by "
+                    f"{existing.__module__}.{existing.__qualname__}"
+                )
+            node_cls.node_type = type_name
+            _registry[type_name] = node_cls
+        return node_cls
+
+    return register(cls) if cls is not None else register
+
+
+def _same_class(a: type, b: type) -> bool:
+    if a is b:
+        return True
+    main_names = {"__main__", "__mp_main__"}
+    same_module = a.__module__ == b.__module__ or {a.__module__, b.__module__} <= main_names
+    return same_module and a.__qualname__ == b.__qualname__
+
+
+def _discover() -> None:
+    """Imports the built-in nodes, entry points and runtime.toml modules, once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    from . import nodes  # noqa: F401  (built-ins register on import)
+    from .config import load_config
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = point.load()
+        except Exception as err:  # a broken plugin must not break every pipeline
+            print(f"zerohop: cannot load node entry point {point.name!r}: {err}", file=sys.stderr)
+            continue
+        if isinstance(loaded, type) and issubclass(loaded, MultiprocessNode):
+            register_node(loaded, name=point.name)
+    for module in load_config().nodes.modules:
+        importlib.import_module(module)
+
+
+def registered_nodes() -> dict[str, type[MultiprocessNode]]:
+    """Every registered node type by name."""
+    _discover()
+    with _registry_lock:
+        return dict(sorted(_registry.items()))
+
+
+def node_class(node_type: str) -> type[MultiprocessNode]:
+    """The class registered as ``node_type``; :class:`UnknownNodeTypeError` (with the
+    closest registered names) if there is none."""
+    with _registry_lock:
+        found = _registry.get(node_type)
+    if found is not None:
+        return found
+    _discover()
+    with _registry_lock:
+        found = _registry.get(node_type)
+        known = sorted(_registry)
+    if found is None:
+        close = difflib.get_close_matches(node_type, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNodeTypeError(
+            f"unknown node type '{node_type}'{hint} (registered: {', '.join(known) or 'none'})",
+            node_type=node_type,
+            suggestions=close,
+        )
+    return found

@@ -1,0 +1,279 @@
+"""The ``Pipeline`` builder: nodes and connections, validated, turned into a manifest
+and run as a :class:`~zerohop.session.Session`.
+
+Examples
+--------
+>>> from zerohop import Pipeline
+>>> pipe = (Pipeline("shout")
+...         .node("upper", "UpperCase")
+...         .node("exclaim", "Suffix", suffix="!")
+...         .connect("upper", "exclaim"))
+>>> [frame.text for frame in pipe.run([zerohop.Text("hi")])]  # doctest: +SKIP
+['HI!']
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .config import RuntimeConfig, load_config
+from .errors import ConfigError, ManifestError
+from .node import MultiprocessNode, node_class, register_node
+
+if TYPE_CHECKING:
+    from .data import Frame
+    from .session import Session
+
+__all__ = ["Executor", "OnError", "Pipeline"]
+
+Executor = Literal["multiprocess", "inprocess"]
+OnError = Literal["fail", "skip"]
+
+
+@dataclass
+class _NodeEntry:
+    id: str
+    node_type: str
+    cls: type[MultiprocessNode]
+    params: dict[str, Any]
+    on_error: OnError
+
+
+@dataclass
+class _Edge:
+    source: str
+    target: str
+    from_port: str | None = None
+    to_port: str | None = None
+
+
+@dataclass
+class _Imports:
+    """What node processes must import so that classes given by the host resolve."""
+
+    modules: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def add(self, cls: type[MultiprocessNode]) -> None:
+        if "<locals>" in cls.__qualname__:
+            raise ConfigError(
+                f"node class {cls.__qualname__} is defined inside a function; node processes "
+                "cannot import it. Define it at module level."
+            )
+        module = sys.modules.get(cls.__module__)
+        if cls.__module__ in ("__main__", "__mp_main__"):
+            path = getattr(module, "__file__", None)
+            if not path:
+                raise ConfigError(
+                    f"node class {cls.__qualname__} is defined in an interactive session; node "
+                    "processes cannot import it. Put it in a module (or a script run with "
+                    "python), or use executor='inprocess'."
+                )
+            key = ("main_script", str(path))
+        else:
+            key = ("module", cls.__module__)
+        classes = self.modules.setdefault(key, [])
+        if cls.__qualname__ not in classes:
+            classes.append(cls.__qualname__)
+
+    def specs(self) -> list[tuple[str, str, list[str]]]:
+        return [(kind, value, classes) for (kind, value), classes in self.modules.items()]
+
+
+class Pipeline:
+    """A pipeline of nodes, built step by step.
+
+    Parameters
+    ----------
+    name : str
+        Pipeline name (the manifest's ``metadata.name``).
+    executor : "multiprocess" | "inprocess"
+        Where Python nodes run: each in its own process (default) or all as threads of
+        this interpreter (the baseline; same results, one GIL).
+    config : RuntimeConfig, optional
+        Runtime settings; default: ``load_config()``.
+    """
+
+    def __init__(
+        self,
+        name: str = "pipeline",
+        *,
+        executor: Executor = "multiprocess",
+        config: RuntimeConfig | None = None,
+    ) -> None:
+        if executor not in ("multiprocess", "inprocess"):
+            raise ConfigError(f"executor must be 'multiprocess' or 'inprocess', got {executor!r}")
+        self.name = name
+        self.executor: Executor = executor
+        self.config = config or load_config()
+        self._nodes: list[_NodeEntry] = []
+        self._edges: list[_Edge] = []
+        self._imports = _Imports()
+
+    # ------------------------------------------------------------------ building
+
+    def node(
+        self,
+        node_id: str,
+        node_type: str | type[MultiprocessNode],
+        *,
+        on_error: OnError = "fail",
+        **params: Any,
+    ) -> Pipeline:
+        """Adds node ``node_id`` of ``node_type`` (a registered name or a node class)
+        with ``params``; ``on_error="skip"`` drops frames whose ``process`` raises
+        instead of failing the session."""
+        if on_error not in ("fail", "skip"):
+            raise ConfigError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+        path = f"nodes[{len(self._nodes)}]"
+        if any(n.id == node_id for n in self._nodes):
+            raise ManifestError(f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id)
+        if inspect.isclass(node_type):
+            if not issubclass(node_type, MultiprocessNode):
+                raise ConfigError(f"{node_type.__qualname__} is not a MultiprocessNode subclass")
+            cls = node_type
+            if getattr(cls, "node_type", None) is None or node_class_or_none(cls.node_type) is not cls:
+                register_node(cls)
+            self._imports.add(cls)
+            type_name = cls.node_type
+        else:
+            try:
+                cls = node_class(str(node_type))
+            except ManifestError as err:
+                err.path, err.node_id = f"{path}.node_type", node_id
+                raise
+            type_name = str(node_type)
+        try:
+            validated = cls.validate_params(params, node_id=node_id)
+        except ManifestError as err:
+            err.path = f"{path}.{err.path}"
+            err.args = (f"node '{node_id}': {err.args[0]}",)
+            raise
+        stored = validated.model_dump(mode="json") if hasattr(validated, "model_dump") else dict(validated)
+        self._nodes.append(_NodeEntry(node_id, type_name, cls, stored, on_error))
+        return self
+
+    def connect(
+        self,
+        source: str,
+        target: str,
+        *more: str,
+        from_port: str | None = None,
+        to_port: str | None = None,
+    ) -> Pipeline:
+        """Connects ``source`` to ``target`` (and on to each of ``more``, as a chain).
+        Name ports when a node has several."""
+        chain = [source, target, *more]
+        if (from_port or to_port) and more:
+            raise ConfigError("ports can only be named when connecting exactly two nodes")
+        for a, b in zip(chain, chain[1:], strict=False):
+            self._edges.append(_Edge(a, b, from_port, to_port))
+        return self
+
+    # ------------------------------------------------------------------ outputs
+
+    def node_classes(self) -> dict[str, type[MultiprocessNode]]:
+        """Node id → its class, as resolved when the node was added."""
+        return {n.id: n.cls for n in self._nodes}
+
+    def graph(self) -> dict[str, Any]:
+        """The executor's view: nodes with ports and policies, resolved connections."""
+        return {
+            "name": self.name,
+            "nodes": [
+                {
+                    "id": n.id,
+                    "node_type": n.node_type,
+                    "params": n.params,
+                    "inputs": list(n.cls.inputs),
+                    "outputs": list(n.cls.outputs),
+                    "on_error": n.on_error,
+                }
+                for n in self._nodes
+            ],
+            "connections": [
+                {"from": e.source, "to": e.target, "from_port": e.from_port, "to_port": e.to_port}
+                for e in self._edges
+            ],
+        }
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The pipeline as a remotemedia ``manifest.v1`` document."""
+        connections = []
+        for e in self._edges:
+            item: dict[str, Any] = {"from": e.source, "to": e.target}
+            if e.from_port:
+                item["from_port"] = e.from_port
+            if e.to_port:
+                item["to_port"] = e.to_port
+            connections.append(item)
+        return {
+            "version": "v1",
+            "metadata": {"name": self.name},
+            "nodes": [{"id": n.id, "node_type": n.node_type, "params": n.params} for n in self._nodes],
+            "connections": connections,
+        }
+
+    def validate(self) -> None:
+        """Checks the whole graph (ids, ports, dangling or duplicate connections,
+        cycles, limits) without starting anything; raises :class:`ManifestError` or
+        :class:`~zerohop.errors.ResourceLimitError`."""
+        from . import _native
+        from .errors import ResourceLimitError
+
+        _native.validate_graph(_json(self.graph()))
+        limit = self.config.process.max_processes()
+        if self.executor == "multiprocess" and limit is not None and len(self._nodes) > limit:
+            raise ResourceLimitError(
+                f"pipeline '{self.name}' needs {len(self._nodes)} node processes, the limit "
+                f"is {limit} (max_processes_per_session)"
+            )
+
+    def session(
+        self,
+        *,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_frame_error: Callable[[dict[str, Any]], None] | None = None,
+        executor: Executor | None = None,
+    ) -> Session:
+        """Starts every node (all at once) and returns the running session once all are
+        ready. ``on_progress(event)`` sees each node's initialization progress.
+
+        Use it as a context manager so that the nodes stop when you are done::
+
+            with pipeline.session(on_progress=print) as session:
+                outputs = session.run(frames)
+        """
+        from .session import start_session
+
+        self.validate()
+        return start_session(
+            self,
+            executor=executor or self.executor,
+            on_progress=on_progress,
+            on_frame_error=on_frame_error,
+        )
+
+    def run(self, inputs: Frame | Iterable[Frame], **session_options: Any) -> list[Frame]:
+        """Starts a session, sends ``inputs``, collects every output, closes it."""
+        with self.session(**session_options) as session:
+            return session.run(inputs)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, {len(self._nodes)} nodes, {len(self._edges)} connections)"
+
+
+def node_class_or_none(name: str) -> type[MultiprocessNode] | None:
+    try:
+        return node_class(name)
+    except ManifestError:
+        return None
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)

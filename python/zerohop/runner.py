@@ -1,0 +1,401 @@
+"""``python -m zerohop.runner``: the entry point of every node process.
+
+The supervisor starts this module with a control socket as fd 3 and sends one
+``start`` message describing the node and its channels. The runner then:
+
+1. imports what the host asked for and resolves the node type through the registry;
+2. opens its channels, validates params, runs ``initialize`` while a heartbeat thread
+   reports progress at least every ``heartbeat_secs``; reports ``ready`` (or
+   ``init_error`` with the traceback);
+3. loops receive → ``process`` → send until told to stop; at the end of every input it
+   calls ``flush`` and passes the end of stream on;
+4. on ``stop``: finishes the frame in hand, runs ``cleanup``, closes its channels and
+   exits 0. If the host dies, the control socket reaches EOF and the runner exits at
+   once (PR_SET_PDEATHSIG covers the rest).
+
+Messages on the control socket are length-prefixed JSON; their vocabulary is defined on
+the Rust side in ``rust/supervisor/host_to_runner.rs`` and ``runner_to_host.rs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+CONTROL_FD = 3
+_LENGTH = struct.Struct("<I")
+
+
+class _StopRequested(BaseException):
+    """Raised in the main thread to leave a blocking wait when the host says stop."""
+
+
+class Control:
+    """The runner's end of the control socket (thread-safe writes)."""
+
+    def __init__(self, fd: int = CONTROL_FD) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+        self._write_lock = threading.Lock()
+        self._buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = json.dumps(message).encode()
+        with self._write_lock:
+            self.sock.sendall(_LENGTH.pack(len(body)) + body)
+
+    def read(self) -> dict[str, Any] | None:
+        """The next message, or None at EOF (the host is gone)."""
+        while True:
+            if len(self._buffer) >= 4:
+                (length,) = _LENGTH.unpack_from(self._buffer)
+                if len(self._buffer) >= 4 + length:
+                    body = self._buffer[4 : 4 + length]
+                    self._buffer = self._buffer[4 + length :]
+                    return json.loads(body)  # type: ignore[no-any-return]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+
+class Runner:
+    """Runs one node inside this process."""
+
+    def __init__(self, spec: dict[str, Any], control: Control) -> None:
+        self.spec = spec
+        self.control = control
+        self.node_id: str = spec["node_id"]
+        self.on_error: str = spec.get("on_error", "fail")
+        self.stop_requested = False
+        self.waiting = False  # the main thread is blocked in a channel wait
+        self.busy = False
+        self.frames_in = 0
+        self.frames_out = 0
+        self.initializing = True
+        self.last_progress: tuple[float | None, str] = (None, "starting")
+        self.last_progress_at = 0.0
+        self.main_thread = threading.main_thread().ident
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ control plane
+
+    def progress(self, fraction: float | None, message: str) -> None:
+        self.last_progress = (fraction, message)
+        self.last_progress_at = time.monotonic()
+        self.control.send({"type": "progress", "fraction": fraction, "message": message})
+
+    def _heartbeat(self) -> None:
+        """While initializing, repeats the last progress so the host hears from this
+        node at least every heartbeat interval."""
+        interval = float(self.spec.get("heartbeat_secs", 1.0))
+        started = time.monotonic()
+        while self.initializing:
+            time.sleep(min(0.1, interval / 4))
+            if self.initializing and time.monotonic() - self.last_progress_at >= interval:
+                fraction, message = self.last_progress
+                elapsed = time.monotonic() - started
+                self.control.send(
+                    {
+                        "type": "progress",
+                        "fraction": fraction,
+                        "message": f"{message} ({elapsed:.0f} s)" if message else f"{elapsed:.0f} s",
+                    }
+                )
+                self.last_progress_at = time.monotonic()
+
+    def _listen(self) -> None:
+        """Control thread: stop and status requests; EOF means the host died."""
+        while True:
+            try:
+                message = self.control.read()
+            except OSError:
+                message = None
+            if message is None:
+                os._exit(1)
+            kind = message.get("type")
+            if kind == "stop":
+                self.stop_requested = True
+                if self.waiting:
+                    signal.pthread_kill(self.main_thread, signal.SIGUSR1)  # type: ignore[arg-type]
+            elif kind == "status":
+                self.control.send(
+                    {
+                        "type": "status",
+                        "busy": self.busy,
+                        "frames_in": self.frames_in,
+                        "frames_out": self.frames_out,
+                    }
+                )
+
+    def _on_sigusr1(self, signum: int, frame: Any) -> None:
+        if self.stop_requested and self.waiting:
+            raise _StopRequested
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare_imports(self) -> None:
+        for entry in reversed(self.spec.get("sys_path", [])):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        from .node import register_node
+
+        for item in self.spec.get("imports", []):
+            if item["kind"] == "module":
+                module = importlib.import_module(item["name"])
+            else:
+                # What multiprocessing's spawn does: run the parent's script under a
+                # name that skips its `if __name__ == "__main__":` block.
+                module = type(sys)("__mp_main__")
+                module.__file__ = item["path"]
+                sys.modules["__mp_main__"] = module
+                module.__dict__.update(runpy.run_path(item["path"], run_name="__mp_main__"))
+            for qualname in item.get("classes", []):
+                target: Any = module
+                for part in qualname.split("."):
+                    target = getattr(target, part)
+                register_node(target)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGUSR1, self._on_sigusr1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host handles Ctrl-C and stops us
+        threading.Thread(target=self._listen, name="zerohop-control", daemon=True).start()
+        threading.Thread(target=self._heartbeat, name="zerohop-heartbeat", daemon=True).start()
+        started = time.monotonic()
+        try:
+            self._prepare_imports()
+            from . import channel, node
+            from .config import ChannelConfig
+
+            cls = node.node_class(self.spec["node_type"])
+            settings = self.spec["channel"]
+            config = ChannelConfig(
+                capacity=settings["capacity"],
+                max_payload_bytes=settings["max_payload"],
+                initial_payload_bytes=settings["initial_payload"],
+                max_borrowed=settings["max_borrowed"],
+                max_loans=settings["max_loans"],
+            )
+            self.outputs = {
+                port["port"]: [channel.Sender(name, config=config) for name in port["channels"]]
+                for port in self.spec["outputs"]
+            }
+            self.inputs = [
+                (port["port"], channel.Receiver(name, config=config))
+                for port in self.spec["inputs"]
+                for name in port["channels"]
+            ]
+            self.default_output = next(iter(self.outputs), None)
+            self.node = cls(self.spec.get("params") or {}, node_id=self.node_id)
+            ctx = node.NodeContext(
+                self.node_id,
+                self.spec["session_id"],
+                progress=self.progress,
+                emit=self._emit_one,
+                loan=self._loan_sender,
+            )
+            self.node.initialize(ctx)
+        except BaseException as err:  # report everything, even SystemExit from user code
+            self.initializing = False
+            self.control.send(
+                {"type": "init_error", "error": _describe(err), "traceback": traceback.format_exc()}
+            )
+            return 1
+        self.initializing = False
+        self.control.send({"type": "ready", "init_secs": time.monotonic() - started})
+        try:
+            self._serve()
+        finally:
+            self._shutdown()
+        return 0
+
+    # ------------------------------------------------------------------ data plane
+
+    def _loan_sender(self, port: str | None) -> Any:
+        senders = self.outputs.get(port or self.default_output or "", [])
+        return senders[0] if senders else None
+
+    def _emit_one(self, frame: Any, port: str | None = None) -> None:
+        from .data import Frame
+
+        if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], str):
+            port, frame = frame
+        if not isinstance(frame, Frame):
+            raise TypeError(
+                f"node '{self.node_id}' produced {type(frame).__name__}; nodes must produce "
+                "zerohop frames (Audio, Video, Tensor, Text, Json, Bytes) or (port, frame)"
+            )
+        target = port or self.default_output
+        if target not in self.outputs:
+            raise ValueError(f"node '{self.node_id}' has no output port {target!r}")
+        senders = self.outputs[target]
+        if not senders:
+            return
+        raw = frame.raw
+        # Fan-out: every extra edge gets a copy; the first gets the frame itself, which
+        # for a loan means no copy at all.
+        for sender in senders[1:]:
+            if raw is not None:
+                sender._ends().send_frame(raw)
+            else:
+                sender.send(frame)
+        senders[0].send(frame)
+        self.frames_out += 1
+
+    def _emit(self, result: Any) -> None:
+        from .node import iter_outputs
+
+        for item in iter_outputs(result, self._event_loop):
+            self._emit_one(item)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop
+
+    def _handle(self, frame: Any) -> None:
+        self.frames_in += 1
+        self.busy = True
+        try:
+            self._emit(self.node.process(frame))
+        except _StopRequested:
+            raise
+        except Exception as err:
+            message = {
+                "error": _describe(err),
+                "traceback": traceback.format_exc(),
+                "sequence": frame.sequence,
+            }
+            if self.on_error == "skip":
+                self.control.send({"type": "frame_error", **message})
+            else:
+                self.control.send({"type": "node_error", **message})
+                raise SystemExit(1) from None
+        finally:
+            self.busy = False
+
+    def _end_of_stream(self) -> None:
+        self._emit(self.node.flush())
+        from .channel import _send_end_of_stream
+
+        for senders in self.outputs.values():
+            for sender in senders:
+                _send_end_of_stream(sender)
+
+    def _serve(self) -> None:
+        """The receive → process → send loop, until stopped."""
+        from .data import from_raw
+        from .errors import ChannelClosedError
+
+        open_inputs = {key: (port, rx) for key, (port, rx) in enumerate(self.inputs)}
+        selector = selectors.DefaultSelector() if len(open_inputs) > 1 else None
+        if selector is not None:
+            for key, (_, rx) in open_inputs.items():
+                selector.register(rx.wait_fd(), selectors.EVENT_READ, key)
+        try:
+            while open_inputs and not self.stop_requested:
+                for key, first in self._wait(open_inputs, selector):
+                    port, rx = open_inputs[key]
+                    raw = first
+                    while not self.stop_requested:
+                        try:
+                            if raw is None:
+                                raw = rx._ends().try_recv()
+                        except ChannelClosedError:
+                            raw = None  # upstream is gone: this input has ended
+                            ended = True
+                        else:
+                            if raw is None:
+                                break
+                            ended = raw.is_end_of_stream
+                        if ended:
+                            del open_inputs[key]
+                            if selector is not None:
+                                selector.unregister(rx.wait_fd())
+                            break
+                        frame = from_raw(raw)
+                        frame.port = port
+                        raw = None
+                        self._handle(frame)
+            if not self.stop_requested:
+                self._end_of_stream()
+                self._wait_for_stop()
+        except _StopRequested:
+            pass
+        finally:
+            if selector is not None:
+                selector.close()
+
+    def _wait(
+        self, open_inputs: dict[int, Any], selector: selectors.BaseSelector | None
+    ) -> list[tuple[int, Any]]:
+        """Blocks until an input may have a frame: (input key, frame or None) pairs.
+        Raises _StopRequested when the host asks this node to stop."""
+        from .errors import ChannelClosedError
+
+        self.waiting = True
+        try:
+            if self.stop_requested:
+                raise _StopRequested
+            if selector is None:
+                ((key, (_, rx)),) = open_inputs.items()
+                try:
+                    return [(key, rx._ends().recv(None))]
+                except ChannelClosedError:
+                    return [(key, None)]  # try_recv reports it again in the loop
+            return [(key.data, None) for key, _ in selector.select()]
+        finally:
+            self.waiting = False
+
+    def _wait_for_stop(self) -> None:
+        """Every input has ended: nothing to do but wait for the stop request."""
+        self.waiting = True
+        try:
+            while not self.stop_requested:
+                signal.pause()
+        finally:
+            self.waiting = False
+
+    def _shutdown(self) -> None:
+        try:
+            if hasattr(self, "node"):
+                self.node.cleanup()
+        except Exception:
+            traceback.print_exc()
+        for senders in getattr(self, "outputs", {}).values():
+            for sender in senders:
+                sender.close()
+        for _, rx in getattr(self, "inputs", []):
+            rx.close()
+        if self.loop is not None:
+            self.loop.close()
+        self.control.send({"type": "stopped"})
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def main() -> int:
+    control = Control()
+    start = control.read()
+    if start is None or start.get("type") != "start":
+        return 2
+    return Runner(start["spec"], control).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""Sessions: a pipeline's nodes running, fed with frames, yielding frames.
+
+A session is started by :meth:`Pipeline.session` and is used as a context manager,
+sync or async::
+
+    with pipeline.session(on_progress=print) as session:
+        for frame in session.stream(chunks):      # send and receive concurrently
+            play(frame)
+
+    async with pipeline.session() as session:
+        async for frame in session.astream(chunks):
+            ...
+
+``send`` blocks when the pipeline falls behind (backpressure, never drops);
+``run(inputs)`` sends everything, ends the input and returns every output. Any node
+failure ends the whole session: all nodes are stopped and the next call raises the
+error that names the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from .errors import ConfigError, ZerohopError
+
+if TYPE_CHECKING:
+    from .data import Frame
+    from .pipeline import Executor, Pipeline
+
+__all__ = ["NodeStatus", "Session"]
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node of a running session, as :meth:`Session.status` reports it."""
+
+    node_id: str
+    state: str
+    pid: int | None
+    started_at: float | None
+    rss_bytes: int | None
+    init_secs: float | None
+    frames_in: int
+    frames_out: int
+    exit: str | None
+
+
+class Session:
+    """A running pipeline. Created by :meth:`Pipeline.session`."""
+
+    def __init__(self, name: str, inputs: list[str], outputs: list[str]) -> None:
+        self.name = name
+        self.input_labels = inputs
+        self.output_labels = outputs
+        self.frame_errors: list[dict[str, Any]] = []
+        self._on_frame_error: EventCallback | None = None
+        self._ended = False
+        self._closed = False
+
+    # --------------------------------------------------------------- backend hooks
+
+    def _send(self, index: int, frame: Frame, timeout: float | None) -> int:
+        raise NotImplementedError
+
+    def _end_inputs(self, timeout: float | None) -> None:
+        raise NotImplementedError
+
+    def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def status(self) -> list[NodeStatus]:
+        """State, pid, start time, RSS, init time and frame counts of every node."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- sending
+
+    def _input_index(self, to: str | None) -> int:
+        if to is None:
+            if len(self.input_labels) != 1:
+                raise ConfigError(
+                    f"this pipeline has {len(self.input_labels)} inputs "
+                    f"({', '.join(self.input_labels)}); say which with to="
+                )
+            return 0
+        try:
+            return self.input_labels.index(to)
+        except ValueError:
+            raise ConfigError(
+                f"no session input {to!r}; inputs: {', '.join(self.input_labels)}"
+            ) from None
+
+    def send(self, frame: Frame, *, to: str | None = None, timeout: float | None = None) -> int:
+        """Sends ``frame`` into the pipeline (to input ``to`` when there are several).
+        Blocks while the pipeline is behind; returns the frame's sequence number."""
+        self._check_open()
+        return self._send(self._input_index(to), frame, timeout)
+
+    def end_input(self, timeout: float | None = None) -> None:
+        """Ends the input stream: nodes flush, and ``outputs()`` ends after the last frame."""
+        if not self._ended:
+            self._ended = True
+            self._end_inputs(timeout)
+
+    # --------------------------------------------------------------- receiving
+
+    def recv(self, timeout: float | None = None) -> Frame | None:
+        """The next output frame (``frame.source`` names the node), or ``None`` once
+        every output has ended. Raises the session's failure if a node failed."""
+        self._check_open()
+        while True:
+            kind, value, label = self._next(timeout)
+            if kind == "frame":
+                value.source = label
+                return value  # type: ignore[no-any-return]
+            if kind == "end":
+                return None
+            if value.get("type") == "frame_error":
+                self.frame_errors.append(value)
+                if self._on_frame_error is not None:
+                    self._on_frame_error(value)
+
+    def outputs(self, timeout: float | None = None) -> Iterator[Frame]:
+        """Yields output frames until the stream ends (after :meth:`end_input`).
+        ``timeout`` bounds the wait for each frame."""
+        while (frame := self.recv(timeout)) is not None:
+            yield frame
+
+    def stream(self, frames: Iterable[Frame], *, to: str | None = None) -> Iterator[Frame]:
+        """Feeds ``frames`` from a background thread while yielding outputs, so a long
+        or endless input never deadlocks against the outputs; ends the input when
+        ``frames`` is exhausted."""
+        feeder_error: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                for frame in frames:
+                    self.send(frame, to=to)
+                self.end_input()
+            except BaseException as err:
+                feeder_error.append(err)
+
+        feeder = threading.Thread(target=feed, name="zerohop-feeder", daemon=True)
+        feeder.start()
+        try:
+            while True:
+                try:
+                    frame = self.recv(timeout=0.1)
+                except ZerohopError as err:
+                    if isinstance(err, TimeoutError):
+                        if feeder_error:
+                            raise feeder_error[0] from None
+                        continue
+                    raise
+                if frame is None:
+                    break
+                yield frame
+        finally:
+            if feeder.is_alive():
+                self.close()
+            feeder.join()
+        if feeder_error:
+            raise feeder_error[0]
+
+    def run(self, inputs: Frame | Iterable[Frame], *, to: str | None = None) -> list[Frame]:
+        """Sends all ``inputs``, ends the input, and returns every output frame."""
+        from .data import Frame
+
+        items = [inputs] if isinstance(inputs, Frame) else inputs
+        return list(self.stream(items, to=to))
+
+    # --------------------------------------------------------------- asyncio
+
+    async def asend(self, frame: Frame, *, to: str | None = None) -> int:
+        """``send`` without blocking the event loop."""
+        return await asyncio.to_thread(self.send, frame, to=to)
+
+    async def arecv(self) -> Frame | None:
+        """``recv`` without blocking the event loop."""
+        return await asyncio.to_thread(self.recv)
+
+    async def astream(
+        self, frames: AsyncIterable[Frame] | Iterable[Frame], *, to: str | None = None
+    ) -> AsyncIterator[Frame]:
+        """``stream`` for asyncio: feeds ``frames`` (sync or async iterable)."""
+
+        async def feed() -> None:
+            if isinstance(frames, AsyncIterable):
+                async for frame in frames:
+                    await self.asend(frame, to=to)
+            else:
+                for frame in frames:
+                    await self.asend(frame, to=to)
+            await asyncio.to_thread(self.end_input)
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            while (frame := await self.arecv()) is not None:
+                yield frame
+            await feeder
+        finally:
+            if not feeder.done():
+                self.close()
+                feeder.cancel()
+
+    async def arun(self, inputs: Iterable[Frame]) -> list[Frame]:
+        """``run`` for asyncio."""
+        return [frame async for frame in self.astream(inputs)]
+
+    # --------------------------------------------------------------- lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from .errors import ChannelClosedError
+
+            raise ChannelClosedError(f"session of pipeline '{self.name}' is closed")
+
+    def close(self) -> None:
+        """Stops every node (cooperatively, then by signal) and releases all shared
+        memory. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"<{type(self).__name__} {self.name!r} {state}>"
+
+
+class MultiprocessSession(Session):
+    """Every node in its own process, wired by shared-memory channels (the default)."""
+
+    def __init__(self, native: Any, name: str) -> None:
+        super().__init__(name, list(native.input_labels), list(native.output_labels))
+        self._native = native
+        self.id: str = native.id
+        from .channel import Sender
+
+        self._inputs = []
+        for i, label in enumerate(self.input_labels):
+            sender = Sender.__new__(Sender)
+            sender._native = native.input(i)
+            sender.name = label
+            self._inputs.append(sender)
+
+    def _send(self, index: int, frame: Frame, timeout: float | None) -> int:
+        return self._inputs[index].send(frame, timeout=timeout)
+
+    def _end_inputs(self, timeout: float | None) -> None:
+        self._native.end_inputs(timeout)
+
+    def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
+        from .data import from_raw
+
+        item = self._native.recv(timeout)
+        if item[0] == "frame":
+            return "frame", from_raw(item[2]), self.output_labels[item[1]]
+        return item[0], item[1], None
+
+    def status(self) -> list[NodeStatus]:
+        return [NodeStatus(**item) for item in self._native.status()]
+
+    def pids(self) -> list[int]:
+        """Pids of the node processes."""
+        return list(self._native.pids())
+
+    def loan_tensor(self, shape: tuple[int, ...] | int, dtype: str = "float32", *, to: str | None = None) -> Any:
+        """Loans a tensor frame from the input channel's shared memory (zero-copy send)."""
+        return self._inputs[self._input_index(to)].loan_tensor(shape, dtype)
+
+    def loan_audio(self, frames: int, *, sample_rate: int, channels: int = 1, dtype: str = "float32", to: str | None = None) -> Any:
+        """Loans an audio frame from the input channel's shared memory."""
+        return self._inputs[self._input_index(to)].loan_audio(
+            frames, sample_rate=sample_rate, channels=channels, dtype=dtype
+        )
+
+    def _close(self) -> None:
+        for sender in self._inputs:
+            sender.close()
+        self._native.close()
+
+
+def _launch_command(pipeline: Pipeline) -> tuple[str, list[str], list[tuple[str, str]]]:
+    executable = pipeline.config.process.python_executable or sys.executable
+    env = [(k, v) for k, v in os.environ.items()]
+    return executable, ["-m", "zerohop.runner"], env
+
+
+def _sys_path() -> list[str]:
+    entries = []
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file:
+        entries.append(os.path.dirname(os.path.abspath(main_file)))
+    entries.extend(p for p in sys.path if p)
+    return entries
+
+
+def start_session(
+    pipeline: Pipeline,
+    *,
+    executor: Executor,
+    on_progress: EventCallback | None,
+    on_frame_error: EventCallback | None,
+) -> Session:
+    """Starts ``pipeline`` on ``executor`` (called by :meth:`Pipeline.session`)."""
+    import json
+
+    if executor == "inprocess":
+        from .inprocess import InProcessSession
+
+        session: Session = InProcessSession(pipeline, on_progress=on_progress)
+    else:
+        from . import _native
+
+        cfg = pipeline.config
+        program, args, env = _launch_command(pipeline)
+        native = _native.NativeSession.start(
+            json.dumps(pipeline.graph()),
+            program=program,
+            args=args,
+            env=env,
+            cwd=os.getcwd(),
+            channel=(
+                cfg.channel.capacity,
+                cfg.channel.max_payload_bytes,
+                cfg.channel.initial_payload_bytes,
+                cfg.channel.max_borrowed,
+                cfg.channel.max_loans,
+            ),
+            init_timeout=cfg.process.init_timeout_secs,
+            grace=cfg.process.grace_period_secs,
+            term_grace=cfg.process.term_grace_secs,
+            max_processes=cfg.process.max_processes(),
+            heartbeat_secs=cfg.process.heartbeat_secs,
+            imports=pipeline._imports.specs(),
+            sys_path=_sys_path(),
+            on_event=on_progress,
+        )
+        session = MultiprocessSession(native, pipeline.name)
+    session._on_frame_error = on_frame_error
+    return session
+

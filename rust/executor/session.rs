@@ -1,0 +1,292 @@
+//! A running session: the node processes of one graph, the channels between them, and
+//! the host's own ends — one sender per session input, one receiver per session output.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::executor::graph::{Graph, Placement, PortRef};
+use crate::frame::{Header, FLAG_END_OF_STREAM};
+use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
+use crate::supervisor::{
+    ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec, Supervisor, Timing,
+};
+
+/// Everything a session needs besides its graph.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub channel: ChannelConfig,
+    pub timing: Timing,
+    /// How to start a node process (the Python interpreter running `zerohop.runner`).
+    pub launch: LaunchSpec,
+    /// At most this many node processes (None: unlimited).
+    pub max_processes: Option<usize>,
+    pub heartbeat_secs: f64,
+    pub imports: Vec<ImportSpec>,
+    pub sys_path: Vec<String>,
+}
+
+/// What `Session::recv` delivers.
+pub enum Output {
+    /// A frame from session output `output` (an index into `Graph::outputs`).
+    Frame { output: usize, header: Header, sample: Sample },
+    /// Progress or a dropped frame's error.
+    Event(Event),
+    /// Every output has delivered its end of stream.
+    End,
+}
+
+pub struct Session {
+    pub id: String,
+    pub graph: Graph,
+    supervisor: Supervisor,
+    inputs: Vec<Arc<ipc::Sender>>,
+    outputs: Vec<ipc::Receiver>,
+    ended: Mutex<Vec<bool>>,
+    next_output: Mutex<usize>,
+    inputs_closed: AtomicBool,
+    max_payload: usize,
+}
+
+/// 128 random bits as hex: session ids name shared-memory services, so they must not
+/// be guessable by other local users.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: writing into our own buffer.
+        let n = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn settings(cfg: &ChannelConfig) -> ChannelSettings {
+    ChannelSettings {
+        capacity: cfg.capacity,
+        max_payload: cfg.max_payload,
+        initial_payload: cfg.initial_payload,
+        max_borrowed: cfg.max_borrowed,
+        max_loans: cfg.max_loans,
+    }
+}
+
+impl Session {
+    /// Validates limits, creates the host's channel ends, spawns every node at once and
+    /// waits until all are ready. `on_event` sees progress while they initialize. On any
+    /// failure everything started so far is stopped before the error is returned.
+    pub fn start(
+        graph: Graph,
+        cfg: &SessionConfig,
+        on_event: &mut dyn FnMut(Event) -> Result<()>,
+        interrupt: Interrupt,
+    ) -> Result<Session> {
+        if let Some(node) = graph.nodes.iter().find(|n| n.placement != Placement::Multiprocess) {
+            return Err(Error::Config(format!(
+                "node '{}': placement {:?} is not run by the multiprocess executor",
+                node.id, node.placement
+            )));
+        }
+        let processes = graph.nodes.len();
+        if let Some(max) = cfg.max_processes {
+            if processes > max {
+                return Err(Error::ResourceLimit(format!(
+                    "pipeline '{}' needs {processes} node processes, the limit is {max} \
+                     (max_processes_per_session)",
+                    graph.name
+                )));
+            }
+        }
+        let id = random_id();
+        let edge_name = |i: usize| format!("{id}/e{i}");
+        let input_name = |i: usize| format!("{id}/i{i}");
+        let output_name = |i: usize| format!("{id}/o{i}");
+
+        let inputs = (0..graph.inputs.len())
+            .map(|i| ipc::Sender::create(&input_name(i), &cfg.channel).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = (0..graph.outputs.len())
+            .map(|i| ipc::Receiver::open(&output_name(i), &cfg.channel))
+            .collect::<Result<Vec<_>>>()?;
+
+        let channels_of = |port: &PortRef, incoming: bool| -> Vec<String> {
+            let mut names: Vec<String> = graph
+                .edges
+                .iter()
+                .enumerate()
+                .filter(|(_, (from, to))| if incoming { to == port } else { from == port })
+                .map(|(i, _)| edge_name(i))
+                .collect();
+            let host_side = if incoming { &graph.inputs } else { &graph.outputs };
+            if let Some(i) = host_side.iter().position(|p| p == port) {
+                names.push(if incoming { input_name(i) } else { output_name(i) });
+            }
+            names
+        };
+        let specs = graph
+            .order
+            .iter()
+            .map(|&n| {
+                let node = &graph.nodes[n];
+                let ports = |names: &[String], incoming: bool| {
+                    names
+                        .iter()
+                        .map(|port| PortSpec {
+                            port: port.clone(),
+                            channels: channels_of(&PortRef { node: n, port: port.clone() }, incoming),
+                        })
+                        .collect()
+                };
+                NodeSpec {
+                    session_id: id.clone(),
+                    node_id: node.id.clone(),
+                    node_type: node.node_type.clone(),
+                    params: node.params.clone(),
+                    inputs: ports(&node.inputs, true),
+                    outputs: ports(&node.outputs, false),
+                    channel: settings(&cfg.channel),
+                    on_error: node.on_error,
+                    heartbeat_secs: cfg.heartbeat_secs,
+                    imports: cfg.imports.clone(),
+                    sys_path: cfg.sys_path.clone(),
+                }
+            })
+            .collect();
+        let supervisor = Supervisor::start(specs, &cfg.launch, cfg.timing.clone())?;
+        supervisor.wait_ready(on_event, interrupt)?;
+        let outputs_len = outputs.len();
+        Ok(Session {
+            id,
+            graph,
+            supervisor,
+            inputs,
+            outputs,
+            ended: Mutex::new(vec![false; outputs_len]),
+            next_output: Mutex::new(0),
+            inputs_closed: AtomicBool::new(false),
+            max_payload: cfg.channel.max_payload,
+        })
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The sender of session input `index` (see `Graph::inputs`).
+    pub fn input(&self, index: usize) -> Result<&Arc<ipc::Sender>> {
+        if self.inputs_closed.load(Ordering::Acquire) {
+            return Err(Error::Closed(format!("session {} inputs", self.id)));
+        }
+        self.inputs.get(index).ok_or_else(|| Error::Config(format!("no session input {index}")))
+    }
+
+    /// Fails with the session's failure, if any.
+    pub fn check(&self) -> Result<()> {
+        self.supervisor.check()
+    }
+
+    /// Sends the end of stream on every input: nodes flush and pass it on, and `recv`
+    /// returns `Output::End` once it has come out of every output.
+    pub fn end_inputs(&self, timeout: Option<Duration>, interrupt: Interrupt) -> Result<()> {
+        if self.inputs_closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut eos = Header::bytes_like(crate::frame::Kind::Bytes, 0)?;
+        eos.flags = FLAG_END_OF_STREAM;
+        let bytes = eos.to_bytes();
+        let guarded = || {
+            self.supervisor.check()?;
+            interrupt()
+        };
+        for input in &self.inputs {
+            input.send_copy(&[&bytes], timeout, &guarded)?;
+        }
+        Ok(())
+    }
+
+    /// The next output frame or event. Blocks up to `timeout` (None: forever); fails
+    /// with the session's failure as soon as there is one.
+    pub fn recv(&self, timeout: Option<Duration>, interrupt: Interrupt) -> Result<Output> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(event) = self.supervisor.next_event() {
+                return Ok(Output::Event(event));
+            }
+            self.supervisor.check()?;
+            if let Some(output) = self.try_outputs()? {
+                return Ok(output);
+            }
+            let now = Instant::now();
+            if let Some(deadline) = deadline {
+                if now >= deadline {
+                    return Err(Error::Timeout { what: "waiting for a session output", after: timeout.unwrap_or_default() });
+                }
+            }
+            let slice = deadline.map_or(Duration::from_millis(50), |d| (d - now).min(Duration::from_millis(50)));
+            self.wait(slice);
+            interrupt()?;
+        }
+    }
+
+    fn try_outputs(&self) -> Result<Option<Output>> {
+        let mut ended = self.ended.lock().expect("poisoned");
+        let mut next = self.next_output.lock().expect("poisoned");
+        let count = self.outputs.len();
+        for k in 0..count {
+            let i = (*next + k) % count;
+            if ended[i] {
+                continue;
+            }
+            while let Some(sample) = self.outputs[i].try_recv()? {
+                let header = Header::decode(&sample, self.max_payload)?;
+                if header.flags & FLAG_END_OF_STREAM != 0 {
+                    ended[i] = true;
+                    break;
+                }
+                *next = (i + 1) % count;
+                return Ok(Some(Output::Frame { output: i, header, sample }));
+            }
+        }
+        if ended.iter().all(|&e| e) {
+            return Ok(Some(Output::End));
+        }
+        Ok(None)
+    }
+
+    fn wait(&self, slice: Duration) {
+        let ended = self.ended.lock().expect("poisoned").clone();
+        let mut fds: Vec<RawFd> = self
+            .outputs
+            .iter()
+            .zip(ended)
+            .filter(|(_, e)| !e)
+            .map(|(rx, _)| rx.wait_fd())
+            .collect();
+        fds.push(self.supervisor.notify_fd().as_raw_fd());
+        let mut pollfds: Vec<libc::pollfd> =
+            fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: valid pollfd array.
+        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, slice.as_millis() as i32 + 1) };
+        self.supervisor.drain_notify();
+    }
+
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.supervisor.status()
+    }
+
+    /// Stops every node and releases every channel. Idempotent; also done on drop.
+    pub fn close(&self) {
+        self.inputs_closed.store(true, Ordering::Release);
+        self.supervisor.stop();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

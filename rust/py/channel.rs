@@ -1,0 +1,393 @@
+//! `Sender` / `Receiver` pyclasses over the core's shared-memory channels. Python's
+//! `zerohop.channel` wraps them with the frame classes of `zerohop.data`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::error::Error;
+use crate::frame::{Header, HEADER_LEN};
+use crate::ipc::{self, ChannelConfig};
+use crate::py::blocking::{without_gil, Gate};
+use crate::py::errors::IntoPyResult;
+use crate::py::frame::{buffer_bytes, build_header, contiguous_buffer, RawFrame, Storage};
+
+fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!(
+            "timeout must be >= 0 seconds or None, got {s}"
+        ))),
+    }
+}
+
+fn config(
+    capacity: usize,
+    max_payload: usize,
+    initial_payload: usize,
+    max_borrowed: usize,
+    max_loans: usize,
+) -> PyResult<ChannelConfig> {
+    let cfg = ChannelConfig {
+        capacity,
+        max_payload,
+        initial_payload,
+        max_borrowed,
+        max_loans,
+    };
+    if capacity == 0 || max_borrowed == 0 || max_loans == 0 {
+        return Err(Error::Config(format!(
+            "capacity, max_borrowed and max_loans must be >= 1 (got {capacity}, {max_borrowed}, {max_loans})"
+        )))
+        .py_err();
+    }
+    Ok(cfg)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of Python's `time.monotonic_ns()` and
+/// `time.perf_counter_ns()` on Linux, so timestamps compare across processes.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The writing end of a channel. Frames get this sender's session id and, unless the
+/// caller gives one, the next sequence number and the current monotonic time.
+#[pyclass(module = "zerohop._native", name = "Sender", frozen)]
+pub struct PySender {
+    inner: Arc<ipc::Sender>,
+    #[pyo3(get)]
+    name: String,
+    #[pyo3(get)]
+    session_id: u64,
+    #[pyo3(get)]
+    max_payload: usize,
+    next_sequence: AtomicU64,
+    /// Extra check while blocked (a session's failure), besides Ctrl-C.
+    guard: Option<Guard>,
+}
+
+/// A check that aborts a blocked send, e.g. because the session it feeds has failed.
+pub type Guard = Arc<dyn Fn() -> crate::error::Result<()> + Send + Sync>;
+
+impl PySender {
+    /// Wraps a sender the executor created (a session input).
+    pub fn from_parts(inner: Arc<ipc::Sender>, name: String, session_id: u64, max_payload: usize, guard: Guard) -> Self {
+        PySender { inner, name, session_id, max_payload, next_sequence: AtomicU64::new(0), guard: Some(guard) }
+    }
+
+    fn guard(&self, gate: &Gate) -> crate::error::Result<()> {
+        if let Some(guard) = &self.guard {
+            guard()?;
+        }
+        gate.check_signals()
+    }
+
+    fn stamp(&self, header: &mut Header, sequence: Option<u64>, timestamp_ns: Option<u64>) {
+        header.session_id = self.session_id;
+        header.sequence =
+            sequence.unwrap_or_else(|| self.next_sequence.fetch_add(1, Ordering::Relaxed));
+        header.timestamp_ns = timestamp_ns.unwrap_or_else(now_ns);
+    }
+}
+
+#[pymethods]
+impl PySender {
+    #[new]
+    #[pyo3(signature = (name, *, capacity=100, max_payload=64 << 20, initial_payload=4096,
+                        max_borrowed=16, max_loans=4, session_id=0))]
+    fn new(
+        py: Python<'_>,
+        name: String,
+        capacity: usize,
+        max_payload: usize,
+        initial_payload: usize,
+        max_borrowed: usize,
+        max_loans: usize,
+        session_id: u64,
+    ) -> PyResult<Self> {
+        let cfg = config(
+            capacity,
+            max_payload,
+            initial_payload,
+            max_borrowed,
+            max_loans,
+        )?;
+        let inner = py.detach(|| ipc::Sender::create(&name, &cfg)).py_err()?;
+        Ok(PySender {
+            inner: Arc::new(inner),
+            name,
+            session_id,
+            max_payload,
+            next_sequence: AtomicU64::new(0),
+            guard: None,
+        })
+    }
+
+    /// Loans a shared-memory frame whose payload the caller fills through the buffer
+    /// protocol (a writable numpy view), then passes to `send_loan`.
+    #[pyo3(signature = (kind, dtype, shape, *, sample_rate=0, channels=0, width=0, height=0,
+                        pixel_format=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn loan(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        dtype: &str,
+        shape: Vec<u64>,
+        sample_rate: u32,
+        channels: u32,
+        width: u32,
+        height: u32,
+        pixel_format: Option<&str>,
+    ) -> PyResult<RawFrame> {
+        let header = build_header(
+            kind,
+            dtype,
+            shape,
+            sample_rate,
+            channels,
+            width,
+            height,
+            pixel_format,
+        )
+        .py_err()?;
+        let inner = Arc::clone(&self.inner);
+        let len = header.frame_len();
+        let mut loan = py.detach(|| inner.loan(len)).py_err()?;
+        header.encode(&mut loan);
+        let base = loan.as_ptr();
+        Ok(RawFrame::new(
+            header,
+            base,
+            Storage::Loaned(loan, Arc::clone(&self.inner)),
+        ))
+    }
+
+    /// Sends a loaned frame without copying. Returns the sequence number it carries.
+    #[pyo3(signature = (frame, *, sequence=None, timestamp_ns=None, timeout=None))]
+    fn send_loan(
+        &self,
+        py: Python<'_>,
+        frame: &Bound<'_, RawFrame>,
+        sequence: Option<u64>,
+        timestamp_ns: Option<u64>,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let timeout = duration(timeout)?;
+        let frame = frame.get();
+        let mut storage = frame.storage();
+        let (mut loan, owner) =
+            match std::mem::replace(&mut *storage, Storage::Sent(Arc::clone(&self.inner))) {
+                Storage::Loaned(loan, owner) => (loan, owner),
+                other => {
+                    *storage = other;
+                    return Err(PyValueError::new_err(
+                        "only an unsent frame loaned from a Sender can be sent with send_loan",
+                    ));
+                }
+            };
+        if !Arc::ptr_eq(&owner, &self.inner) {
+            *storage = Storage::Loaned(loan, owner);
+            return Err(PyValueError::new_err(
+                "this frame was loaned from another Sender",
+            ));
+        }
+        let mut header = frame.header.clone();
+        self.stamp(&mut header, sequence, timestamp_ns);
+        header.encode(&mut loan);
+        let sent_sequence = header.sequence;
+        let inner = Arc::clone(&self.inner);
+        // The storage lock is held across the send: the frame is in no usable state until
+        // it has either gone out or failed (and a failed loan is gone either way).
+        without_gil(py, move |gate| inner.send(loan, timeout, &|| self.guard(gate)))?;
+        Ok(sent_sequence)
+    }
+
+    /// Sends a frame built from `payload` (any C-contiguous buffer) with one copy into
+    /// shared memory. Returns the sequence number it carries.
+    #[pyo3(signature = (kind, dtype, shape, payload, *, sample_rate=0, channels=0, width=0,
+                        height=0, pixel_format=None, sequence=None, timestamp_ns=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        dtype: &str,
+        shape: Vec<u64>,
+        payload: &Bound<'_, PyAny>,
+        sample_rate: u32,
+        channels: u32,
+        width: u32,
+        height: u32,
+        pixel_format: Option<&str>,
+        sequence: Option<u64>,
+        timestamp_ns: Option<u64>,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let timeout = duration(timeout)?;
+        let mut header = build_header(
+            kind,
+            dtype,
+            shape,
+            sample_rate,
+            channels,
+            width,
+            height,
+            pixel_format,
+        )
+        .py_err()?;
+        let buffer = contiguous_buffer(payload)?;
+        if buffer.len_bytes() as u64 != header.payload_len {
+            return Err(Error::Frame(format!(
+                "payload has {} bytes, shape {:?} of {} needs {}",
+                buffer.len_bytes(),
+                header.dims(),
+                header.dtype,
+                header.payload_len
+            )))
+            .py_err();
+        }
+        self.stamp(&mut header, sequence, timestamp_ns);
+        let sequence = header.sequence;
+        let inner = Arc::clone(&self.inner);
+        let bytes = header.to_bytes();
+        let body = buffer_bytes(&buffer);
+        without_gil(py, |gate| inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)))?;
+        Ok(sequence)
+    }
+
+    /// Forwards a frame (e.g. one just received) with one copy, keeping its metadata
+    /// unless `sequence` / `timestamp_ns` are given.
+    #[pyo3(signature = (frame, *, sequence=None, timestamp_ns=None, timeout=None))]
+    fn send_frame(
+        &self,
+        py: Python<'_>,
+        frame: &Bound<'_, RawFrame>,
+        sequence: Option<u64>,
+        timestamp_ns: Option<u64>,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let timeout = duration(timeout)?;
+        let frame = frame.get();
+        let mut header = frame.header.clone();
+        header.session_id = self.session_id;
+        header.sequence = sequence.unwrap_or(header.sequence);
+        header.timestamp_ns = timestamp_ns.unwrap_or(header.timestamp_ns);
+        let sequence = header.sequence;
+        let bytes = header.to_bytes();
+        let inner = Arc::clone(&self.inner);
+        let body = frame.payload_bytes();
+        without_gil(py, |gate| inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)))?;
+        Ok(sequence)
+    }
+
+    /// Sends the end-of-stream marker: no more frames follow on this channel.
+    #[pyo3(signature = (*, timeout=None))]
+    fn send_end_of_stream(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = duration(timeout)?;
+        let mut header = Header::bytes_like(crate::frame::Kind::Bytes, 0).py_err()?;
+        header.flags = crate::frame::FLAG_END_OF_STREAM;
+        self.stamp(&mut header, None, None);
+        let bytes = header.to_bytes();
+        let inner = Arc::clone(&self.inner);
+        without_gil(py, |gate| inner.send_copy(&[&bytes], timeout, &|| self.guard(gate)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Sender(name={:?})", self.name)
+    }
+}
+
+/// The reading end of a channel.
+#[pyclass(module = "zerohop._native", name = "Receiver", frozen)]
+pub struct PyReceiver {
+    inner: Arc<ipc::Receiver>,
+    #[pyo3(get)]
+    name: String,
+    #[pyo3(get)]
+    max_payload: usize,
+}
+
+impl PyReceiver {
+    fn wrap(&self, sample: ipc::Sample) -> PyResult<RawFrame> {
+        let header = Header::decode(&sample, self.max_payload).py_err()?;
+        let base = sample.as_ptr();
+        Ok(RawFrame::new(header, base, Storage::Received(sample)))
+    }
+}
+
+#[pymethods]
+impl PyReceiver {
+    #[new]
+    #[pyo3(signature = (name, *, capacity=100, max_payload=64 << 20, initial_payload=4096,
+                        max_borrowed=16, max_loans=4))]
+    fn new(
+        py: Python<'_>,
+        name: String,
+        capacity: usize,
+        max_payload: usize,
+        initial_payload: usize,
+        max_borrowed: usize,
+        max_loans: usize,
+    ) -> PyResult<Self> {
+        let cfg = config(
+            capacity,
+            max_payload,
+            initial_payload,
+            max_borrowed,
+            max_loans,
+        )?;
+        let inner = py.detach(|| ipc::Receiver::open(&name, &cfg)).py_err()?;
+        Ok(PyReceiver {
+            inner: Arc::new(inner),
+            name,
+            max_payload,
+        })
+    }
+
+    /// Blocks (without the GIL) until a frame arrives. `timeout` in seconds; None waits
+    /// forever. Raises ZerohopTimeoutError, ChannelClosedError or FrameError.
+    #[pyo3(signature = (timeout=None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RawFrame> {
+        let timeout = duration(timeout)?;
+        let inner = Arc::clone(&self.inner);
+        let sample = without_gil(py, |gate| inner.recv(timeout, &|| gate.check_signals()))?;
+        self.wrap(sample)
+    }
+
+    /// The next frame if one is waiting, else None. Never blocks.
+    fn try_recv(&self) -> PyResult<Option<RawFrame>> {
+        match self.inner.try_recv().py_err()? {
+            Some(sample) => self.wrap(sample).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A file descriptor that becomes readable when a frame may be waiting (for
+    /// `loop.add_reader`); drain with `try_recv` after it fires.
+    fn wait_fd(&self) -> i32 {
+        self.inner.wait_fd()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Receiver(name={:?})", self.name)
+    }
+}
+
+/// Removes shared memory left behind by dead processes; returns how many were reclaimed.
+#[pyfunction]
+pub fn reclaim_dead(py: Python<'_>) -> PyResult<usize> {
+    py.detach(ipc::reclaim_dead).py_err()
+}
+
+const _: () = assert!(HEADER_LEN % 64 == 0);

@@ -1,0 +1,93 @@
+//! The one place where core errors become Python exceptions. The classes live in
+//! `python/zerohop/errors.py` (the documented hierarchy); this file only maps to them,
+//! with one arm per core variant so that a new variant cannot be forgotten.
+
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3::PyErr;
+
+use crate::error::Error;
+
+mod classes {
+    pyo3::import_exception!(zerohop.errors, FrameError);
+    pyo3::import_exception!(zerohop.errors, PayloadTooLargeError);
+    pyo3::import_exception!(zerohop.errors, ChannelError);
+    pyo3::import_exception!(zerohop.errors, ChannelClosedError);
+    pyo3::import_exception!(zerohop.errors, ZerohopTimeoutError);
+    pyo3::import_exception!(zerohop.errors, ConfigError);
+    pyo3::import_exception!(zerohop.errors, ManifestError);
+    pyo3::import_exception!(zerohop.errors, ResourceLimitError);
+    pyo3::import_exception!(zerohop.errors, SpawnError);
+    pyo3::import_exception!(zerohop.errors, NodeInitError);
+    pyo3::import_exception!(zerohop.errors, NodeInitTimeout);
+    pyo3::import_exception!(zerohop.errors, NodeCrashedError);
+    pyo3::import_exception!(zerohop.errors, NodeError);
+}
+
+/// Builds `cls(message, **attrs)`.
+fn with_attrs<T: pyo3::PyTypeInfo>(message: String, attrs: &[(&str, Option<Py<PyAny>>)]) -> PyErr {
+    Python::attach(|py| {
+        let kwargs = PyDict::new(py);
+        for (key, value) in attrs {
+            if let Err(err) = kwargs.set_item(key, value) {
+                return err;
+            }
+        }
+        match T::type_object(py).call((message,), Some(&kwargs)) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(err) => err,
+        }
+    })
+}
+
+fn text(py: Python<'_>, value: &str) -> Option<Py<PyAny>> {
+    Some(pyo3::types::PyString::new(py, value).into_any().unbind())
+}
+
+fn int(py: Python<'_>, value: Option<i32>) -> Option<Py<PyAny>> {
+    value.map(|v| v.into_pyobject(py).expect("int").into_any().unbind())
+}
+
+/// Converts a core error into the matching `zerohop.errors` exception.
+pub fn to_pyerr(err: Error) -> PyErr {
+    let message = err.to_string();
+    Python::attach(|py| match &err {
+        Error::Frame(_) => classes::FrameError::new_err(message),
+        Error::PayloadTooLarge { .. } => classes::PayloadTooLargeError::new_err(message),
+        Error::Timeout { .. } => classes::ZerohopTimeoutError::new_err(message),
+        Error::Interrupted => PyKeyboardInterrupt::new_err(message),
+        Error::Closed(_) => classes::ChannelClosedError::new_err(message),
+        Error::Ipc { .. } => classes::ChannelError::new_err(message),
+        Error::Config(_) => classes::ConfigError::new_err(message),
+        Error::Manifest { path, .. } => with_attrs::<classes::ManifestError>(message, &[("path", text(py, path))]),
+        Error::ResourceLimit(_) => classes::ResourceLimitError::new_err(message),
+        Error::Spawn { node, .. } => with_attrs::<classes::SpawnError>(message, &[("node_id", text(py, node))]),
+        Error::NodeInit { node, message: short, traceback } => with_attrs::<classes::NodeInitError>(
+            format!("node '{node}' failed to initialize: {short}"),
+            &[("node_id", text(py, node)), ("traceback", text(py, traceback))],
+        ),
+        Error::NodeInitTimeout { node, .. } => {
+            with_attrs::<classes::NodeInitTimeout>(message, &[("node_id", text(py, node))])
+        }
+        Error::NodeCrashed { node, code, signal, .. } => with_attrs::<classes::NodeCrashedError>(
+            message,
+            &[("node_id", text(py, node)), ("exit_code", int(py, *code)), ("signal", int(py, *signal))],
+        ),
+        Error::Node { node, traceback, .. } => with_attrs::<classes::NodeError>(
+            message,
+            &[("node_id", text(py, node)), ("traceback", text(py, traceback))],
+        ),
+    })
+}
+
+/// `?`-friendly conversion for results of the core.
+pub trait IntoPyResult<T> {
+    fn py_err(self) -> PyResult<T>;
+}
+
+impl<T> IntoPyResult<T> for Result<T, Error> {
+    fn py_err(self) -> PyResult<T> {
+        self.map_err(to_pyerr)
+    }
+}

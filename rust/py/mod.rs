@@ -1,0 +1,26 @@
+//! All PyO3 glue. The modules above this one know nothing of Python.
+
+mod blocking;
+mod channel;
+pub mod errors;
+mod frame;
+mod session;
+
+use pyo3::prelude::*;
+
+/// Fills the `zerohop._native` module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<frame::RawFrame>()?;
+    m.add_class::<channel::PySender>()?;
+    m.add_class::<channel::PyReceiver>()?;
+    m.add_class::<session::NativeSession>()?;
+    m.add_function(wrap_pyfunction!(frame::encode_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::decode_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(channel::reclaim_dead, m)?)?;
+    m.add_function(wrap_pyfunction!(session::validate_graph, m)?)?;
+    for (name, value) in frame::constants(m.py())? {
+        m.add(name, value)?;
+    }
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `NativeSession`: the executor's session as Python's `zerohop.session` drives it.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::executor::{Graph, Output, Session, SessionConfig};
+use crate::ipc::ChannelConfig;
+use crate::py::blocking::without_gil;
+use crate::py::channel::PySender;
+use crate::py::errors::IntoPyResult;
+use crate::py::frame::{RawFrame, Storage};
+use crate::supervisor::{Event, ImportSpec, LaunchSpec, NodeStatus, Timing};
+
+fn seconds(value: f64, what: &str) -> PyResult<Duration> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(PyValueError::new_err(format!("{what} must be a non-negative number of seconds")))
+    }
+}
+
+fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
+    let out = PyDict::new(py);
+    match event {
+        Event::Progress { node_id, fraction, message } => {
+            out.set_item("type", "progress")?;
+            out.set_item("node_id", node_id)?;
+            out.set_item("fraction", fraction)?;
+            out.set_item("message", message)?;
+        }
+        Event::Ready { node_id, init_secs } => {
+            out.set_item("type", "ready")?;
+            out.set_item("node_id", node_id)?;
+            out.set_item("init_secs", init_secs)?;
+        }
+        Event::FrameError { node_id, error, traceback, sequence } => {
+            out.set_item("type", "frame_error")?;
+            out.set_item("node_id", node_id)?;
+            out.set_item("error", error)?;
+            out.set_item("traceback", traceback)?;
+            out.set_item("sequence", sequence)?;
+        }
+    }
+    Ok(out)
+}
+
+fn status_to_py(py: Python<'_>, status: NodeStatus) -> PyResult<Bound<'_, PyDict>> {
+    let out = PyDict::new(py);
+    out.set_item("node_id", status.node_id)?;
+    out.set_item("state", status.state.name())?;
+    out.set_item("pid", status.pid)?;
+    out.set_item(
+        "started_at",
+        status
+            .started_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64()),
+    )?;
+    out.set_item("rss_bytes", status.rss_bytes)?;
+    out.set_item("init_secs", status.init_secs)?;
+    out.set_item("frames_in", status.frames_in)?;
+    out.set_item("frames_out", status.frames_out)?;
+    out.set_item("exit", status.exit.map(|e| e.to_string()))?;
+    Ok(out)
+}
+
+/// One running session of the multiprocess executor.
+#[pyclass(module = "zerohop._native", name = "NativeSession", frozen)]
+pub struct NativeSession {
+    inner: Arc<Session>,
+}
+
+#[pymethods]
+impl NativeSession {
+    /// Validates `graph_json`, spawns every node and waits until all are ready.
+    /// `on_event(dict)` is called with progress and ready events meanwhile.
+    #[staticmethod]
+    #[pyo3(signature = (graph_json, *, program, args, env, cwd, channel, init_timeout, grace,
+                        term_grace, max_processes, heartbeat_secs, imports, sys_path, on_event=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        py: Python<'_>,
+        graph_json: &str,
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        channel: (usize, usize, usize, usize, usize),
+        init_timeout: f64,
+        grace: f64,
+        term_grace: f64,
+        max_processes: Option<usize>,
+        heartbeat_secs: f64,
+        imports: Vec<(String, String, Vec<String>)>,
+        sys_path: Vec<String>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<NativeSession> {
+        let graph = Graph::from_json(graph_json).py_err()?;
+        let (capacity, max_payload, initial_payload, max_borrowed, max_loans) = channel;
+        let imports = imports
+            .into_iter()
+            .map(|(kind, value, classes)| match kind.as_str() {
+                "module" => Ok(ImportSpec::Module { name: value, classes }),
+                "main_script" => Ok(ImportSpec::MainScript { path: value, classes }),
+                other => Err(PyValueError::new_err(format!("unknown import kind {other:?}"))),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let config = SessionConfig {
+            channel: ChannelConfig { capacity, max_payload, initial_payload, max_borrowed, max_loans },
+            timing: Timing {
+                init_timeout: seconds(init_timeout, "init_timeout")?,
+                grace: seconds(grace, "grace")?,
+                term_grace: seconds(term_grace, "term_grace")?,
+            },
+            launch: LaunchSpec {
+                program: program.into(),
+                args: args.into_iter().map(OsString::from).collect(),
+                env: env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
+                cwd: cwd.map(Into::into),
+            },
+            max_processes,
+            heartbeat_secs,
+            imports,
+            sys_path,
+        };
+        let session = without_gil(py, |gate| {
+            let mut forward = |event: Event| match &on_event {
+                Some(callback) => gate.call(|py| {
+                    callback.call1(py, (event_to_py(py, event)?,))?;
+                    Ok(())
+                }),
+                None => Ok(()),
+            };
+            Session::start(graph, &config, &mut forward, &|| gate.check_signals())
+        })?;
+        Ok(NativeSession { inner: Arc::new(session) })
+    }
+
+    #[getter]
+    fn id(&self) -> String {
+        self.inner.id.clone()
+    }
+
+    /// Labels of the session inputs (`node` or `node.port`), in order.
+    #[getter]
+    fn input_labels(&self) -> Vec<String> {
+        let g = &self.inner.graph;
+        g.inputs.iter().map(|p| g.port_label(p, false)).collect()
+    }
+
+    /// Labels of the session outputs (`node` or `node.port`), in order.
+    #[getter]
+    fn output_labels(&self) -> Vec<String> {
+        let g = &self.inner.graph;
+        g.outputs.iter().map(|p| g.port_label(p, true)).collect()
+    }
+
+    /// The sender of input `index`; a blocked send fails once the session has failed.
+    fn input(&self, index: usize) -> PyResult<PySender> {
+        let sender = Arc::clone(self.inner.input(index).py_err()?);
+        let session = Arc::clone(&self.inner);
+        let name = format!("{}/input{index}", self.inner.id);
+        Ok(PySender::from_parts(sender, name, 0, usize::MAX, Arc::new(move || session.check())))
+    }
+
+    /// Sends the end of stream into every input.
+    #[pyo3(signature = (timeout=None))]
+    fn end_inputs(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = timeout.map(|t| seconds(t, "timeout")).transpose()?;
+        let inner = Arc::clone(&self.inner);
+        without_gil(py, |gate| inner.end_inputs(timeout, &|| gate.check_signals()))
+    }
+
+    /// The next output: `("frame", output_index, RawFrame)`, `("event", dict)` or
+    /// `("end", None)`.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = timeout.map(|t| seconds(t, "timeout")).transpose()?;
+        let inner = Arc::clone(&self.inner);
+        let output = without_gil(py, |gate| inner.recv(timeout, &|| gate.check_signals()))?;
+        Ok(match output {
+            Output::Frame { output, header, sample } => {
+                let base = sample.as_ptr();
+                let frame = RawFrame::new(header, base, Storage::Received(sample));
+                ("frame", output, frame).into_pyobject(py)?.into_any()
+            }
+            Output::Event(event) => ("event", event_to_py(py, event)?).into_pyobject(py)?.into_any(),
+            Output::End => ("end", py.None()).into_pyobject(py)?.into_any(),
+        })
+    }
+
+    /// The session's failure as an exception, or None.
+    fn failure(&self) -> Option<PyErr> {
+        self.inner.check().err().map(crate::py::errors::to_pyerr)
+    }
+
+    /// One dict per node: state, pid, started_at, rss_bytes, init_secs, frames in/out.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let inner = Arc::clone(&self.inner);
+        let statuses = py.detach(|| inner.status());
+        let items = statuses.into_iter().map(|s| status_to_py(py, s)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    /// Pids of the node processes.
+    fn pids(&self) -> Vec<i32> {
+        self.inner.supervisor().pids()
+    }
+
+    /// Stops every node and releases every channel (blocks until done).
+    fn close(&self, py: Python<'_>) {
+        let inner = Arc::clone(&self.inner);
+        py.detach(|| inner.close());
+    }
+}
+
+/// Validates a graph description (JSON) the way a session start would, without
+/// starting anything. Raises ManifestError naming the field.
+#[pyfunction]
+pub fn validate_graph(graph_json: &str) -> PyResult<()> {
+    Graph::from_json(graph_json).map(|_| ()).py_err()
+}

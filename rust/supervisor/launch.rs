@@ -1,0 +1,259 @@
+//! Starting node processes, and the OS facts each choice rests on.
+//!
+//! * **One long-lived spawner thread.** `PR_SET_PDEATHSIG` fires when the *thread*
+//!   that forked the child exits, not the process. Python hosts start sessions from
+//!   whatever thread they like (thread pools, asyncio executors); if we forked from
+//!   those, a worker thread retiring would SIGKILL healthy nodes. All forks therefore
+//!   happen on one thread that lives as long as the host process.
+//! * **Own process group per node** (`setpgid(0, 0)`): a terminal's Ctrl-C reaches the
+//!   host only (which then stops the session in order), and SIGTERM/SIGKILL go to the
+//!   node's whole group, including any helper processes a model library started.
+//! * **Parent death**: `PR_SET_PDEATHSIG(SIGKILL)` plus a `getppid()` check for the race
+//!   where the host died before the prctl. The runner also exits when its control socket
+//!   reaches EOF, which covers hosts that die between those two moments.
+//! * **Exit detection by pidfd**: the supervisor polls pidfds together with the control
+//!   sockets, so an exit wakes it at once, with no SIGCHLD handler to share with Python.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+/// The fd number at which a node process finds its control socket.
+pub const CONTROL_FD: RawFd = 3;
+
+/// How to start one node process.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(sig) => write!(f, "signal {sig} ({})", signal_name(*sig)),
+        }
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGINT => "SIGINT",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}
+
+/// A started node process: its pid and a pidfd that turns readable when it exits.
+#[derive(Debug)]
+pub struct Process {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+impl Process {
+    /// The exit status if the process has ended (and reaps it), else None.
+    pub fn try_wait(&self) -> io::Result<Option<Exit>> {
+        // SAFETY: zeroed siginfo_t is a valid out-buffer for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG;
+        // SAFETY: valid idtype/id/out-pointer.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                self.pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            // ECHILD: someone else reaped it; we can only say it is gone.
+            return if err.raw_os_error() == Some(libc::ECHILD) {
+                Ok(Some(Exit::Code(-1)))
+            } else {
+                Err(err)
+            };
+        }
+        // SAFETY: waitid filled `info` for a child event, or left si_pid 0 for "none yet".
+        let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        Ok(Some(if code == libc::CLD_EXITED {
+            Exit::Code(status)
+        } else {
+            Exit::Signal(status)
+        }))
+    }
+
+    /// Sends `signal` to the process's whole group (it leads its own group).
+    pub fn signal_group(&self, signal: i32) {
+        // SAFETY: plain syscall; ESRCH (already gone) is fine.
+        unsafe { libc::kill(-self.pid, signal) };
+    }
+
+    /// Resident memory in bytes, from /proc (None once the process is gone).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        Some(pages * page)
+    }
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the pid is our unreaped child, so it cannot be recycled.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn spawn_here(spec: &LaunchSpec, control: &OwnedFd) -> io::Result<Process> {
+    let control_fd = control.as_raw_fd();
+    // SAFETY: getpid has no preconditions.
+    let host = unsafe { libc::getpid() };
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if control_fd == CONTROL_FD {
+                let flags = libc::fcntl(CONTROL_FD, libc::F_GETFD);
+                libc::fcntl(CONTROL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(control_fd, CONTROL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setpgid(0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != host {
+                libc::_exit(70);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    let pid = child.id() as i32;
+    // We reap through the pidfd; std's handle has no pipes to close.
+    drop(child);
+    let pidfd = pidfd_open(pid)?;
+    Ok(Process { pid, pidfd })
+}
+
+type Request = (LaunchSpec, OwnedFd, mpsc::Sender<io::Result<Process>>);
+
+/// Starts `spec` with `control` as its fd 3, on the spawner thread (see module docs).
+pub fn spawn(spec: LaunchSpec, control: OwnedFd) -> io::Result<Process> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let requests = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("zerohop-spawner".into())
+            .spawn(move || {
+                for (spec, control, reply) in rx {
+                    let _ = reply.send(spawn_here(&spec, &control));
+                }
+            })
+            .expect("cannot start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    requests
+        .lock()
+        .expect("spawner lock")
+        .send((spec, control, reply_tx))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn sh(script: &str) -> LaunchSpec {
+        LaunchSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+            cwd: None,
+        }
+    }
+
+    fn wait(process: &Process) -> Exit {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(exit) = process.try_wait().unwrap() {
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn reports_exit_codes_and_signals() {
+        let (_, child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = spawn(sh("exit 3"), child.into()).unwrap();
+        assert_eq!(wait(&p), Exit::Code(3));
+        let (_, child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = spawn(sh("kill -KILL $$"), child.into()).unwrap();
+        assert_eq!(wait(&p), Exit::Signal(libc::SIGKILL));
+    }
+
+    #[test]
+    fn child_gets_the_control_socket_and_its_own_group() {
+        use std::io::Read;
+        let (mut host, child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = spawn(sh("ps -o pgid= -p $$ | tr -d ' ' >&3"), child.into()).unwrap();
+        let mut out = String::new();
+        host.read_to_string(&mut out).unwrap();
+        assert_eq!(out.trim(), p.pid.to_string());
+        assert_eq!(wait(&p), Exit::Code(0));
+    }
+
+    #[test]
+    fn signal_group_reaches_the_process() {
+        let (_, child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = spawn(sh("sleep 30"), child.into()).unwrap();
+        assert!(p.rss_bytes().is_some());
+        p.signal_group(libc::SIGTERM);
+        assert_eq!(wait(&p), Exit::Signal(libc::SIGTERM));
+    }
+}

@@ -1,0 +1,740 @@
+//! The supervisor: starts the node processes of one session, follows their lifecycle
+//! and stops them.
+//!
+//! All nodes are spawned at once; then one thread per session waits in `poll(2)` on
+//! every node's pidfd and control socket (and an eventfd for requests from the host),
+//! so exits, progress and errors are handled the moment they happen and nothing
+//! polls on a timer. The first fatal event — a crash, an init error or timeout, an
+//! error raised by `process` under the `fail` policy — is recorded as the session's
+//! failure and stops every node: cooperatively (a `Stop` message), then SIGTERM to
+//! each process group after the grace period, then SIGKILL.
+
+pub mod host_to_runner;
+pub mod launch;
+pub mod runner_to_host;
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, Result};
+pub use host_to_runner::{ChannelSettings, HostMessage, ImportSpec, NodeSpec, OnError, PortSpec};
+pub use launch::{Exit, LaunchSpec, Process};
+pub use runner_to_host::RunnerMessage;
+
+/// Timing of the lifecycle (from runtime.toml's `[process]`).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// A node that is not ready this long after its spawn fails the session.
+    pub init_timeout: Duration,
+    /// Time nodes get to stop after a `Stop` message, before SIGTERM.
+    pub grace: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub term_grace: Duration,
+}
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Idle,
+    Initializing,
+    Ready,
+    Processing,
+    Stopping,
+    Stopped,
+    Error,
+}
+
+impl NodeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Idle => "idle",
+            NodeState::Initializing => "initializing",
+            NodeState::Ready => "ready",
+            NodeState::Processing => "processing",
+            NodeState::Stopping => "stopping",
+            NodeState::Stopped => "stopped",
+            NodeState::Error => "error",
+        }
+    }
+}
+
+/// What `status()` reports for one node.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub state: NodeState,
+    pub pid: Option<i32>,
+    pub started_at: Option<SystemTime>,
+    pub rss_bytes: Option<u64>,
+    pub init_secs: Option<f64>,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub exit: Option<Exit>,
+}
+
+/// Something the host should hear about that is not fatal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Progress {
+        node_id: String,
+        fraction: Option<f64>,
+        message: String,
+    },
+    Ready {
+        node_id: String,
+        init_secs: f64,
+    },
+    /// `process` raised under the `skip` policy; the frame was dropped.
+    FrameError {
+        node_id: String,
+        error: String,
+        traceback: String,
+        sequence: Option<u64>,
+    },
+}
+
+struct Node {
+    id: String,
+    spec: NodeSpec,
+    state: NodeState,
+    process: Option<Process>,
+    control: Option<UnixStream>,
+    reader: wire::Reader,
+    spawned: Option<Instant>,
+    started_at: Option<SystemTime>,
+    init_secs: Option<f64>,
+    busy: bool,
+    frames_in: u64,
+    frames_out: u64,
+    exit: Option<Exit>,
+    status_pending: bool,
+}
+
+impl Node {
+    fn alive(&self) -> bool {
+        self.process.is_some() && self.exit.is_none()
+    }
+
+    fn send(&mut self, message: &HostMessage) {
+        if let Some(control) = self.control.as_mut() {
+            // A node that cannot be told anything any more is stopped by signal later.
+            let _ = control.write_all(&wire::encode(message));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Stop messages sent at `since`.
+    Cooperative {
+        since: Instant,
+    },
+    Terminated {
+        since: Instant,
+    },
+    Killed {
+        since: Instant,
+    },
+    Done,
+}
+
+struct State {
+    nodes: Vec<Node>,
+    events: VecDeque<Event>,
+    failure: Option<Error>,
+    phase: Phase,
+    stop_requested: bool,
+    status_requested: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The host wakes the supervisor loop through this eventfd.
+    wake: OwnedFd,
+    /// The supervisor loop wakes host waiters through this eventfd.
+    notify: OwnedFd,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("supervisor state poisoned")
+    }
+
+    fn wake(&self) {
+        signal_eventfd(&self.wake);
+    }
+}
+
+/// The processes of one session. Dropping it stops them (blocking).
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn signal_eventfd(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Supervisor {
+    /// Spawns one process per spec (all at once) and starts following them. Returns as
+    /// soon as they are spawned; `wait_ready` waits for their initialization. A spawn
+    /// failure stops the nodes already started and returns `Error::Spawn`.
+    pub fn start(specs: Vec<NodeSpec>, launch: &LaunchSpec, timing: Timing) -> Result<Supervisor> {
+        let mut nodes: Vec<Node> = specs
+            .into_iter()
+            .map(|spec| Node {
+                id: spec.node_id.clone(),
+                spec,
+                state: NodeState::Idle,
+                process: None,
+                control: None,
+                reader: wire::Reader::default(),
+                spawned: None,
+                started_at: None,
+                init_secs: None,
+                busy: false,
+                frames_in: 0,
+                frames_out: 0,
+                exit: None,
+                status_pending: false,
+            })
+            .collect();
+        let mut spawn_error = None;
+        for node in &mut nodes {
+            match spawn_node(node, launch) {
+                Ok(()) => {}
+                Err(err) => {
+                    spawn_error = Some(Error::Spawn {
+                        node: node.id.clone(),
+                        detail: err.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                nodes,
+                events: VecDeque::new(),
+                failure: None,
+                phase: Phase::Running,
+                stop_requested: false,
+                status_requested: false,
+            }),
+            changed: Condvar::new(),
+            wake: eventfd().map_err(|e| Error::Spawn {
+                node: "<session>".into(),
+                detail: e.to_string(),
+            })?,
+        });
+        let loop_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("zerohop-supervisor".into())
+            .spawn(move || run_loop(&loop_shared, timing))
+            .map_err(|e| Error::Spawn {
+                node: "<session>".into(),
+                detail: e.to_string(),
+            })?;
+        let supervisor = Supervisor {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        };
+        if let Some(err) = spawn_error {
+            supervisor.fail(err.clone());
+            supervisor.stop();
+            return Err(err);
+        }
+        Ok(supervisor)
+    }
+
+    fn fail(&self, err: Error) {
+        let mut state = self.shared.lock();
+        if state.failure.is_none() {
+            state.failure = Some(err);
+        }
+        state.stop_requested = true;
+        drop(state);
+        self.shared.wake();
+    }
+
+    /// Waits until every node is ready, handing progress events to `on_event`.
+    /// Returns the session's failure if one happens first (init error, timeout, crash).
+    pub fn wait_ready(
+        &self,
+        on_event: &mut dyn FnMut(Event) -> Result<()>,
+        interrupt: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
+        loop {
+            let events: Vec<Event> = {
+                let mut state = self.shared.lock();
+                if let Some(err) = &state.failure {
+                    return Err(err.clone());
+                }
+                if state.events.is_empty()
+                    && state
+                        .nodes
+                        .iter()
+                        .all(|n| matches!(n.state, NodeState::Ready | NodeState::Processing))
+                {
+                    return Ok(());
+                }
+                if state.events.is_empty() {
+                    let (guard, _) = self
+                        .shared
+                        .changed
+                        .wait_timeout(state, Duration::from_millis(50))
+                        .expect("supervisor state poisoned");
+                    state = guard;
+                }
+                state.events.drain(..).collect()
+            };
+            for event in events {
+                on_event(event)?;
+            }
+            if let Err(err) = interrupt() {
+                return Err(err);
+            }
+        }
+    }
+
+    /// The oldest non-fatal event (progress, a dropped frame's error) not taken yet.
+    pub fn next_event(&self) -> Option<Event> {
+        self.shared.lock().events.pop_front()
+    }
+
+    /// An fd that turns readable when an event or the session's failure arrives, for
+    /// hosts that wait on channels and the supervisor at once. See `drain_notify`.
+    pub fn notify_fd(&self) -> &OwnedFd {
+        &self.shared.notify
+    }
+
+    /// Resets `notify_fd` after a wake-up.
+    pub fn drain_notify(&self) {
+        let mut drain = [0u8; 8];
+        // SAFETY: reading our non-blocking eventfd into an 8-byte buffer.
+        unsafe { libc::read(self.shared.notify.as_raw_fd(), drain.as_mut_ptr().cast(), 8) };
+    }
+
+    /// The error that ended the session, if any.
+    pub fn failure(&self) -> Option<Error> {
+        self.shared.lock().failure.as_ref().cloned()
+    }
+
+    /// Fails with the session's failure, if any (use as an interrupt check).
+    pub fn check(&self) -> Result<()> {
+        match self.failure() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// A snapshot of every node. Asks running nodes whether they are busy (bounded wait).
+    pub fn status(&self) -> Vec<NodeStatus> {
+        {
+            let mut state = self.shared.lock();
+            if state.phase == Phase::Running {
+                state.status_requested = true;
+            }
+        }
+        self.shared.wake();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut state = self.shared.lock();
+        while state.status_requested || state.nodes.iter().any(|n| n.status_pending && n.alive()) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .expect("poisoned")
+                .0;
+        }
+        state
+            .nodes
+            .iter()
+            .map(|n| NodeStatus {
+                node_id: n.id.clone(),
+                state: if n.state == NodeState::Ready && n.busy {
+                    NodeState::Processing
+                } else {
+                    n.state
+                },
+                pid: n.process.as_ref().map(|p| p.pid),
+                started_at: n.started_at,
+                rss_bytes: n
+                    .process
+                    .as_ref()
+                    .filter(|_| n.alive())
+                    .and_then(Process::rss_bytes),
+                init_secs: n.init_secs,
+                frames_in: n.frames_in,
+                frames_out: n.frames_out,
+                exit: n.exit,
+            })
+            .collect()
+    }
+
+    /// Pids of the node processes (alive or not yet reaped).
+    pub fn pids(&self) -> Vec<i32> {
+        self.shared
+            .lock()
+            .nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref().map(|p| p.pid))
+            .collect()
+    }
+
+    /// Stops every node (cooperative, then SIGTERM, then SIGKILL) and waits until all
+    /// have exited. Idempotent.
+    pub fn stop(&self) {
+        self.shared.lock().stop_requested = true;
+        self.shared.wake();
+        if let Some(thread) = self.thread.lock().expect("poisoned").take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_node(node: &mut Node, launch: &LaunchSpec) -> io::Result<()> {
+    let (host, child) = UnixStream::pair()?;
+    let process = launch::spawn(launch.clone(), OwnedFd::from(child))?;
+    host.set_nonblocking(true)?;
+    node.process = Some(process);
+    node.control = Some(host);
+    node.spawned = Some(Instant::now());
+    node.started_at = Some(SystemTime::now());
+    node.state = NodeState::Initializing;
+    let start = HostMessage::Start {
+        spec: node.spec.clone(),
+    };
+    // The socket buffer takes a spec easily; write it blocking to be sure it is whole.
+    let control = node.control.as_mut().expect("just set");
+    control.set_nonblocking(false)?;
+    let result = control.write_all(&wire::encode(&start));
+    control.set_nonblocking(true)?;
+    result
+}
+
+fn run_loop(shared: &Shared, timing: Timing) {
+    loop {
+        let (fds, deadline) = {
+            let mut state = shared.lock();
+            step(&mut state, &timing);
+            shared.changed.notify_all();
+            if !state.events.is_empty() || state.failure.is_some() {
+                signal_eventfd(&shared.notify);
+            }
+            if state.phase == Phase::Done {
+                return;
+            }
+            (
+                poll_set(&state, shared.wake.as_raw_fd()),
+                next_deadline(&state, &timing),
+            )
+        };
+        let timeout_ms = deadline.map_or(-1, |d| {
+            d.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+                + 1
+        });
+        let mut pollfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: valid pollfd array of the given length.
+        unsafe {
+            libc::poll(
+                pollfds.as_mut_ptr(),
+                pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        let mut drain = [0u8; 8];
+        // SAFETY: reading our non-blocking eventfd into an 8-byte buffer.
+        unsafe { libc::read(shared.wake.as_raw_fd(), drain.as_mut_ptr().cast(), 8) };
+    }
+}
+
+fn poll_set(state: &State, wake: RawFd) -> Vec<RawFd> {
+    let mut fds = vec![wake];
+    for node in &state.nodes {
+        if node.alive() {
+            if let Some(p) = &node.process {
+                fds.push(p.pidfd.as_raw_fd());
+            }
+            if let Some(c) = &node.control {
+                fds.push(c.as_raw_fd());
+            }
+        }
+    }
+    fds
+}
+
+fn next_deadline(state: &State, timing: &Timing) -> Option<Instant> {
+    match state.phase {
+        Phase::Running => state
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Initializing)
+            .filter_map(|n| n.spawned.map(|s| s + timing.init_timeout))
+            .min(),
+        Phase::Cooperative { since } => Some(since + timing.grace),
+        Phase::Terminated { since } => Some(since + timing.term_grace),
+        Phase::Killed { since } => Some(since + Duration::from_secs(5)),
+        Phase::Done => None,
+    }
+}
+
+/// One pass over everything that may have changed: messages, exits, deadlines, requests.
+fn step(state: &mut State, timing: &Timing) {
+    let stopping = state.phase != Phase::Running;
+    let mut failures = Vec::new();
+    for node in &mut state.nodes {
+        read_messages(node, stopping, &mut state.events, &mut failures);
+        if node.alive() {
+            if let Some(exit) = node
+                .process
+                .as_ref()
+                .and_then(|p| p.try_wait().ok().flatten())
+            {
+                // Read what the node said last (its error report) before judging its exit.
+                read_messages(node, stopping, &mut state.events, &mut failures);
+                node.exit = Some(exit);
+                node.control = None;
+                let expected =
+                    stopping && matches!(node.state, NodeState::Stopping | NodeState::Stopped);
+                if !expected && node.state != NodeState::Error {
+                    node.state = NodeState::Error;
+                    let (code, signal) = match exit {
+                        Exit::Code(code) => (Some(code), None),
+                        Exit::Signal(signal) => (None, Some(signal)),
+                    };
+                    failures.push(Error::NodeCrashed {
+                        node: node.id.clone(),
+                        exit: exit.to_string(),
+                        code,
+                        signal,
+                    });
+                } else if node.state != NodeState::Error {
+                    node.state = NodeState::Stopped;
+                }
+            }
+        }
+        if !stopping && node.state == NodeState::Initializing {
+            if let Some(spawned) = node.spawned {
+                if spawned.elapsed() >= timing.init_timeout {
+                    node.state = NodeState::Error;
+                    failures.push(Error::NodeInitTimeout {
+                        node: node.id.clone(),
+                        secs: timing.init_timeout.as_secs_f64(),
+                    });
+                }
+            }
+        }
+    }
+    for failure in failures {
+        if state.failure.is_none() {
+            state.failure = Some(failure);
+        }
+        state.stop_requested = true;
+    }
+    if state.status_requested {
+        state.status_requested = false;
+        for node in state
+            .nodes
+            .iter_mut()
+            .filter(|n| n.alive() && n.state == NodeState::Ready)
+        {
+            node.status_pending = true;
+            node.send(&HostMessage::Status);
+        }
+    }
+    advance_stop(state, timing);
+}
+
+fn read_messages(
+    node: &mut Node,
+    stopping: bool,
+    events: &mut VecDeque<Event>,
+    failures: &mut Vec<Error>,
+) {
+    let Some(control) = node.control.as_mut() else {
+        return;
+    };
+    let batch = match node.reader.read::<RunnerMessage>(control) {
+        Ok(batch) => batch,
+        Err(err) => {
+            node.control = None;
+            if !stopping {
+                failures.push(Error::Node {
+                    node: node.id.clone(),
+                    message: format!("broken control channel: {err}"),
+                    traceback: String::new(),
+                });
+            }
+            return;
+        }
+    };
+    for message in batch.messages {
+        match message {
+            RunnerMessage::Progress { fraction, message } => {
+                events.push_back(Event::Progress {
+                    node_id: node.id.clone(),
+                    fraction,
+                    message,
+                });
+            }
+            RunnerMessage::Ready { init_secs } => {
+                if node.state == NodeState::Initializing {
+                    node.state = NodeState::Ready;
+                    node.init_secs = Some(init_secs);
+                    events.push_back(Event::Ready {
+                        node_id: node.id.clone(),
+                        init_secs,
+                    });
+                }
+            }
+            RunnerMessage::InitError { error, traceback } => {
+                node.state = NodeState::Error;
+                failures.push(Error::NodeInit {
+                    node: node.id.clone(),
+                    message: error,
+                    traceback,
+                });
+            }
+            RunnerMessage::NodeError {
+                error, traceback, ..
+            } => {
+                node.state = NodeState::Error;
+                failures.push(Error::Node {
+                    node: node.id.clone(),
+                    message: error,
+                    traceback,
+                });
+            }
+            RunnerMessage::FrameError {
+                error,
+                traceback,
+                sequence,
+            } => {
+                events.push_back(Event::FrameError {
+                    node_id: node.id.clone(),
+                    error,
+                    traceback,
+                    sequence,
+                });
+            }
+            RunnerMessage::Status {
+                busy,
+                frames_in,
+                frames_out,
+            } => {
+                node.busy = busy;
+                node.frames_in = frames_in;
+                node.frames_out = frames_out;
+                node.status_pending = false;
+            }
+            RunnerMessage::Stopped => {
+                node.state = NodeState::Stopped;
+            }
+        }
+    }
+    if batch.closed {
+        // EOF: the process is exiting; its pidfd will tell how.
+        node.control = None;
+    }
+}
+
+fn advance_stop(state: &mut State, timing: &Timing) {
+    let now = Instant::now();
+    let any_alive = state.nodes.iter().any(Node::alive);
+    state.phase = match state.phase {
+        Phase::Running if state.stop_requested => {
+            for node in state.nodes.iter_mut().filter(|n| n.alive()) {
+                if node.state != NodeState::Error {
+                    node.state = NodeState::Stopping;
+                }
+                node.send(&HostMessage::Stop);
+            }
+            Phase::Cooperative { since: now }
+        }
+        Phase::Cooperative { .. } | Phase::Terminated { .. } | Phase::Killed { .. }
+            if !any_alive =>
+        {
+            Phase::Done
+        }
+        Phase::Cooperative { since } if now >= since + timing.grace => {
+            for node in state.nodes.iter().filter(|n| n.alive()) {
+                node.process
+                    .as_ref()
+                    .expect("alive")
+                    .signal_group(libc::SIGTERM);
+            }
+            Phase::Terminated { since: now }
+        }
+        Phase::Terminated { since } if now >= since + timing.term_grace => {
+            for node in state.nodes.iter().filter(|n| n.alive()) {
+                node.process
+                    .as_ref()
+                    .expect("alive")
+                    .signal_group(libc::SIGKILL);
+            }
+            Phase::Killed { since: now }
+        }
+        Phase::Killed { since } if now >= since + Duration::from_secs(5) => {
+            // A process that survives SIGKILL for 5 s is stuck in the kernel (D state);
+            // leave it to init rather than hang the host.
+            Phase::Done
+        }
+        phase => phase,
+    };
+    if state.phase != Phase::Running {
+        for node in state.nodes.iter_mut().filter(|n| !n.alive()) {
+            if node.state == NodeState::Stopping || node.state == NodeState::Idle {
+                node.state = NodeState::Stopped;
+            }
+        }
+    }
+    if state.phase == Phase::Done && !any_alive {
+        // Whatever a killed node left in shared memory is reclaimed with the session.
+        if state
+            .nodes
+            .iter()
+            .any(|n| matches!(n.exit, Some(Exit::Signal(_))))
+        {
+            let _ = crate::ipc::reclaim_dead();
+        }
+    }
+}

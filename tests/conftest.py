@@ -1,0 +1,90 @@
+"""Shared fixtures. Every test runs under a leak check: no child process, file
+descriptor or /dev/shm entry it created may outlive it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHM = Path("/dev/shm")
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) children of this process."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def shm_entries() -> set[str]:
+    return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+
+
+def _wait_until(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if callable(condition) and condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_up() -> None:
+    """Creates the process-wide iceoryx2 node once, so the leak check below does not
+    count its lazily opened descriptors against the first test."""
+    import zerohop
+
+    with zerohop.Sender(f"warmup-{os.getpid()}") as tx, zerohop.Receiver(f"warmup-{os.getpid()}"):
+        del tx
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a test that leaves a child process, an fd or a /dev/shm entry behind."""
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    children, fds, shm = child_pids(), open_fds(), shm_entries()
+    yield
+    # Give exiting children and asynchronous teardown a bounded moment.
+    _wait_until(lambda: not (child_pids() - children), 10.0)
+    _wait_until(lambda: not (shm_entries() - shm), 5.0)
+    leaked = {
+        "child processes": sorted(child_pids() - children),
+        "file descriptors": sorted(open_fds() - fds),
+        "/dev/shm entries": sorted(shm_entries() - shm),
+    }
+    leaked = {k: v for k, v in leaked.items() if v}
+    if leaked:
+        details = {k: v for k, v in leaked.items()}
+        if "file descriptors" in details:
+            details["file descriptors"] = [
+                f"{fd}->{_describe_fd(fd)}" for fd in leaked["file descriptors"]
+            ]
+        pytest.fail(f"test leaked resources: {details}", pytrace=False)
+
+
+def _describe_fd(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_leaks: skip the leak check (a test that checks it itself)")
+    config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")

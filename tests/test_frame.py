@@ -1,0 +1,167 @@
+"""The frame codec as Python sees it: every kind round-trips bit-exactly; bad bytes
+give FrameError and never a wrong array."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import zerohop
+from zerohop import Audio, Bytes, FrameError, Json, PayloadTooLargeError, Tensor, Text, Video
+from zerohop.data import from_bytes
+
+HEADER = zerohop._native.HEADER_LEN
+
+
+def round_trip(frame: zerohop.Frame) -> zerohop.Frame:
+    decoded = from_bytes(frame.to_bytes())
+    assert type(decoded) is type(frame)
+    return decoded
+
+
+def test_audio_round_trips() -> None:
+    for dtype in ("float32", "int16", "int32", "float64"):
+        samples = (np.arange(960) % 100).astype(dtype).reshape(480, 2)
+        out = round_trip(Audio(samples, sample_rate=48_000))
+        assert isinstance(out, Audio)
+        assert out.sample_rate == 48_000 and out.channels == 2
+        assert out.samples.dtype == samples.dtype
+        np.testing.assert_array_equal(out.samples, samples)
+
+
+def test_video_round_trips_every_pixel_format() -> None:
+    rng = np.random.default_rng(1)
+    cases: list[tuple[str, tuple[int, ...], dict[str, int]]] = [
+        ("rgb24", (6, 8, 3), {}),
+        ("rgba", (6, 8, 4), {}),
+        ("gray", (6, 8), {}),
+        ("yuv420p", (8 * 6 * 3 // 2,), {"width": 8, "height": 6}),
+    ]
+    for fmt, shape, size in cases:
+        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        out = round_trip(Video(pixels, fmt, **size))  # type: ignore[arg-type]
+        assert isinstance(out, Video)
+        assert (out.width, out.height, out.pixel_format) == (8, 6, fmt)
+        np.testing.assert_array_equal(out.pixels, pixels)
+
+
+def test_tensor_text_json_bytes_round_trip() -> None:
+    array = np.arange(24, dtype=np.float16).reshape(2, 3, 4)
+    out = round_trip(Tensor(array))
+    assert isinstance(out, Tensor)
+    np.testing.assert_array_equal(out.array, array)
+    assert out.array.dtype == np.float16
+    scalar = round_trip(Tensor(np.float64(2.5)))
+    assert isinstance(scalar, Tensor) and scalar.shape == () and scalar.array[()] == 2.5
+    text = round_trip(Text("héllo wörld ✓"))
+    assert isinstance(text, Text) and text.text == "héllo wörld ✓"
+    js = round_trip(Json({"a": [1, 2.5, None], "b": "x"}))
+    assert isinstance(js, Json) and js.value == {"a": [1, 2.5, None], "b": "x"}
+    raw = round_trip(Bytes(b"\x00\x01\xffdata"))
+    assert isinstance(raw, Bytes) and bytes(raw) == b"\x00\x01\xffdata"
+
+
+def test_metadata_survives() -> None:
+    frame = Tensor(np.zeros(3, dtype=np.int8))
+    frame.sequence, frame.timestamp_ns, frame.session_id = 17, 123456789, 99
+    out = round_trip(frame)
+    assert (out.sequence, out.timestamp_ns, out.session_id) == (17, 123456789, 99)
+
+
+def test_decoded_arrays_are_read_only_views() -> None:
+    out = round_trip(Tensor(np.ones(4, dtype=np.float32)))
+    assert isinstance(out, Tensor)
+    with pytest.raises(ValueError):
+        out.array[0] = 2
+
+
+def test_unsupported_inputs_are_frame_errors() -> None:
+    with pytest.raises(FrameError, match="complex128"):
+        Tensor(np.zeros(2, dtype=np.complex128))
+    with pytest.raises(FrameError, match="supported: float32"):
+        Audio(np.zeros(2, dtype=np.uint8), sample_rate=8000)
+    with pytest.raises(FrameError, match="sample_rate"):
+        Audio(np.zeros(2, dtype=np.float32), sample_rate=0)
+    with pytest.raises(FrameError, match="width= and height="):
+        Video(np.zeros(12, dtype=np.uint8), "yuv420p")
+    with pytest.raises(FrameError, match="JSON"):
+        Json(object()).to_bytes()
+    with pytest.raises(FrameError, match="at most 8"):
+        Tensor(np.zeros((1,) * 9)).to_bytes()
+
+
+def encoded(shape: tuple[int, ...] = (4,)) -> bytearray:
+    return bytearray(Tensor(np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)).to_bytes())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b[:60], "truncated"),
+        (lambda b: b[:-1], "truncated"),
+        (lambda b: b"XXXX" + b[4:], "bad magic"),
+        (lambda b: b[:4] + struct.pack("<H", 2) + b[6:], "version 2"),
+        (lambda b: b[:6] + bytes([42]) + b[7:], "unknown kind 42"),
+        (lambda b: b[:7] + bytes([77]) + b[8:], "unknown dtype 77"),
+        (lambda b: b[:64] + struct.pack("<Q", 5) + b[72:], "needs 20 bytes"),
+        (lambda b: b[:8] + bytes([9]) + b[9:], "ndim 9"),
+    ],
+)
+def test_malformed_frames_raise_frame_error(mutate: object, message: str) -> None:
+    data = mutate(encoded())  # type: ignore[operator]
+    with pytest.raises(FrameError, match=message):
+        from_bytes(bytes(data))
+
+
+def test_payload_maximum_is_enforced() -> None:
+    data = encoded((1000,))
+    with pytest.raises(PayloadTooLargeError, match="exceeds the maximum of 3999"):
+        from_bytes(bytes(data), max_payload=3999)
+    assert isinstance(from_bytes(bytes(data), max_payload=4000), Tensor)
+
+
+def test_invalid_utf8_text_is_rejected() -> None:
+    data = bytearray(Text("ab").to_bytes())
+    data[HEADER] = 0xFF
+    with pytest.raises(FrameError, match="UTF-8"):
+        from_bytes(bytes(data))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=0, max_size=400))
+def test_arbitrary_bytes_never_crash(data: bytes) -> None:
+    try:
+        frame = from_bytes(data)
+    except FrameError:
+        return
+    # Whatever decodes must re-encode to exactly the bytes it came from.
+    assert frame.to_bytes() == data[: len(frame.to_bytes())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 199),
+    st.integers(0, 255),
+    st.sampled_from(["float32", "int16", "uint8", "float64"]),
+    st.lists(st.integers(0, 5), min_size=0, max_size=4),
+)
+def test_mutated_headers_never_give_a_wrong_array(
+    position: int, value: int, dtype: str, shape: list[int]
+) -> None:
+    array = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    data = bytearray(Tensor(array).to_bytes())
+    if position < len(data):
+        data[position] = value
+    try:
+        frame = from_bytes(bytes(data))
+    except FrameError:
+        return
+    assert isinstance(frame, Tensor | Audio | Video | Text | Json | Bytes)
+    # If it decoded, its array covers exactly the payload the header announces.
+    raw = frame.raw
+    assert raw is not None
+    assert memoryview(raw).nbytes == raw.nbytes == len(data) - HEADER
