@@ -409,9 +409,9 @@ class IceoryxReceiver:
 
 
 def zerohop_channel_kwargs(spec: CellSpec) -> dict[str, int]:
-    """Queue depth as for every transport; payload limit = the size rounded up to whole MiB."""
-    mib = 1 << 20
-    return {"capacity": spec.depth, "max_payload": -(-spec.size // mib) * mib}
+    """Queue depth as for every transport; 64 MiB payload limit (a limit, not an allocation:
+    it also covers zerohop's frame header, which counts against it)."""
+    return {"capacity": spec.depth, "max_payload": 64 << 20}
 
 
 class ZerohopSender:

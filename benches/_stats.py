@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import math
 import os
 import platform
@@ -135,6 +136,28 @@ def libzmq_version() -> str:
     return str(zmq.zmq_version())
 
 
+def zerohop_build() -> str:
+    """zerohop's version and whether its native extension looks like a debug build.
+
+    Rust debug builds keep overflow checks, whose panic messages end up in the binary;
+    release builds (``pip install .``) drop them. ``maturin develop`` builds debug by default.
+    """
+    version = package_version("zerohop")
+    try:
+        spec = importlib.util.find_spec("zerohop._native")
+    except Exception:  # zerohop itself fails to import
+        return version
+    if spec is None or spec.origin is None:
+        return version
+    try:
+        binary = Path(spec.origin).read_bytes()
+    except OSError:
+        return version
+    if b"attempt to add with overflow" in binary:
+        return f"{version} (native extension looks like a DEBUG build: numbers not representative)"
+    return f"{version} (release build)"
+
+
 def machine_info() -> dict[str, str]:
     """Facts about the machine and software that the numbers depend on."""
     try:
@@ -149,5 +172,5 @@ def machine_info() -> dict[str, str]:
         "numpy": np.__version__,
         "pyzmq": f"{package_version('pyzmq')} (libzmq {libzmq_version()})",
         "iceoryx2": package_version("iceoryx2"),
-        "zerohop": package_version("zerohop"),
+        "zerohop": zerohop_build(),
     }

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benches/ipc.py                     # full run, ~3-4 min on 2 cores
+    python benches/ipc.py                     # full run, ~1.5-3 min on 2 cores
     python benches/ipc.py --quick             # ~30 s smoke run (fewer messages per cell)
     python benches/ipc.py --sizes 1KiB,6.2MB --transports pipe,zerohop --json out.json
 
@@ -94,6 +94,7 @@ TRANSPORTS = tuple(dict.fromkeys(row.transport for row in ROWS))
 
 NOTES = (
     "p50/p99: one-way latency in µs, paced (one message in flight), after a warm-up.",
+    f"Queue depth / slot count / high-water mark is {DEPTH} for every transport.",
     "GB/s = 1e9 B/s while streaming, the receiver reading every byte (uint64 sum).",
     "Pipe: the kernel copies the payload into the socket and out again, and "
     "Connection.recv_bytes assembles the chunks in a BytesIO (a 3rd copy); the receiver then "
@@ -453,7 +454,11 @@ def _ratio_vs_pipe(row: Row, result: CellResult | None, pipe: CellResult | None)
     assert result.throughput is not None and pipe.throughput is not None
     lat = result.latency.p50_us / pipe.latency.p50_us
     tput = result.throughput.gb_per_s / pipe.throughput.gb_per_s
-    return f"p50 {lat:.2f}x · GB/s {tput:.1f}x"
+    return f"p50 {_ratio(lat)} · GB/s {_ratio(tput)}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2g}x" if value < 10 else f"{value:.0f}x"
 
 
 def latency_table(

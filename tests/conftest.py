@@ -44,10 +44,13 @@ def _wait_until(condition: object, timeout: float) -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def _warm_up() -> None:
-    """Creates the process-wide iceoryx2 node once, so the leak check below does not
-    count its lazily opened descriptors against the first test."""
+    """Creates the process-wide singletons once (the iceoryx2 node, multiprocessing's
+    resource tracker), so the leak check below does not count them against a test."""
+    from multiprocessing import resource_tracker
+
     import zerohop
 
+    resource_tracker.ensure_running()
     with zerohop.Sender(f"warmup-{os.getpid()}") as tx, zerohop.Receiver(f"warmup-{os.getpid()}"):
         del tx
 

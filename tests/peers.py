@@ -12,8 +12,8 @@ import zerohop
 
 def payload_digest(frame: zerohop.Frame) -> str:
     """sha256 of the payload bytes as they sit in (shared) memory."""
-    view = memoryview(frame.raw) if frame.raw is not None else memoryview(frame.to_bytes())
-    return hashlib.sha256(view.cast("B")).hexdigest()
+    source = frame.raw if frame.raw is not None else frame._wire()[2]
+    return hashlib.sha256(memoryview(source).cast("B")).hexdigest()
 
 
 def echo(in_name: str, out_name: str, count: int) -> None:

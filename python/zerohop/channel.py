@@ -34,12 +34,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from . import _native
 from .config import ChannelConfig, load_config
 from .data import Audio, Bytes, Frame, PixelFormat, Tensor, Video, from_raw
-from .errors import ChannelClosedError, FrameError
+from .errors import ChannelClosedError, FrameError, ZerohopTimeoutError
 
 __all__ = ["Receiver", "Sender"]
 
@@ -52,7 +52,18 @@ def _send_end_of_stream(sender: Sender, timeout: float | None = None) -> None:
 def _channel_config(config: ChannelConfig | None, overrides: dict[str, int | None]) -> dict[str, int]:
     kwargs = (config or load_config().channel).native_kwargs()
     kwargs.update({key: value for key, value in overrides.items() if value is not None})
+    kwargs["initial_payload"] = min(kwargs["initial_payload"], kwargs["max_payload"])
     return kwargs
+
+
+F = TypeVar("F", bound=Frame)
+
+
+def _fresh(frame: F) -> F:
+    """A just-loaned frame has no sequence or timestamp yet: the send stamps them."""
+    frame.sequence = None
+    frame.timestamp_ns = None
+    return frame
 
 
 class Sender:
@@ -79,9 +90,10 @@ class Sender:
         session_id: int = 0,
         config: ChannelConfig | None = None,
     ) -> None:
-        kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
-        self._native: _native.Sender | None = _native.Sender(name, session_id=session_id, **kwargs)
         self.name = name
+        self._native: _native.Sender | None = None
+        kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
+        self._native = _native.Sender(name, session_id=session_id, **kwargs)
 
     def _ends(self) -> _native.Sender:
         if self._native is None:
@@ -125,7 +137,7 @@ class Sender:
     def loan_tensor(self, shape: tuple[int, ...] | int, dtype: str = "float32") -> Tensor:
         """Loans a tensor frame in shared memory; fill ``.array`` then :meth:`send` it."""
         dims = (shape,) if isinstance(shape, int) else tuple(shape)
-        return Tensor._from(self._ends().loan("tensor", str(dtype), dims))
+        return _fresh(Tensor._from(self._ends().loan("tensor", str(dtype), dims)))
 
     def loan_audio(
         self, frames: int, *, sample_rate: int, channels: int = 1, dtype: str = "float32"
@@ -135,7 +147,7 @@ class Sender:
         raw = self._ends().loan(
             "audio", str(dtype), shape, sample_rate=sample_rate, channels=channels
         )
-        return Audio._from(raw)
+        return _fresh(Audio._from(raw))
 
     def loan_video(self, width: int, height: int, pixel_format: PixelFormat = "rgb24") -> Video:
         """Loans a video frame; fill ``.pixels``."""
@@ -155,16 +167,27 @@ class Sender:
             height=height,
             pixel_format=pixel_format,
         )
-        return Video._from(raw)
+        return _fresh(Video._from(raw))
 
     def loan_bytes(self, size: int) -> Bytes:
         """Loans ``size`` raw bytes; fill ``.data``."""
-        return Bytes._from(self._ends().loan("bytes", "uint8", (size,)))
+        return _fresh(Bytes._from(self._ends().loan("bytes", "uint8", (size,))))
 
-    def close(self) -> None:
-        """Releases this end. The channel's shared memory is freed once no end and no
-        frame of it remains."""
-        self._native = None
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until the receiver has taken every frame sent so far."""
+        self._ends().flush(timeout)
+
+    def close(self, flush_timeout: float | None = 5.0) -> None:
+        """Releases this end, first waiting up to ``flush_timeout`` seconds for the
+        receiver to take what was sent (a receiver that has not yet mapped the
+        sender's newest shared memory would otherwise lose those frames). The
+        channel's memory is freed once no end and no frame of it remains."""
+        native, self._native = self._native, None
+        if native is not None and flush_timeout != 0:
+            try:
+                native.flush(flush_timeout)
+            except (ZerohopTimeoutError, ChannelClosedError):
+                pass  # nobody is reading any more: nothing to wait for
 
     def __enter__(self) -> Self:
         return self
@@ -172,7 +195,8 @@ class Sender:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        # Leaving by an exception is no reason to wait for the reader.
+        self.close(flush_timeout=5.0 if exc_type is None else 0)
 
     def __repr__(self) -> str:
         return f"Sender({self.name!r})"
@@ -190,9 +214,10 @@ class Receiver:
         max_payload: int | None = None,
         config: ChannelConfig | None = None,
     ) -> None:
-        kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
-        self._native: _native.Receiver | None = _native.Receiver(name, **kwargs)
         self.name = name
+        self._native: _native.Receiver | None = None
+        kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
+        self._native = _native.Receiver(name, **kwargs)
 
     def _ends(self) -> _native.Receiver:
         if self._native is None:

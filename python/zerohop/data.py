@@ -63,6 +63,12 @@ def _checked_array(value: npt.ArrayLike, what: str, allowed: tuple[str, ...] = D
     return array
 
 
+def _contiguous(array: Any) -> Any:
+    """C-contiguous without a copy when it already is (and 0-d stays 0-d, unlike
+    ``np.ascontiguousarray``)."""
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
 class Frame:
     """Base class of every frame.
 
@@ -196,7 +202,7 @@ class Audio(Frame):
         return self.num_frames / self.sample_rate
 
     def _wire(self) -> Wire:
-        array = np.ascontiguousarray(self.samples)
+        array = _contiguous(self.samples)
         return (
             array.dtype.name,
             array.shape,
@@ -258,7 +264,7 @@ class Video(Frame):
         return cast("npt.NDArray[np.uint8]", self._pixels)
 
     def _wire(self) -> Wire:
-        array = np.ascontiguousarray(self.pixels)
+        array = _contiguous(self.pixels)
         meta = {"width": self.width, "height": self.height, "pixel_format": self.pixel_format}
         return "uint8", array.shape, array, meta
 
@@ -299,8 +305,9 @@ class Tensor(Frame):
         return self.array.dtype
 
     def _wire(self) -> Wire:
-        array = np.ascontiguousarray(self.array)
-        return array.dtype.name, array.shape, array, {}
+        array = _contiguous(self.array)
+        # The payload travels as flat bytes (a 0-d array exports no buffer shape).
+        return array.dtype.name, array.shape, array.reshape(-1), {}
 
     def _describe(self) -> str:
         return f"shape={self.shape}, dtype={self.dtype}"

@@ -94,11 +94,17 @@ pub struct Graph {
 }
 
 fn manifest(path: String, message: impl Into<String>) -> Error {
-    Error::Manifest { path, message: message.into() }
+    Error::Manifest {
+        path,
+        message: message.into(),
+    }
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn resolve_port(
@@ -112,7 +118,10 @@ fn resolve_port(
         Some(port) if ports.contains(port) => Ok(port.clone()),
         Some(port) => Err(manifest(
             path.to_string(),
-            format!("node '{node_id}' has no {direction} port '{port}' (ports: {})", ports.join(", ")),
+            format!(
+                "node '{node_id}' has no {direction} port '{port}' (ports: {})",
+                ports.join(", ")
+            ),
         )),
         None if ports.len() == 1 => Ok(ports[0].clone()),
         None => Err(manifest(
@@ -130,18 +139,27 @@ impl Graph {
     /// Validates `def`: ids, ports, connections (dangling, self, duplicate), cycles.
     pub fn new(def: GraphDef) -> Result<Graph> {
         if def.nodes.is_empty() {
-            return Err(manifest("nodes".into(), "a pipeline needs at least one node"));
+            return Err(manifest(
+                "nodes".into(),
+                "a pipeline needs at least one node",
+            ));
         }
         let mut index = HashMap::new();
         for (i, node) in def.nodes.iter().enumerate() {
             if !valid_id(&node.id) {
                 return Err(manifest(
                     format!("nodes[{i}].id"),
-                    format!("'{}' is not a valid node id (letters, digits, '_' and '-')", node.id),
+                    format!(
+                        "'{}' is not a valid node id (letters, digits, '_' and '-')",
+                        node.id
+                    ),
                 ));
             }
             if node.node_type.is_empty() {
-                return Err(manifest(format!("nodes[{i}].node_type"), "must not be empty"));
+                return Err(manifest(
+                    format!("nodes[{i}].node_type"),
+                    "must not be empty",
+                ));
             }
             if let Some(first) = index.insert(node.id.as_str(), i) {
                 return Err(manifest(
@@ -166,13 +184,19 @@ impl Graph {
         for (i, c) in def.connections.iter().enumerate() {
             let lookup = |id: &str, field: &str| {
                 index.get(id).copied().ok_or_else(|| {
-                    manifest(format!("connections[{i}].{field}"), format!("unknown node '{id}'"))
+                    manifest(
+                        format!("connections[{i}].{field}"),
+                        format!("unknown node '{id}'"),
+                    )
                 })
             };
             let from = lookup(&c.from, "from")?;
             let to = lookup(&c.to, "to")?;
             if from == to {
-                return Err(manifest(format!("connections[{i}]"), format!("node '{}' connects to itself", c.from)));
+                return Err(manifest(
+                    format!("connections[{i}]"),
+                    format!("node '{}' connects to itself", c.from),
+                ));
             }
             let from_port = resolve_port(
                 &def.nodes[from].outputs,
@@ -181,9 +205,23 @@ impl Graph {
                 &c.from,
                 "output",
             )?;
-            let to_port =
-                resolve_port(&def.nodes[to].inputs, &c.to_port, &format!("connections[{i}].to_port"), &c.to, "input")?;
-            let edge = (PortRef { node: from, port: from_port }, PortRef { node: to, port: to_port });
+            let to_port = resolve_port(
+                &def.nodes[to].inputs,
+                &c.to_port,
+                &format!("connections[{i}].to_port"),
+                &c.to,
+                "input",
+            )?;
+            let edge = (
+                PortRef {
+                    node: from,
+                    port: from_port,
+                },
+                PortRef {
+                    node: to,
+                    port: to_port,
+                },
+            );
             if !seen.insert(edge.clone()) {
                 return Err(manifest(
                     format!("connections[{i}]"),
@@ -199,24 +237,38 @@ impl Graph {
         let mut outputs = Vec::new();
         for &n in &order {
             for port in &def.nodes[n].inputs {
-                let p = PortRef { node: n, port: port.clone() };
+                let p = PortRef {
+                    node: n,
+                    port: port.clone(),
+                };
                 if !fed.contains(&p) {
                     inputs.push(p);
                 }
             }
             for port in &def.nodes[n].outputs {
-                let p = PortRef { node: n, port: port.clone() };
+                let p = PortRef {
+                    node: n,
+                    port: port.clone(),
+                };
                 if !feeding.contains(&p) {
                     outputs.push(p);
                 }
             }
         }
-        Ok(Graph { name: def.name, nodes: def.nodes, edges, inputs, outputs, order })
+        Ok(Graph {
+            name: def.name,
+            nodes: def.nodes,
+            edges,
+            inputs,
+            outputs,
+            order,
+        })
     }
 
     /// Parses a graph definition from JSON and validates it.
     pub fn from_json(text: &str) -> Result<Graph> {
-        let def: GraphDef = serde_json::from_str(text).map_err(|e| manifest("$".into(), e.to_string()))?;
+        let def: GraphDef =
+            serde_json::from_str(text).map_err(|e| manifest("$".into(), e.to_string()))?;
         Graph::new(def)
     }
 
@@ -227,7 +279,11 @@ impl Graph {
     /// `node` or `node.port` when the node has several ports on that side.
     pub fn port_label(&self, port: &PortRef, outputs: bool) -> String {
         let node = &self.nodes[port.node];
-        let count = if outputs { node.outputs.len() } else { node.inputs.len() };
+        let count = if outputs {
+            node.outputs.len()
+        } else {
+            node.inputs.len()
+        };
         if count == 1 {
             node.id.clone()
         } else {
@@ -244,7 +300,10 @@ fn topological_order(nodes: &[NodeDef], edges: &[(PortRef, PortRef)]) -> Result<
         indegree[to.node] += 1;
         next[from.node].push(to.node);
     }
-    let mut ready: Vec<usize> = (0..nodes.len()).filter(|&n| indegree[n] == 0).rev().collect();
+    let mut ready: Vec<usize> = (0..nodes.len())
+        .filter(|&n| indegree[n] == 0)
+        .rev()
+        .collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(n) = ready.pop() {
         order.push(n);
@@ -256,8 +315,14 @@ fn topological_order(nodes: &[NodeDef], edges: &[(PortRef, PortRef)]) -> Result<
         }
     }
     if order.len() < nodes.len() {
-        let cyclic: Vec<&str> = (0..nodes.len()).filter(|&n| indegree[n] > 0).map(|n| nodes[n].id.as_str()).collect();
-        return Err(manifest("connections".into(), format!("the graph has a cycle through {}", cyclic.join(", "))));
+        let cyclic: Vec<&str> = (0..nodes.len())
+            .filter(|&n| indegree[n] > 0)
+            .map(|n| nodes[n].id.as_str())
+            .collect();
+        return Err(manifest(
+            "connections".into(),
+            format!("the graph has a cycle through {}", cyclic.join(", ")),
+        ));
     }
     Ok(order)
 }
@@ -287,8 +352,20 @@ mod tests {
             ]
         }))
         .unwrap();
-        assert_eq!(g.inputs, vec![PortRef { node: 0, port: "in".into() }]);
-        assert_eq!(g.outputs, vec![PortRef { node: 3, port: "out".into() }]);
+        assert_eq!(
+            g.inputs,
+            vec![PortRef {
+                node: 0,
+                port: "in".into()
+            }]
+        );
+        assert_eq!(
+            g.outputs,
+            vec![PortRef {
+                node: 3,
+                port: "out".into()
+            }]
+        );
         assert_eq!(g.order.first(), Some(&0));
         assert_eq!(g.order.last(), Some(&3));
     }
@@ -297,7 +374,10 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (json!({"name": "t", "nodes": []}), "nodes: a pipeline needs"),
-            (json!({"name": "t", "nodes": [{"id": "a b", "node_type": "A"}]}), "nodes[0].id"),
+            (
+                json!({"name": "t", "nodes": [{"id": "a b", "node_type": "A"}]}),
+                "nodes[0].id",
+            ),
             (
                 json!({"name": "t", "nodes": [{"id": "a", "node_type": "A"}, {"id": "a", "node_type": "B"}]}),
                 "nodes[1].id: duplicate node id 'a'",
@@ -333,7 +413,10 @@ mod tests {
         ];
         for (def, expected) in cases {
             let err = graph(def).unwrap_err().to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
         }
     }
 }

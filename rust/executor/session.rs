@@ -11,7 +11,8 @@ use crate::executor::graph::{Graph, Placement, PortRef};
 use crate::frame::{Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
 use crate::supervisor::{
-    ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec, Supervisor, Timing,
+    ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec, Supervisor,
+    Timing,
 };
 
 /// Everything a session needs besides its graph.
@@ -31,7 +32,11 @@ pub struct SessionConfig {
 /// What `Session::recv` delivers.
 pub enum Output {
     /// A frame from session output `output` (an index into `Graph::outputs`).
-    Frame { output: usize, header: Header, sample: Sample },
+    Frame {
+        output: usize,
+        header: Header,
+        sample: Sample,
+    },
     /// Progress or a dropped frame's error.
     Event(Event),
     /// Every output has delivered its end of stream.
@@ -57,7 +62,9 @@ pub fn random_id() -> String {
     let mut filled = 0;
     while filled < bytes.len() {
         // SAFETY: writing into our own buffer.
-        let n = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0) };
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
         if n > 0 {
             filled += n as usize;
         }
@@ -85,7 +92,11 @@ impl Session {
         on_event: &mut dyn FnMut(Event) -> Result<()>,
         interrupt: Interrupt,
     ) -> Result<Session> {
-        if let Some(node) = graph.nodes.iter().find(|n| n.placement != Placement::Multiprocess) {
+        if let Some(node) = graph
+            .nodes
+            .iter()
+            .find(|n| n.placement != Placement::Multiprocess)
+        {
             return Err(Error::Config(format!(
                 "node '{}': placement {:?} is not run by the multiprocess executor",
                 node.id, node.placement
@@ -121,9 +132,17 @@ impl Session {
                 .filter(|(_, (from, to))| if incoming { to == port } else { from == port })
                 .map(|(i, _)| edge_name(i))
                 .collect();
-            let host_side = if incoming { &graph.inputs } else { &graph.outputs };
+            let host_side = if incoming {
+                &graph.inputs
+            } else {
+                &graph.outputs
+            };
             if let Some(i) = host_side.iter().position(|p| p == port) {
-                names.push(if incoming { input_name(i) } else { output_name(i) });
+                names.push(if incoming {
+                    input_name(i)
+                } else {
+                    output_name(i)
+                });
             }
             names
         };
@@ -137,7 +156,13 @@ impl Session {
                         .iter()
                         .map(|port| PortSpec {
                             port: port.clone(),
-                            channels: channels_of(&PortRef { node: n, port: port.clone() }, incoming),
+                            channels: channels_of(
+                                &PortRef {
+                                    node: n,
+                                    port: port.clone(),
+                                },
+                                incoming,
+                            ),
                         })
                         .collect()
                 };
@@ -181,7 +206,9 @@ impl Session {
         if self.inputs_closed.load(Ordering::Acquire) {
             return Err(Error::Closed(format!("session {} inputs", self.id)));
         }
-        self.inputs.get(index).ok_or_else(|| Error::Config(format!("no session input {index}")))
+        self.inputs
+            .get(index)
+            .ok_or_else(|| Error::Config(format!("no session input {index}")))
     }
 
     /// Fails with the session's failure, if any.
@@ -223,10 +250,15 @@ impl Session {
             let now = Instant::now();
             if let Some(deadline) = deadline {
                 if now >= deadline {
-                    return Err(Error::Timeout { what: "waiting for a session output", after: timeout.unwrap_or_default() });
+                    return Err(Error::Timeout {
+                        what: "waiting for a session output",
+                        after: timeout.unwrap_or_default(),
+                    });
                 }
             }
-            let slice = deadline.map_or(Duration::from_millis(50), |d| (d - now).min(Duration::from_millis(50)));
+            let slice = deadline.map_or(Duration::from_millis(50), |d| {
+                (d - now).min(Duration::from_millis(50))
+            });
             self.wait(slice);
             interrupt()?;
         }
@@ -248,7 +280,11 @@ impl Session {
                     break;
                 }
                 *next = (i + 1) % count;
-                return Ok(Some(Output::Frame { output: i, header, sample }));
+                return Ok(Some(Output::Frame {
+                    output: i,
+                    header,
+                    sample,
+                }));
             }
         }
         if ended.iter().all(|&e| e) {
@@ -267,10 +303,22 @@ impl Session {
             .map(|(rx, _)| rx.wait_fd())
             .collect();
         fds.push(self.supervisor.notify_fd().as_raw_fd());
-        let mut pollfds: Vec<libc::pollfd> =
-            fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let mut pollfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         // SAFETY: valid pollfd array.
-        unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, slice.as_millis() as i32 + 1) };
+        unsafe {
+            libc::poll(
+                pollfds.as_mut_ptr(),
+                pollfds.len() as libc::nfds_t,
+                slice.as_millis() as i32 + 1,
+            )
+        };
         self.supervisor.drain_notify();
     }
 

@@ -18,7 +18,9 @@ pub struct Gate {
 
 impl Gate {
     fn new() -> Gate {
-        Gate { raised: Mutex::new(None) }
+        Gate {
+            raised: Mutex::new(None),
+        }
     }
 
     /// Runs Python code with the GIL; a Python exception becomes `Error::Interrupted`

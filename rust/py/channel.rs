@@ -81,8 +81,21 @@ pub type Guard = Arc<dyn Fn() -> crate::error::Result<()> + Send + Sync>;
 
 impl PySender {
     /// Wraps a sender the executor created (a session input).
-    pub fn from_parts(inner: Arc<ipc::Sender>, name: String, session_id: u64, max_payload: usize, guard: Guard) -> Self {
-        PySender { inner, name, session_id, max_payload, next_sequence: AtomicU64::new(0), guard: Some(guard) }
+    pub fn from_parts(
+        inner: Arc<ipc::Sender>,
+        name: String,
+        session_id: u64,
+        max_payload: usize,
+        guard: Guard,
+    ) -> Self {
+        PySender {
+            inner,
+            name,
+            session_id,
+            max_payload,
+            next_sequence: AtomicU64::new(0),
+            guard: Some(guard),
+        }
     }
 
     fn guard(&self, gate: &Gate) -> crate::error::Result<()> {
@@ -209,7 +222,9 @@ impl PySender {
         let inner = Arc::clone(&self.inner);
         // The storage lock is held across the send: the frame is in no usable state until
         // it has either gone out or failed (and a failed loan is gone either way).
-        without_gil(py, move |gate| inner.send(loan, timeout, &|| self.guard(gate)))?;
+        without_gil(py, move |gate| {
+            inner.send(loan, timeout, &|| self.guard(gate))
+        })?;
         Ok(sent_sequence)
     }
 
@@ -262,7 +277,9 @@ impl PySender {
         let inner = Arc::clone(&self.inner);
         let bytes = header.to_bytes();
         let body = buffer_bytes(&buffer);
-        without_gil(py, |gate| inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)))?;
+        without_gil(py, |gate| {
+            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
+        })?;
         Ok(sequence)
     }
 
@@ -287,8 +304,19 @@ impl PySender {
         let bytes = header.to_bytes();
         let inner = Arc::clone(&self.inner);
         let body = frame.payload_bytes();
-        without_gil(py, |gate| inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)))?;
+        without_gil(py, |gate| {
+            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
+        })?;
         Ok(sequence)
+    }
+
+    /// Waits until the receiver has taken every frame sent so far. Closing a sender
+    /// whose receiver has not mapped its latest memory yet would lose those frames.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = duration(timeout)?;
+        let inner = Arc::clone(&self.inner);
+        without_gil(py, |gate| inner.flush(timeout, &|| self.guard(gate)))
     }
 
     /// Sends the end-of-stream marker: no more frames follow on this channel.
@@ -300,7 +328,9 @@ impl PySender {
         self.stamp(&mut header, None, None);
         let bytes = header.to_bytes();
         let inner = Arc::clone(&self.inner);
-        without_gil(py, |gate| inner.send_copy(&[&bytes], timeout, &|| self.guard(gate)))
+        without_gil(py, |gate| {
+            inner.send_copy(&[&bytes], timeout, &|| self.guard(gate))
+        })
     }
 
     fn __repr__(&self) -> String {

@@ -60,23 +60,45 @@ pub fn to_pyerr(err: Error) -> PyErr {
         Error::Closed(_) => classes::ChannelClosedError::new_err(message),
         Error::Ipc { .. } => classes::ChannelError::new_err(message),
         Error::Config(_) => classes::ConfigError::new_err(message),
-        Error::Manifest { path, .. } => with_attrs::<classes::ManifestError>(message, &[("path", text(py, path))]),
+        Error::Manifest { path, .. } => {
+            with_attrs::<classes::ManifestError>(message, &[("path", text(py, path))])
+        }
         Error::ResourceLimit(_) => classes::ResourceLimitError::new_err(message),
-        Error::Spawn { node, .. } => with_attrs::<classes::SpawnError>(message, &[("node_id", text(py, node))]),
-        Error::NodeInit { node, message: short, traceback } => with_attrs::<classes::NodeInitError>(
+        Error::Spawn { node, .. } => {
+            with_attrs::<classes::SpawnError>(message, &[("node_id", text(py, node))])
+        }
+        Error::NodeInit {
+            node,
+            message: short,
+            traceback,
+        } => with_attrs::<classes::NodeInitError>(
             format!("node '{node}' failed to initialize: {short}"),
-            &[("node_id", text(py, node)), ("traceback", text(py, traceback))],
+            &[
+                ("node_id", text(py, node)),
+                ("traceback", text(py, traceback)),
+            ],
         ),
         Error::NodeInitTimeout { node, .. } => {
             with_attrs::<classes::NodeInitTimeout>(message, &[("node_id", text(py, node))])
         }
-        Error::NodeCrashed { node, code, signal, .. } => with_attrs::<classes::NodeCrashedError>(
+        Error::NodeCrashed {
+            node, code, signal, ..
+        } => with_attrs::<classes::NodeCrashedError>(
             message,
-            &[("node_id", text(py, node)), ("exit_code", int(py, *code)), ("signal", int(py, *signal))],
+            &[
+                ("node_id", text(py, node)),
+                ("exit_code", int(py, *code)),
+                ("signal", int(py, *signal)),
+            ],
         ),
-        Error::Node { node, traceback, .. } => with_attrs::<classes::NodeError>(
+        Error::Node {
+            node, traceback, ..
+        } => with_attrs::<classes::NodeError>(
             message,
-            &[("node_id", text(py, node)), ("traceback", text(py, traceback))],
+            &[
+                ("node_id", text(py, node)),
+                ("traceback", text(py, traceback)),
+            ],
         ),
     })
 }

@@ -238,15 +238,15 @@ impl RawFrame {
             } else {
                 std::ptr::null_mut()
             };
-            if (flags & ffi::PyBUF_ND) == ffi::PyBUF_ND {
-                (*view).ndim = ndim as c_int;
-                (*view).shape = this.dims.as_ptr() as *mut _;
+            // A 0-d frame (a scalar tensor) must export NULL shape and strides.
+            let nd = (flags & ffi::PyBUF_ND) == ffi::PyBUF_ND;
+            (*view).ndim = if nd { ndim as c_int } else { 1 };
+            (*view).shape = if nd && ndim > 0 {
+                this.dims.as_ptr() as *mut _
             } else {
-                // A plain byte view of the payload.
-                (*view).ndim = 1;
-                (*view).shape = std::ptr::null_mut();
-            }
-            (*view).strides = if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES && ndim > 0 {
                 this.strides.as_ptr() as *mut _
             } else {
                 std::ptr::null_mut()

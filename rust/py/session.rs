@@ -20,14 +20,20 @@ fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     if value.is_finite() && value >= 0.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(PyValueError::new_err(format!("{what} must be a non-negative number of seconds")))
+        Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds"
+        )))
     }
 }
 
 fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     match event {
-        Event::Progress { node_id, fraction, message } => {
+        Event::Progress {
+            node_id,
+            fraction,
+            message,
+        } => {
             out.set_item("type", "progress")?;
             out.set_item("node_id", node_id)?;
             out.set_item("fraction", fraction)?;
@@ -38,7 +44,12 @@ fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
             out.set_item("node_id", node_id)?;
             out.set_item("init_secs", init_secs)?;
         }
-        Event::FrameError { node_id, error, traceback, sequence } => {
+        Event::FrameError {
+            node_id,
+            error,
+            traceback,
+            sequence,
+        } => {
             out.set_item("type", "frame_error")?;
             out.set_item("node_id", node_id)?;
             out.set_item("error", error)?;
@@ -105,13 +116,27 @@ impl NativeSession {
         let imports = imports
             .into_iter()
             .map(|(kind, value, classes)| match kind.as_str() {
-                "module" => Ok(ImportSpec::Module { name: value, classes }),
-                "main_script" => Ok(ImportSpec::MainScript { path: value, classes }),
-                other => Err(PyValueError::new_err(format!("unknown import kind {other:?}"))),
+                "module" => Ok(ImportSpec::Module {
+                    name: value,
+                    classes,
+                }),
+                "main_script" => Ok(ImportSpec::MainScript {
+                    path: value,
+                    classes,
+                }),
+                other => Err(PyValueError::new_err(format!(
+                    "unknown import kind {other:?}"
+                ))),
             })
             .collect::<PyResult<Vec<_>>>()?;
         let config = SessionConfig {
-            channel: ChannelConfig { capacity, max_payload, initial_payload, max_borrowed, max_loans },
+            channel: ChannelConfig {
+                capacity,
+                max_payload,
+                initial_payload,
+                max_borrowed,
+                max_loans,
+            },
             timing: Timing {
                 init_timeout: seconds(init_timeout, "init_timeout")?,
                 grace: seconds(grace, "grace")?,
@@ -120,7 +145,10 @@ impl NativeSession {
             launch: LaunchSpec {
                 program: program.into(),
                 args: args.into_iter().map(OsString::from).collect(),
-                env: env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
+                env: env
+                    .into_iter()
+                    .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                    .collect(),
                 cwd: cwd.map(Into::into),
             },
             max_processes,
@@ -138,7 +166,9 @@ impl NativeSession {
             };
             Session::start(graph, &config, &mut forward, &|| gate.check_signals())
         })?;
-        Ok(NativeSession { inner: Arc::new(session) })
+        Ok(NativeSession {
+            inner: Arc::new(session),
+        })
     }
 
     #[getter]
@@ -165,7 +195,13 @@ impl NativeSession {
         let sender = Arc::clone(self.inner.input(index).py_err()?);
         let session = Arc::clone(&self.inner);
         let name = format!("{}/input{index}", self.inner.id);
-        Ok(PySender::from_parts(sender, name, 0, usize::MAX, Arc::new(move || session.check())))
+        Ok(PySender::from_parts(
+            sender,
+            name,
+            0,
+            usize::MAX,
+            Arc::new(move || session.check()),
+        ))
     }
 
     /// Sends the end of stream into every input.
@@ -173,7 +209,9 @@ impl NativeSession {
     fn end_inputs(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let timeout = timeout.map(|t| seconds(t, "timeout")).transpose()?;
         let inner = Arc::clone(&self.inner);
-        without_gil(py, |gate| inner.end_inputs(timeout, &|| gate.check_signals()))
+        without_gil(py, |gate| {
+            inner.end_inputs(timeout, &|| gate.check_signals())
+        })
     }
 
     /// The next output: `("frame", output_index, RawFrame)`, `("event", dict)` or
@@ -184,12 +222,18 @@ impl NativeSession {
         let inner = Arc::clone(&self.inner);
         let output = without_gil(py, |gate| inner.recv(timeout, &|| gate.check_signals()))?;
         Ok(match output {
-            Output::Frame { output, header, sample } => {
+            Output::Frame {
+                output,
+                header,
+                sample,
+            } => {
                 let base = sample.as_ptr();
                 let frame = RawFrame::new(header, base, Storage::Received(sample));
                 ("frame", output, frame).into_pyobject(py)?.into_any()
             }
-            Output::Event(event) => ("event", event_to_py(py, event)?).into_pyobject(py)?.into_any(),
+            Output::Event(event) => ("event", event_to_py(py, event)?)
+                .into_pyobject(py)?
+                .into_any(),
             Output::End => ("end", py.None()).into_pyobject(py)?.into_any(),
         })
     }
@@ -203,7 +247,10 @@ impl NativeSession {
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let inner = Arc::clone(&self.inner);
         let statuses = py.detach(|| inner.status());
-        let items = statuses.into_iter().map(|s| status_to_py(py, s)).collect::<PyResult<Vec<_>>>()?;
+        let items = statuses
+            .into_iter()
+            .map(|s| status_to_py(py, s))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 

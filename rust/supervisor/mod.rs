@@ -218,6 +218,12 @@ impl Supervisor {
                 status_pending: false,
             })
             .collect();
+        let session_error = |e: io::Error| Error::Spawn {
+            node: "<session>".into(),
+            detail: e.to_string(),
+        };
+        let wake = eventfd().map_err(session_error)?;
+        let notify = eventfd().map_err(session_error)?;
         let mut spawn_error = None;
         for node in &mut nodes {
             match spawn_node(node, launch) {
@@ -241,10 +247,8 @@ impl Supervisor {
                 status_requested: false,
             }),
             changed: Condvar::new(),
-            wake: eventfd().map_err(|e| Error::Spawn {
-                node: "<session>".into(),
-                detail: e.to_string(),
-            })?,
+            wake,
+            notify,
         });
         let loop_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()

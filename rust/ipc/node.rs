@@ -1,0 +1,81 @@
+//! The process's iceoryx2 node: created lazily, shared by all channels, fork-safe.
+
+use std::mem::ManuallyDrop;
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
+
+use iceoryx2::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Thread-safe port flavour: `Sender`/`Receiver` must be `Send + Sync` for the Python glue.
+pub(crate) type Svc = ipc_threadsafe::Service;
+
+/// The node plus the pid that created it.
+///
+/// `Node` is `Send` but not `Sync`, hence the mutex. Ports keep their own reference to the
+/// node's shared state, so the lock is only taken while creating services.
+pub(crate) struct ProcessNode {
+    pid: u32,
+    node: ManuallyDrop<Mutex<Node<Svc>>>,
+}
+
+impl ProcessNode {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Node<Svc>> {
+        self.node.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        // In a forked child this memory is a copy of the parent's node: dropping it would
+        // delete the parent's node files. Leak it instead.
+        if std::process::id() == self.pid {
+            // SAFETY: dropped exactly once, here.
+            unsafe { ManuallyDrop::drop(&mut self.node) };
+        }
+    }
+}
+
+/// Weak so that the node (and its files under /tmp/iceoryx2/nodes) goes away with the last
+/// channel instead of lingering until process exit.
+static CURRENT: Mutex<Option<Weak<ProcessNode>>> = Mutex::new(None);
+
+/// Returns the node of this process, creating it if there is none or if the cached one was
+/// created by another pid (we are a forked child, e.g. of a zygote).
+pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
+    let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = std::process::id();
+    if let Some(node) = current.as_ref().and_then(Weak::upgrade) {
+        if node.pid == pid {
+            return Ok(node);
+        }
+    }
+    quiet_logging();
+    let name = NodeName::new("zerohop").map_err(|e| Error::ipc("naming the iceoryx2 node", e))?;
+    let node = NodeBuilder::new()
+        .name(&name)
+        // iceoryx2 must not install SIGINT/SIGTERM handlers: Python owns signals.
+        .signal_handling_mode(SignalHandlingMode::Disabled)
+        .create::<Svc>()
+        .map_err(|e| Error::ipc("creating the iceoryx2 node", e))?;
+    let node = Arc::new(ProcessNode {
+        pid,
+        node: ManuallyDrop::new(Mutex::new(node)),
+    });
+    *current = Some(Arc::downgrade(&node));
+    Ok(node)
+}
+
+/// iceoryx2 logs at `Info` by default; normal operation should print nothing, but real
+/// trouble (warnings) should. The `IOX2_LOG_LEVEL` environment variable still overrides
+/// this for debugging.
+pub(crate) fn quiet_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Loading the global config warns when there is no iceoryx2 config file, which is
+        // our normal case; load it once with warnings muted.
+        set_log_level(LogLevel::Error);
+        let _ = Config::global_config();
+        set_log_level_from_env_or(LogLevel::Error);
+    });
+}
