@@ -15,10 +15,22 @@ from .errors import (
     ChannelError,
     ConfigError,
     FrameError,
+    ManifestError,
+    NodeCrashedError,
+    NodeError,
+    NodeFailure,
+    NodeInitError,
+    NodeInitTimeout,
     PayloadTooLargeError,
+    ResourceLimitError,
+    SpawnError,
+    UnknownNodeTypeError,
     ZerohopError,
     ZerohopTimeoutError,
 )
+from .node import MultiprocessNode, NodeContext, node_class, register_node, registered_nodes
+from .pipeline import Pipeline
+from .session import NodeStatus, Session
 
 __version__: str = _native.__version__
 
@@ -32,19 +44,36 @@ __all__ = [
     "Frame",
     "FrameError",
     "Json",
+    "ManifestError",
+    "MultiprocessNode",
+    "NodeContext",
+    "NodeCrashedError",
+    "NodeError",
+    "NodeFailure",
+    "NodeInitError",
+    "NodeInitTimeout",
+    "NodeStatus",
     "PayloadTooLargeError",
+    "Pipeline",
     "Receiver",
+    "ResourceLimitError",
     "RuntimeConfig",
     "Sender",
+    "Session",
+    "SpawnError",
     "Tensor",
     "Text",
+    "UnknownNodeTypeError",
     "Video",
     "ZerohopError",
     "ZerohopTimeoutError",
     "__version__",
     "from_bytes",
     "load_config",
+    "node_class",
     "reclaim_dead",
+    "register_node",
+    "registered_nodes",
 ]
 
 

@@ -174,9 +174,11 @@ class MultiprocessNode:
         self.params: Any = self.validate_params(params or {}, node_id=node_id)
 
     @classmethod
-    def validate_params(cls, params: Mapping[str, Any] | BaseModel, *, node_id: str = "node") -> Any:
-        """Validates ``params`` against ``Params``; raises :class:`ManifestError`
-        naming each bad field as ``params.<field>``."""
+    def validate_params(
+        cls, params: Mapping[str, Any] | BaseModel, *, node_id: str = "node", path: str = "params"
+    ) -> Any:
+        """Validates ``params`` against ``Params``; raises :class:`ManifestError` naming
+        each bad field by its JSON path (``<path>.<field>``)."""
         if cls.Params is None:
             if isinstance(params, BaseModel):
                 return params.model_dump()
@@ -187,12 +189,11 @@ class MultiprocessNode:
         try:
             return cls.Params.model_validate(data)
         except ValidationError as err:
+            fields = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in err.errors()]
             raise ManifestError(
-                "; ".join(
-                    f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-                ),
+                "; ".join(f"{path}.{field}: {msg}" for field, msg in fields) + f" (node '{node_id}')",
                 node_id=node_id,
-                path="params",
+                path=f"{path}.{fields[0][0]}",
             ) from None
 
     @classmethod

@@ -146,12 +146,7 @@ class Pipeline:
                 err.path, err.node_id = f"{path}.node_type", node_id
                 raise
             type_name = str(node_type)
-        try:
-            validated = cls.validate_params(params, node_id=node_id)
-        except ManifestError as err:
-            err.path = f"{path}.{err.path}"
-            err.args = (f"node '{node_id}': {err.args[0]}",)
-            raise
+        validated = cls.validate_params(params, node_id=node_id, path=f"{path}.params")
         stored = validated.model_dump(mode="json") if hasattr(validated, "model_dump") else dict(validated)
         self._nodes.append(_NodeEntry(node_id, type_name, cls, stored, on_error))
         return self

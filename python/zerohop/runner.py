@@ -20,6 +20,7 @@ the Rust side in ``rust/supervisor/host_to_runner.rs`` and ``runner_to_host.rs``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 CONTROL_FD = 3
@@ -40,6 +42,10 @@ _LENGTH = struct.Struct("<I")
 
 class _StopRequested(BaseException):
     """Raised in the main thread to leave a blocking wait when the host says stop."""
+
+
+class _DownstreamGone(BaseException):
+    """A channel this node feeds lost its receiver: nothing to do but wait for stop."""
 
 
 class Control:
@@ -244,14 +250,15 @@ class Runner:
         if not senders:
             return
         raw = frame.raw
-        # Fan-out: every extra edge gets a copy; the first gets the frame itself, which
-        # for a loan means no copy at all.
-        for sender in senders[1:]:
-            if raw is not None:
-                sender._ends().send_frame(raw)
-            else:
-                sender.send(frame)
-        senders[0].send(frame)
+        with self._interruptible():
+            # Fan-out: every extra edge gets a copy; the first gets the frame itself,
+            # which for a loan means no copy at all.
+            for sender in senders[1:]:
+                if raw is not None:
+                    sender._ends().send_frame(raw)
+                else:
+                    sender.send(frame)
+            senders[0].send(frame)
         self.frames_out += 1
 
     def _emit(self, result: Any) -> None:
@@ -269,74 +276,123 @@ class Runner:
         self.frames_in += 1
         self.busy = True
         try:
-            self._emit(self.node.process(frame))
+            self._run_user(lambda: self.node.process(frame), frame.sequence)
+        finally:
+            self.busy = False
+
+    def _run_user(self, call: Any, sequence: int | None) -> None:
+        """Runs node code and sends what it emits; applies the on_error policy."""
+        from .errors import ChannelClosedError
+
+        try:
+            self._emit(call())
         except _StopRequested:
             raise
+        except ChannelClosedError:
+            # A neighbour is gone: the session is ending and the supervisor reports
+            # the node that failed. This one only waits to be stopped.
+            raise _DownstreamGone from None
         except Exception as err:
             message = {
                 "error": _describe(err),
                 "traceback": traceback.format_exc(),
-                "sequence": frame.sequence,
+                "sequence": sequence,
             }
             if self.on_error == "skip":
                 self.control.send({"type": "frame_error", **message})
             else:
                 self.control.send({"type": "node_error", **message})
                 raise SystemExit(1) from None
+
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """Marks a blocking channel operation: a stop request interrupts it (a send
+        blocked by a slow or dead receiver must still give way to a stop)."""
+        self.waiting = True
+        try:
+            if self.stop_requested:
+                raise _StopRequested
+            yield
         finally:
-            self.busy = False
+            self.waiting = False
 
     def _end_of_stream(self) -> None:
-        self._emit(self.node.flush())
+        """Every input ended: flush the node, pass the end on, and wait until the
+        receivers took everything (so closing later loses nothing)."""
         from .channel import _send_end_of_stream
+        from .errors import ChannelClosedError
 
-        for senders in self.outputs.values():
-            for sender in senders:
-                _send_end_of_stream(sender)
+        self._run_user(self.node.flush, None)
+
+        try:
+            with self._interruptible():
+                for senders in self.outputs.values():
+                    for sender in senders:
+                        _send_end_of_stream(sender)
+                for senders in self.outputs.values():
+                    for sender in senders:
+                        sender.flush()
+        except ChannelClosedError:
+            raise _DownstreamGone from None
 
     def _serve(self) -> None:
         """The receive → process → send loop, until stopped."""
-        from .data import from_raw
-        from .errors import ChannelClosedError
-
         open_inputs = {key: (port, rx) for key, (port, rx) in enumerate(self.inputs)}
         selector = selectors.DefaultSelector() if len(open_inputs) > 1 else None
         if selector is not None:
             for key, (_, rx) in open_inputs.items():
                 selector.register(rx.wait_fd(), selectors.EVENT_READ, key)
         try:
-            while open_inputs and not self.stop_requested:
-                for key, first in self._wait(open_inputs, selector):
-                    port, rx = open_inputs[key]
-                    raw = first
-                    while not self.stop_requested:
-                        try:
-                            if raw is None:
-                                raw = rx._ends().try_recv()
-                        except ChannelClosedError:
-                            raw = None  # upstream is gone: this input has ended
-                            ended = True
-                        else:
-                            if raw is None:
-                                break
-                            ended = raw.is_end_of_stream
-                        if ended:
-                            del open_inputs[key]
-                            if selector is not None:
-                                selector.unregister(rx.wait_fd())
-                            break
-                        frame = from_raw(raw)
-                        frame.port = port
-                        raw = None
-                        self._handle(frame)
-            if not self.stop_requested:
-                self._end_of_stream()
-                self._wait_for_stop()
+            try:
+                while open_inputs and not self.stop_requested:
+                    for key, first in self._wait(open_inputs, selector):
+                        self._drain(key, first, open_inputs, selector)
+                if not self.stop_requested:
+                    self._end_of_stream()
+            except _DownstreamGone:
+                pass
+            self._wait_for_stop()
         except _StopRequested:
             pass
         finally:
             if selector is not None:
                 selector.close()
+
+    def _drain(
+        self,
+        key: int,
+        first: Any,
+        open_inputs: dict[int, Any],
+        selector: selectors.BaseSelector | None,
+    ) -> None:
+        """Handles every frame waiting on one input; retires the input at its end."""
+        from .data import from_raw
+        from .errors import ChannelClosedError
+
+        port, rx = open_inputs[key]
+        raw = first
+        while not self.stop_requested:
+            if raw is None:
+                try:
+                    raw = rx._ends().try_recv()
+                except ChannelClosedError:
+                    raw = None  # upstream is gone: this input has ended
+                    ended = True
+                else:
+                    if raw is None:
+                        return
+                    ended = raw.is_end_of_stream
+            else:
+                ended = raw.is_end_of_stream
+            if ended:
+                del open_inputs[key]
+                if selector is not None:
+                    selector.unregister(rx.wait_fd())
+                return
+            frame = from_raw(raw)
+            frame.port = port
+            raw = None
+            self._handle(frame)
 
     def _wait(
         self, open_inputs: dict[int, Any], selector: selectors.BaseSelector | None
@@ -345,10 +401,7 @@ class Runner:
         Raises _StopRequested when the host asks this node to stop."""
         from .errors import ChannelClosedError
 
-        self.waiting = True
-        try:
-            if self.stop_requested:
-                raise _StopRequested
+        with self._interruptible():
             if selector is None:
                 ((key, (_, rx)),) = open_inputs.items()
                 try:
@@ -356,17 +409,12 @@ class Runner:
                 except ChannelClosedError:
                     return [(key, None)]  # try_recv reports it again in the loop
             return [(key.data, None) for key, _ in selector.select()]
-        finally:
-            self.waiting = False
 
     def _wait_for_stop(self) -> None:
         """Every input has ended: nothing to do but wait for the stop request."""
-        self.waiting = True
-        try:
+        with self._interruptible():
             while not self.stop_requested:
                 signal.pause()
-        finally:
-            self.waiting = False
 
     def _shutdown(self) -> None:
         try:
@@ -376,7 +424,7 @@ class Runner:
             traceback.print_exc()
         for senders in getattr(self, "outputs", {}).values():
             for sender in senders:
-                sender.close()
+                sender.close(flush_timeout=0)  # stopping: what is in flight is abandoned
         for _, rx in getattr(self, "inputs", []):
             rx.close()
         if self.loop is not None:

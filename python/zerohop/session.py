@@ -302,9 +302,11 @@ class MultiprocessSession(Session):
         )
 
     def _close(self) -> None:
-        for sender in self._inputs:
-            sender.close()
-        self._native.close()
+        try:
+            for sender in self._inputs:
+                sender.close(flush_timeout=0)  # closing: frames in flight are abandoned
+        finally:
+            self._native.close()
 
 
 def _launch_command(pipeline: Pipeline) -> tuple[str, list[str], list[tuple[str, str]]]:

@@ -47,8 +47,10 @@ pub struct Session {
     pub id: String,
     pub graph: Graph,
     supervisor: Supervisor,
-    inputs: Vec<Arc<ipc::Sender>>,
-    outputs: Vec<ipc::Receiver>,
+    inputs: Mutex<Vec<Arc<ipc::Sender>>>,
+    /// Taken (dropped) by `close`, so the channels go with the session, not with the
+    /// last Python reference to it.
+    outputs: Mutex<Vec<ipc::Receiver>>,
     ended: Mutex<Vec<bool>>,
     next_output: Mutex<usize>,
     inputs_closed: AtomicBool,
@@ -188,8 +190,8 @@ impl Session {
             id,
             graph,
             supervisor,
-            inputs,
-            outputs,
+            inputs: Mutex::new(inputs),
+            outputs: Mutex::new(outputs),
             ended: Mutex::new(vec![false; outputs_len]),
             next_output: Mutex::new(0),
             inputs_closed: AtomicBool::new(false),
@@ -202,12 +204,15 @@ impl Session {
     }
 
     /// The sender of session input `index` (see `Graph::inputs`).
-    pub fn input(&self, index: usize) -> Result<&Arc<ipc::Sender>> {
+    pub fn input(&self, index: usize) -> Result<Arc<ipc::Sender>> {
         if self.inputs_closed.load(Ordering::Acquire) {
             return Err(Error::Closed(format!("session {} inputs", self.id)));
         }
         self.inputs
+            .lock()
+            .expect("poisoned")
             .get(index)
+            .cloned()
             .ok_or_else(|| Error::Config(format!("no session input {index}")))
     }
 
@@ -229,8 +234,12 @@ impl Session {
             self.supervisor.check()?;
             interrupt()
         };
-        for input in &self.inputs {
-            input.send_copy(&[&bytes], timeout, &guarded)?;
+        let inputs = self.inputs.lock().expect("poisoned").clone();
+        for input in &inputs {
+            input.send_copy(&[&bytes], timeout, &guarded).map_err(|e| match e {
+                Error::Closed(_) => self.explain_closed(e),
+                e => e,
+            })?;
         }
         Ok(())
     }
@@ -244,8 +253,22 @@ impl Session {
                 return Ok(Output::Event(event));
             }
             self.supervisor.check()?;
-            if let Some(output) = self.try_outputs()? {
-                return Ok(output);
+            match self.try_outputs() {
+                Ok(Some(Output::End)) => {
+                    // Error reports of the last frames travel on the control sockets and
+                    // may trail the end of stream: collect them before saying "end".
+                    self.supervisor.sync();
+                    return Ok(match self.supervisor.next_event() {
+                        Some(event) => Output::Event(event),
+                        None => Output::End,
+                    });
+                }
+                Ok(Some(output)) => return Ok(output),
+                Ok(None) => {}
+                // A node's output closing without an end of stream means the node
+                // is gone: the supervisor is about to report why, so report that.
+                Err(err @ Error::Closed(_)) => return Err(self.explain_closed(err)),
+                Err(err) => return Err(err),
             }
             let now = Instant::now();
             if let Some(deadline) = deadline {
@@ -264,16 +287,40 @@ impl Session {
         }
     }
 
+    /// A session channel closed under us: a node is gone, and the supervisor is about
+    /// to report why. Returns that failure (waiting for it briefly), else `err`.
+    pub fn explain_closed(&self, err: Error) -> Error {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Some(failure) = self.supervisor.failure() {
+                return failure;
+            }
+            self.wait_notify(Duration::from_millis(50));
+        }
+        err
+    }
+
+    fn wait_notify(&self, slice: Duration) {
+        let mut pollfd = libc::pollfd { fd: self.supervisor.notify_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pollfd, 1, slice.as_millis() as i32 + 1) };
+        self.supervisor.drain_notify();
+    }
+
     fn try_outputs(&self) -> Result<Option<Output>> {
+        let outputs = self.outputs.lock().expect("poisoned");
+        if outputs.is_empty() && !self.graph.outputs.is_empty() {
+            return Err(Error::Closed(format!("session {}", self.id)));
+        }
         let mut ended = self.ended.lock().expect("poisoned");
         let mut next = self.next_output.lock().expect("poisoned");
-        let count = self.outputs.len();
+        let count = outputs.len();
         for k in 0..count {
             let i = (*next + k) % count;
             if ended[i] {
                 continue;
             }
-            while let Some(sample) = self.outputs[i].try_recv()? {
+            while let Some(sample) = outputs[i].try_recv()? {
                 let header = Header::decode(&sample, self.max_payload)?;
                 if header.flags & FLAG_END_OF_STREAM != 0 {
                     ended[i] = true;
@@ -297,6 +344,8 @@ impl Session {
         let ended = self.ended.lock().expect("poisoned").clone();
         let mut fds: Vec<RawFd> = self
             .outputs
+            .lock()
+            .expect("poisoned")
             .iter()
             .zip(ended)
             .filter(|(_, e)| !e)
@@ -330,6 +379,8 @@ impl Session {
     pub fn close(&self) {
         self.inputs_closed.store(true, Ordering::Release);
         self.supervisor.stop();
+        self.outputs.lock().expect("poisoned").clear();
+        self.inputs.lock().expect("poisoned").clear();
     }
 }
 

@@ -20,8 +20,13 @@
 //! when the listener has drained since the previous notification, and the sender drains
 //! only when it runs out of credit (see `tests.rs::notify_cost`).
 //!
-//! **Closing.** Dropping both ends removes every file of the channel. Call
-//! [`Sender::flush`] before dropping a sender at the end of a stream (see there).
+//! **Closing.** Dropping both ends removes every file of the channel. Dropping a sender
+//! loses no frame while the receiver lives: iceoryx2 0.10 discards whatever a subscriber
+//! has not attached to or mapped yet when the publisher goes, so a sender dropped with
+//! frames still queued keeps its ports on a background thread until the receiver has
+//! taken them or is gone (bounded at process exit, see `linger.rs`). The receiver reports
+//! `Closed` after the last frame; it also learns of a sender it never saw from the
+//! `EV_PEER_GONE` its `ready` notifier emits when dropped.
 //!
 //! **Memory.** The sender's segment holds `capacity + max_borrowed + 1 + max_loans` chunks
 //! (iceoryx2's worst case, so loans never run out) of the largest frame size seen so far,
@@ -33,6 +38,7 @@
 
 mod channel;
 mod cleanup;
+mod linger;
 mod node;
 mod receiver;
 mod sender;

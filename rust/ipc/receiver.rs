@@ -35,7 +35,8 @@ pub struct Receiver {
     /// Serialises "check `live`, receive" so concurrent receives cannot overshoot the
     /// borrow limit.
     take_lock: Mutex<()>,
-    /// A sender was connected at some point; its absence now means "closed".
+    /// A sender was connected at some point (seen in the publisher count, by a frame or by
+    /// an event on `ready`); its absence now means "closed".
     sender_seen: AtomicBool,
     pid: u32,
     ports: ManuallyDrop<ReceiverPorts>,
@@ -121,7 +122,7 @@ impl Receiver {
                 &self.ports.ready,
                 slice,
                 || self.ctx("waiting for a frame"),
-                |_| {},
+                |_| self.saw_sender_event(),
             )?;
         }
     }
@@ -137,7 +138,11 @@ impl Receiver {
         }
         // Clear the fd, then look again: a frame sent just before the clear is found now,
         // one sent after it makes the fd readable again.
-        wait::drain_events(&self.ports.ready, || self.ctx("clearing wake-ups"), |_| {})?;
+        wait::drain_events(
+            &self.ports.ready,
+            || self.ctx("clearing wake-ups"),
+            |_| self.saw_sender_event(),
+        )?;
         if let Some(sample) = self.take()? {
             return Ok(Some(sample));
         }
@@ -160,6 +165,14 @@ impl Receiver {
 
     fn ctx(&self, what: &str) -> String {
         format!("channel '{}': {what}", self.name)
+    }
+
+    /// Any event on `ready` proves that a sender existed: its notifier lives within its
+    /// publisher's lifetime, except for the `EV_PEER_GONE`/`EV_PEER_DEAD` emitted after
+    /// the publisher is gone. A sender created and dropped between two calls of ours is
+    /// never seen in the publisher count, only through these events.
+    fn saw_sender_event(&self) {
+        self.sender_seen.store(true, Ordering::Relaxed);
     }
 
     /// True if a sender was connected before and is not anymore.

@@ -15,7 +15,7 @@ use iceoryx2::sample_mut::SampleMut;
 use super::channel::{self, FrameAlign, Services, EV_FRAME};
 use super::node::{self, ProcessNode, Svc};
 use super::wait::{self, Deadline};
-use super::{ChannelConfig, Interrupt};
+use super::{linger, ChannelConfig, Interrupt};
 use crate::error::{Error, Result};
 
 /// Tells loans of different senders apart, so a loan cannot be sent on the wrong channel
@@ -28,18 +28,26 @@ static NEXT_SENDER_ID: AtomicU64 = AtomicU64::new(1);
 /// If the receiver goes away, `send` fails with `Closed` until a receiver reopens the
 /// channel; frames the old receiver had not taken are lost with it.
 ///
-/// Dropping does not wait for the receiver: call [`Sender::flush`] first at the end of a
-/// stream, or frames still in flight may be lost.
+/// Dropping never blocks and loses no frame while the receiver lives: if it has not taken
+/// every frame yet, the ports stay alive on a background thread until it has (or is gone),
+/// and the receiver sees `Closed` only after the last frame. At process exit such senders
+/// get [`linger::EXIT_GRACE`] before they are released anyway.
 pub struct Sender {
-    name: String,
     id: u64,
     max_payload: usize,
+    credit: Mutex<Credit>,
+    pid: u32,
+    link: ManuallyDrop<Link>,
+}
+
+/// What a sender holds in iceoryx2, and all that waiting for its receiver needs (also
+/// after the `Sender` is dropped, see `linger`).
+struct Link {
+    name: String,
     /// The receiver queue depth as fixed by the service (may exceed our config if the
     /// receiver created the service).
     capacity: u64,
-    credit: Mutex<Credit>,
-    pid: u32,
-    ports: ManuallyDrop<SenderPorts>,
+    ports: SenderPorts,
 }
 
 /// Declaration order is drop order: the publisher goes first so that when the `ready`
@@ -123,25 +131,27 @@ impl Sender {
             .map_err(|e| Error::ipc(ctx("creating the ready notifier"), e))?;
         let capacity = services.frames.static_config().subscriber_max_buffer_size() as u64;
         Ok(Sender {
-            name: name.to_owned(),
             id: NEXT_SENDER_ID.fetch_add(1, Ordering::Relaxed),
             max_payload: cfg.max_payload,
-            capacity,
             credit: Mutex::new(Credit::default()),
             pid: std::process::id(),
-            ports: ManuallyDrop::new(SenderPorts {
-                publisher,
-                ready,
-                credit,
-                services,
-                _node: node,
+            link: ManuallyDrop::new(Link {
+                name: name.to_owned(),
+                capacity,
+                ports: SenderPorts {
+                    publisher,
+                    ready,
+                    credit,
+                    services,
+                    _node: node,
+                },
             }),
         })
     }
 
     /// The channel name this sender was created with.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.link.name
     }
 
     /// Loans a writable shared-memory buffer of exactly `len` bytes. Its contents are
@@ -159,9 +169,13 @@ impl Sender {
                 max: self.max_payload,
             });
         }
-        let uninit =
-            self.ports.publisher.loan_slice_uninit(len).map_err(|e| {
-                Error::ipc(format!("channel '{}': loaning {len} bytes", self.name), e)
+        let uninit = self
+            .link
+            .ports
+            .publisher
+            .loan_slice_uninit(len)
+            .map_err(|e| {
+                Error::ipc(format!("channel '{}': loaning {len} bytes", self.name()), e)
             })?;
         // SAFETY: the bytes live in a POSIX shared-memory mapping (shm_open + ftruncate in
         // iceoryx2-bb-posix `shared_memory.rs`; iceoryx2-cal `posix_shared_memory.rs` asks
@@ -189,24 +203,25 @@ impl Sender {
         if loan.sender_id != self.id {
             return Err(Error::Config(format!(
                 "channel '{}': the loan belongs to another sender",
-                self.name
+                self.name()
             )));
         }
         let mut credit = self.lock_credit();
-        self.wait_until(&mut credit, Goal::Room, timeout, interrupt)?;
+        self.link
+            .wait_until(&mut credit, Goal::Room, timeout, interrupt)?;
         let delivered = loan
             .sample
             .send()
-            .map_err(|e| Error::ipc(format!("channel '{}': sending a frame", self.name), e))?;
+            .map_err(|e| Error::ipc(format!("channel '{}': sending a frame", self.name()), e))?;
         if delivered == 0 {
             // The receiver disconnected between our check and the delivery.
-            return Err(Error::Closed(self.name.clone()));
+            return Err(Error::Closed(self.name().to_owned()));
         }
         credit.sent += 1;
         drop(credit);
         // A failed wake-up is not worth failing a delivered frame for (the caller might
         // resend and duplicate it): the receiver re-checks at least every 50 ms anyway.
-        let _ = self.ports.ready.notify_with_custom_event_id(EV_FRAME);
+        let _ = self.link.ports.ready.notify_with_custom_event_id(EV_FRAME);
         Ok(())
     }
 
@@ -233,20 +248,35 @@ impl Sender {
         self.send(loan, timeout, interrupt)
     }
 
-    /// Waits until the receiver has taken every frame sent so far.
+    /// Waits until the receiver has taken every frame sent so far. `Closed` if the
+    /// receiver went away before taking them.
     ///
-    /// Call this before dropping a sender at the end of a stream: iceoryx2 unlinks the
-    /// sender's shared memory when it is dropped, and a receiver that has not mapped a
-    /// (grown) memory segment yet then loses the frames in it.
+    /// Not needed before dropping the sender (dropping keeps undelivered frames alive, see
+    /// [`Sender`]), but it tells the caller that the stream was consumed.
     pub fn flush(&self, timeout: Option<Duration>, interrupt: Interrupt) -> Result<()> {
         let mut credit = self.lock_credit();
-        self.wait_until(&mut credit, Goal::Drained, timeout, interrupt)
+        self.link
+            .wait_until(&mut credit, Goal::Drained, timeout, interrupt)
     }
 
     fn lock_credit(&self) -> std::sync::MutexGuard<'_, Credit> {
         self.credit.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    #[cfg(test)]
+    pub(crate) fn resource_ids(&self) -> Vec<String> {
+        let p = &self.link.ports;
+        let mut ids = vec![
+            p.publisher.id().value().to_string(),
+            p.ready.id().value().to_string(),
+            p.credit.id().value().to_string(),
+        ];
+        ids.extend(super::tests::service_ids(&p.services));
+        ids
+    }
+}
+
+impl Link {
     /// Blocks on the credit listener until `goal` holds.
     ///
     /// No lost wake-ups: the listener exists before any receiver could notify, the state
@@ -304,16 +334,32 @@ impl Sender {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn resource_ids(&self) -> Vec<String> {
-        let p = &self.ports;
-        let mut ids = vec![
-            p.publisher.id().value().to_string(),
-            p.ready.id().value().to_string(),
-            p.credit.id().value().to_string(),
-        ];
-        ids.extend(super::tests::service_ids(&p.services));
-        ids
+    /// Releases the ports once the receiver has taken every frame sent (at once if it
+    /// has, or if there is no receiver), on a background thread if need be.
+    ///
+    /// Releasing earlier loses the frames still queued: iceoryx2 only attaches a
+    /// subscriber to a publisher, and maps the publisher's data segments, inside
+    /// `Subscriber::receive`, while dropping the publisher unlinks its segments and, if the
+    /// subscriber never attached, the connection holding the queued offsets.
+    fn release(self, mut credit: Credit) {
+        let no_interrupt: Interrupt = &|| Ok(());
+        let pending = matches!(
+            self.wait_until(
+                &mut credit,
+                Goal::Drained,
+                Some(Duration::ZERO),
+                no_interrupt
+            ),
+            Err(Error::Timeout { .. })
+        );
+        if pending {
+            linger::spawn(move |exiting| {
+                // Ends when drained, when the receiver goes (`EV_PEER_GONE`/`EV_PEER_DEAD`
+                // wake us) or at process exit; any of them means: release now.
+                let _ = self.wait_until(&mut credit, Goal::Drained, None, exiting);
+                drop(self);
+            });
+        }
     }
 }
 
@@ -322,8 +368,14 @@ impl Drop for Sender {
         // In a forked child these ports are copies of the parent's: releasing them would
         // unregister the parent's ports. Leak them instead.
         if std::process::id() == self.pid {
-            // SAFETY: dropped exactly once, here.
-            unsafe { ManuallyDrop::drop(&mut self.ports) };
+            // SAFETY: taken exactly once, here; `self.link` is not used afterwards.
+            let link = unsafe { ManuallyDrop::take(&mut self.link) };
+            let credit = std::mem::take(
+                self.credit
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            link.release(credit);
         }
     }
 }

@@ -826,8 +826,8 @@ fn forked_child_gets_its_own_node() {
 
 #[test]
 fn flush_then_drop_delivers_frames_in_a_grown_segment() {
-    // Without the flush, iceoryx2 unlinks the grown segment before the receiver maps it
-    // and the last frame is lost ("Lost chunk" warning).
+    // The flush returns once the frame is taken. (Dropping without it no longer loses the
+    // frame either, see `frames_survive_sender_drop_in_another_thread`.)
     let name = unique("flush");
     let cfg = small(4);
     let tx = Sender::create(&name, &cfg).unwrap();
@@ -843,4 +843,287 @@ fn flush_then_drop_delivers_frames_in_a_grown_segment() {
     assert_eq!(seq_of(&last), 1);
     assert_eq!(last[8..], pattern(1, 4 << 20)[8..]);
     assert!(matches!(rx.recv(LONG, NO_INTERRUPT), Err(Error::Closed(_))));
+}
+
+/// Receives the frames `seqs` in order, then expects `Closed` promptly from both `recv`
+/// and `try_recv`.
+fn expect_frames_then_closed(rx: &Receiver, seqs: std::ops::Range<u64>, len: usize) {
+    for seq in seqs {
+        let sample = rx.recv(Some(Duration::from_secs(5)), NO_INTERRUPT).unwrap();
+        assert_eq!(seq_of(&sample), seq);
+        assert_eq!(sample[8..], pattern(seq, len)[8..]);
+    }
+    let start = Instant::now();
+    let err = rx
+        .recv(Some(Duration::from_secs(5)), NO_INTERRUPT)
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed(_)), "{err:?}");
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    assert!(matches!(rx.try_recv(), Err(Error::Closed(_))));
+}
+
+#[test]
+fn frames_survive_sender_drop_receiver_first_same_thread() {
+    // The reported bug: the sender comes and goes between two receiver calls, so the
+    // subscriber never attached to its publisher.
+    let name = unique("drop-rx-first");
+    let cfg = ChannelConfig::default();
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    let tx = Sender::create(&name, &cfg).unwrap();
+    tx.send_copy(&[b"hello"], Some(Duration::from_secs(5)), NO_INTERRUPT)
+        .unwrap();
+    drop(tx);
+    let sample = rx.recv(Some(Duration::from_secs(2)), NO_INTERRUPT).unwrap();
+    assert_eq!(&sample[..], b"hello");
+    let start = Instant::now();
+    let err = rx
+        .recv(Some(Duration::from_secs(3)), NO_INTERRUPT)
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed(_)), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(rx.try_recv(), Err(Error::Closed(_))));
+}
+
+#[test]
+fn frames_survive_sender_drop_sender_first_same_thread() {
+    let name = unique("drop-tx-first");
+    let cfg = ChannelConfig::default();
+    let tx = Sender::create(&name, &cfg).unwrap();
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    for seq in 0..3 {
+        send_seq(&tx, seq, 100);
+    }
+    drop(tx);
+    expect_frames_then_closed(&rx, 0..3, 100);
+}
+
+#[test]
+fn frames_survive_sender_drop_in_another_thread() {
+    for receiver_first in [true, false] {
+        let name = unique("drop-thread");
+        let cfg = small(4);
+        let (rx, tx) = if receiver_first {
+            let rx = Receiver::open(&name, &cfg).unwrap();
+            (rx, Sender::create(&name, &cfg).unwrap())
+        } else {
+            let tx = Sender::create(&name, &cfg).unwrap();
+            (Receiver::open(&name, &cfg).unwrap(), tx)
+        };
+        // Fills the queue, and (1 MiB > initial_payload) grows the data segment: without
+        // a flush, the receiver has not mapped it when the sender is dropped.
+        thread::spawn(move || {
+            for seq in 0..4 {
+                send_seq(&tx, seq, 1 << 20);
+            }
+        })
+        .join()
+        .unwrap();
+        expect_frames_then_closed(&rx, 0..4, 1 << 20);
+    }
+}
+
+#[test]
+fn recv_sees_closed_when_an_unseen_sender_leaves() {
+    // Sender created and dropped without sending, never observed by the receiver.
+    let name = unique("unseen");
+    let cfg = small(2);
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    drop(Sender::create(&name, &cfg).unwrap());
+    expect_frames_then_closed(&rx, 0..0, 0);
+
+    // Same with `try_recv` only (event loops).
+    let name = unique("unseen-try");
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    drop(Sender::create(&name, &cfg).unwrap());
+    assert!(matches!(rx.try_recv(), Err(Error::Closed(_))));
+}
+
+#[test]
+fn blocked_recv_without_timeout_wakes_up_closed() {
+    let name = unique("blocked-recv");
+    let cfg = small(2);
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let result = rx.recv(None, NO_INTERRUPT).map(|s| s.to_vec());
+        done_tx.send(Instant::now()).unwrap();
+        result
+    });
+    thread::sleep(Duration::from_millis(100));
+    let tx = Sender::create(&name, &cfg).unwrap();
+    let dropped = {
+        drop(tx);
+        Instant::now()
+    };
+    let woke = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("recv(None) must wake up when the sender leaves");
+    let err = waiter.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Closed(_)), "{err:?}");
+    let delay = woke.saturating_duration_since(dropped);
+    assert!(delay < Duration::from_millis(500), "{delay:?}");
+}
+
+#[test]
+fn blocked_send_sees_closed_promptly_when_receiver_drops() {
+    for receiver_first in [true, false] {
+        let name = unique("blocked-send");
+        let cfg = small(1);
+        let (rx, tx) = if receiver_first {
+            let rx = Receiver::open(&name, &cfg).unwrap();
+            (rx, Sender::create(&name, &cfg).unwrap())
+        } else {
+            let tx = Sender::create(&name, &cfg).unwrap();
+            (Receiver::open(&name, &cfg).unwrap(), tx)
+        };
+        tx.send_copy(&[b"fills the queue"], LONG, NO_INTERRUPT)
+            .unwrap();
+        let closer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            drop(rx);
+            Instant::now()
+        });
+        let err = tx.send_copy(&[b"blocked"], None, NO_INTERRUPT).unwrap_err();
+        let returned = Instant::now();
+        let dropped = closer.join().unwrap();
+        assert!(matches!(err, Error::Closed(_)), "{err:?}");
+        let delay = returned.saturating_duration_since(dropped);
+        assert!(delay < Duration::from_millis(500), "{delay:?}");
+        // A flush (nothing can be delivered anymore) fails the same way or finds nothing.
+        assert!(matches!(
+            tx.flush(Some(Duration::from_millis(100)), NO_INTERRUPT),
+            Ok(()) | Err(Error::Closed(_))
+        ));
+    }
+}
+
+/// Polls `leftovers(ids)` until empty or `within` has passed.
+fn leftovers_after(ids: &[String], within: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left = leftovers(ids);
+        if left.is_empty() || start.elapsed() >= within {
+            return left;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn dropped_sender_lingers_until_drained_or_receiver_gone() {
+    let cfg = small(4);
+    // Drained: released as soon as the receiver took the last frame.
+    let name = unique("linger-drained");
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    let tx = Sender::create(&name, &cfg).unwrap();
+    send_seq(&tx, 0, 64);
+    let sender_ports = tx.resource_ids()[..3].to_vec();
+    drop(tx);
+    assert!(
+        !leftovers(&sender_ports).is_empty(),
+        "kept alive for the queued frame"
+    );
+    assert_eq!(seq_of(&rx.recv(LONG, NO_INTERRUPT).unwrap()), 0);
+    // Also detaches the subscriber from the connection (iceoryx2 does so in `receive`).
+    let err = rx.recv(LONG, NO_INTERRUPT).unwrap_err();
+    assert!(matches!(err, Error::Closed(_)), "{err:?}");
+    let left = leftovers_after(&sender_ports, Duration::from_secs(1));
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // Receiver gone: released with everything else.
+    let name = unique("linger-rx-gone");
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    let tx = Sender::create(&name, &cfg).unwrap();
+    send_seq(&tx, 0, 64);
+    let mut ids = tx.resource_ids();
+    ids.extend(rx.resource_ids());
+    drop(tx);
+    drop(rx);
+    let left = leftovers_after(&ids, Duration::from_secs(1));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+const EXIT_ENV: &str = "ZEROHOP_TEST_SENDER_EXIT";
+
+/// Child half of `process_exit_releases_lingering_senders`: sends one frame, drops the
+/// sender and lets the test harness exit normally (running the atexit hook).
+#[test]
+#[ignore = "helper run by process_exit_releases_lingering_senders in a child process"]
+fn sender_exit_child() {
+    let Ok(name) = std::env::var(EXIT_ENV) else {
+        return;
+    };
+    let tx = Sender::create(&name, &small(2)).unwrap();
+    send_seq(&tx, 7, 1 << 20); // grown segment: lost if released before the receiver maps it
+    println!("IDS {}", tx.resource_ids().join(" "));
+    drop(tx);
+}
+
+fn run_sender_exit_child(name: &str) -> (Duration, Vec<String>) {
+    let start = Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "ipc::tests::sender_exit_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(EXIT_ENV, name)
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let ids = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("IDS "))
+        .unwrap_or_else(|| panic!("child output: {stdout}"))
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    (took, ids)
+}
+
+#[test]
+fn process_exit_releases_lingering_senders() {
+    let cfg = small(2);
+    // A receiver that keeps reading gets the frame, then `Closed`; the sender's process
+    // does not wait out the grace period.
+    let name = unique("exit-read");
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    let reader = thread::spawn(move || {
+        let sample = rx.recv(LONG, NO_INTERRUPT).unwrap();
+        let closed = rx.recv(LONG, NO_INTERRUPT);
+        (
+            seq_of(&sample),
+            sample[8..] == pattern(7, 1 << 20)[8..],
+            closed,
+        )
+    });
+    run_sender_exit_child(&name);
+    let (seq, intact, closed) = reader.join().unwrap();
+    assert_eq!(seq, 7);
+    assert!(intact);
+    assert!(matches!(closed, Err(Error::Closed(_))), "{closed:?}");
+
+    // A receiver that does not read: the exit waits `EXIT_GRACE`, then releases the ports
+    // (no dead node left behind, the receiver sees `Closed` instead of waiting forever).
+    let name = unique("exit-idle");
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    let (took, ids) = run_sender_exit_child(&name);
+    assert!(
+        took >= linger::EXIT_GRACE && took < linger::EXIT_GRACE + Duration::from_secs(5),
+        "{took:?}"
+    );
+    let left = leftovers(&ids[..3]);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let err = rx
+        .recv(Some(Duration::from_secs(2)), NO_INTERRUPT)
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed(_)), "{err:?}");
 }

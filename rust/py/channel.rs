@@ -73,11 +73,16 @@ pub struct PySender {
     max_payload: usize,
     next_sequence: AtomicU64,
     /// Extra check while blocked (a session's failure), besides Ctrl-C.
-    guard: Option<Guard>,
+    guard: Option<Arc<Guard>>,
 }
 
-/// A check that aborts a blocked send, e.g. because the session it feeds has failed.
-pub type Guard = Arc<dyn Fn() -> crate::error::Result<()> + Send + Sync>;
+/// Ties a sender to what it feeds (a session): a blocked send stops when `check`
+/// fails, and a closed channel is explained by `explain_closed` (the node failure that
+/// closed it, rather than the bare fact).
+pub struct Guard {
+    pub check: Box<dyn Fn() -> crate::error::Result<()> + Send + Sync>,
+    pub explain_closed: Box<dyn Fn(Error) -> Error + Send + Sync>,
+}
 
 impl PySender {
     /// Wraps a sender the executor created (a session input).
@@ -86,7 +91,7 @@ impl PySender {
         name: String,
         session_id: u64,
         max_payload: usize,
-        guard: Guard,
+        guard: Arc<Guard>,
     ) -> Self {
         PySender {
             inner,
@@ -100,9 +105,16 @@ impl PySender {
 
     fn guard(&self, gate: &Gate) -> crate::error::Result<()> {
         if let Some(guard) = &self.guard {
-            guard()?;
+            (guard.check)()?;
         }
         gate.check_signals()
+    }
+
+    fn explain(&self, err: Error) -> Error {
+        match (&err, &self.guard) {
+            (Error::Closed(_), Some(guard)) => (guard.explain_closed)(err),
+            _ => err,
+        }
     }
 
     fn stamp(&self, header: &mut Header, sequence: Option<u64>, timestamp_ns: Option<u64>) {
@@ -223,7 +235,7 @@ impl PySender {
         // The storage lock is held across the send: the frame is in no usable state until
         // it has either gone out or failed (and a failed loan is gone either way).
         without_gil(py, move |gate| {
-            inner.send(loan, timeout, &|| self.guard(gate))
+            inner.send(loan, timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
         })?;
         Ok(sent_sequence)
     }
@@ -278,7 +290,7 @@ impl PySender {
         let bytes = header.to_bytes();
         let body = buffer_bytes(&buffer);
         without_gil(py, |gate| {
-            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
+            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
         })?;
         Ok(sequence)
     }
@@ -305,7 +317,7 @@ impl PySender {
         let inner = Arc::clone(&self.inner);
         let body = frame.payload_bytes();
         without_gil(py, |gate| {
-            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
+            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
         })?;
         Ok(sequence)
     }
@@ -316,7 +328,7 @@ impl PySender {
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let timeout = duration(timeout)?;
         let inner = Arc::clone(&self.inner);
-        without_gil(py, |gate| inner.flush(timeout, &|| self.guard(gate)))
+        without_gil(py, |gate| inner.flush(timeout, &|| self.guard(gate)).map_err(|e| self.explain(e)))
     }
 
     /// Sends the end-of-stream marker: no more frames follow on this channel.
@@ -329,7 +341,7 @@ impl PySender {
         let bytes = header.to_bytes();
         let inner = Arc::clone(&self.inner);
         without_gil(py, |gate| {
-            inner.send_copy(&[&bytes], timeout, &|| self.guard(gate))
+            inner.send_copy(&[&bytes], timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
         })
     }
 

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList};
 use crate::executor::{Graph, Output, Session, SessionConfig};
 use crate::ipc::ChannelConfig;
 use crate::py::blocking::without_gil;
-use crate::py::channel::PySender;
+use crate::py::channel::{Guard, PySender};
 use crate::py::errors::IntoPyResult;
 use crate::py::frame::{RawFrame, Storage};
 use crate::supervisor::{Event, ImportSpec, LaunchSpec, NodeStatus, Timing};
@@ -192,16 +192,14 @@ impl NativeSession {
 
     /// The sender of input `index`; a blocked send fails once the session has failed.
     fn input(&self, index: usize) -> PyResult<PySender> {
-        let sender = Arc::clone(self.inner.input(index).py_err()?);
-        let session = Arc::clone(&self.inner);
+        let sender = self.inner.input(index).py_err()?;
         let name = format!("{}/input{index}", self.inner.id);
-        Ok(PySender::from_parts(
-            sender,
-            name,
-            0,
-            usize::MAX,
-            Arc::new(move || session.check()),
-        ))
+        let (check, explain) = (Arc::clone(&self.inner), Arc::clone(&self.inner));
+        let guard = Guard {
+            check: Box::new(move || check.check()),
+            explain_closed: Box::new(move |err| explain.explain_closed(err)),
+        };
+        Ok(PySender::from_parts(sender, name, 0, usize::MAX, Arc::new(guard)))
     }
 
     /// Sends the end of stream into every input.

@@ -102,6 +102,8 @@ struct Node {
     id: String,
     spec: NodeSpec,
     state: NodeState,
+    pid: Option<i32>,
+    /// Dropped (closing its pidfd) once the process is reaped.
     process: Option<Process>,
     control: Option<UnixStream>,
     reader: wire::Reader,
@@ -117,7 +119,7 @@ struct Node {
 
 impl Node {
     fn alive(&self) -> bool {
-        self.process.is_some() && self.exit.is_none()
+        self.process.is_some()
     }
 
     fn send(&mut self, message: &HostMessage) {
@@ -151,6 +153,8 @@ struct State {
     phase: Phase,
     stop_requested: bool,
     status_requested: bool,
+    /// Passes of the supervisor loop so far (see `sync`).
+    steps: u64,
 }
 
 struct Shared {
@@ -205,6 +209,7 @@ impl Supervisor {
                 id: spec.node_id.clone(),
                 spec,
                 state: NodeState::Idle,
+                pid: None,
                 process: None,
                 control: None,
                 reader: wire::Reader::default(),
@@ -245,6 +250,7 @@ impl Supervisor {
                 phase: Phase::Running,
                 stop_requested: false,
                 status_requested: false,
+                steps: 0,
             }),
             changed: Condvar::new(),
             wake,
@@ -320,6 +326,27 @@ impl Supervisor {
         }
     }
 
+    /// Returns once the supervisor has read everything the nodes wrote to their
+    /// control sockets before this call (e.g. the error report of a frame whose
+    /// stream has already ended in shared memory). Bounded to one second.
+    pub fn sync(&self) {
+        let mut state = self.shared.lock();
+        // The pass running now may have read a socket already; the one after it has not.
+        let target = state.steps + 2;
+        self.shared.wake();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while state.steps < target && state.phase != Phase::Done {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            state = self.shared.changed.wait_timeout(state, deadline - now).expect("poisoned").0;
+            if state.steps < target {
+                self.shared.wake();
+            }
+        }
+    }
+
     /// The oldest non-fatal event (progress, a dropped frame's error) not taken yet.
     pub fn next_event(&self) -> Option<Event> {
         self.shared.lock().events.pop_front()
@@ -384,7 +411,7 @@ impl Supervisor {
                 } else {
                     n.state
                 },
-                pid: n.process.as_ref().map(|p| p.pid),
+                pid: n.pid,
                 started_at: n.started_at,
                 rss_bytes: n
                     .process
@@ -430,6 +457,7 @@ fn spawn_node(node: &mut Node, launch: &LaunchSpec) -> io::Result<()> {
     let (host, child) = UnixStream::pair()?;
     let process = launch::spawn(launch.clone(), OwnedFd::from(child))?;
     host.set_nonblocking(true)?;
+    node.pid = Some(process.pid);
     node.process = Some(process);
     node.control = Some(host);
     node.spawned = Some(Instant::now());
@@ -451,6 +479,7 @@ fn run_loop(shared: &Shared, timing: Timing) {
         let (fds, deadline) = {
             let mut state = shared.lock();
             step(&mut state, &timing);
+            state.steps += 1;
             shared.changed.notify_all();
             if !state.events.is_empty() || state.failure.is_some() {
                 signal_eventfd(&shared.notify);
@@ -537,6 +566,7 @@ fn step(state: &mut State, timing: &Timing) {
                 read_messages(node, stopping, &mut state.events, &mut failures);
                 node.exit = Some(exit);
                 node.control = None;
+                node.process = None;
                 let expected =
                     stopping && matches!(node.state, NodeState::Stopping | NodeState::Stopped);
                 if !expected && node.state != NodeState::Error {

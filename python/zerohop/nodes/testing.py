@@ -78,22 +78,29 @@ class Scale(MultiprocessNode):
 
 @register_node
 class BurnCPU(MultiprocessNode):
-    """Holds the GIL in pure Python for ``ms`` milliseconds per frame, then emits a
-    Json with this process's pid and the start/end of the burn (monotonic ns)."""
+    """Holds the GIL in pure Python until this thread has used ``ms`` milliseconds of
+    CPU, then emits a Json with the pid, the wall-clock start/end (monotonic ns) and the
+    CPU time used — from which a test can tell whether two burns ran in parallel."""
 
     class Params(BaseModel):
         ms: float = Field(50.0, ge=0)
 
     def process(self, frame: Frame) -> Json:
-        start = time.monotonic_ns()
-        end_at = start + int(self.params.ms * 1e6)
+        start, cpu_start = time.monotonic_ns(), time.thread_time_ns()
+        budget = int(self.params.ms * 1e6)
         x = 0
-        while time.monotonic_ns() < end_at:
+        while time.thread_time_ns() - cpu_start < budget:
             for i in range(1000):
                 x += i * i
         return Json(
-            {"pid": os.getpid(), "start": start, "end": time.monotonic_ns(), "node": self.node_id,
-             "input": frame.sequence}
+            {
+                "pid": os.getpid(),
+                "node": self.node_id,
+                "start": start,
+                "end": time.monotonic_ns(),
+                "cpu_ns": time.thread_time_ns() - cpu_start,
+                "input": frame.sequence,
+            }
         )
 
 
