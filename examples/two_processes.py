@@ -17,7 +17,6 @@ import os
 import time
 
 import numpy as np
-
 import zerohop
 
 
@@ -72,14 +71,19 @@ def main() -> None:
     args = parser.parse_args()
     name = f"example-{os.getpid()}"
     with zerohop.Receiver(f"{name}-video") as video, zerohop.Receiver(f"{name}-audio") as audio:
-        child = multiprocessing.get_context("spawn").Process(target=produce, args=(name, args.frames))
+        child = multiprocessing.get_context("spawn").Process(
+            target=produce, args=(name, args.frames)
+        )
         child.start()
         try:
             report("1080p rgb24 video (loaned)", *consume(video, args.frames, check_video))
             report("20 ms 16 kHz audio (copied)", *consume(audio, args.frames, check_audio))
         finally:
             child.join(60)
-    print(f"producer pid {child.pid} exited with {child.exitcode}; both processes verified every frame")
+    print(
+        f"producer pid {child.pid} exited with {child.exitcode}; "
+        "both processes verified every frame"
+    )
 
 
 if __name__ == "__main__":

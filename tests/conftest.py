@@ -93,5 +93,7 @@ def _describe_fd(fd: int) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "allow_leaks: skip the leak check (a test that checks it itself)")
+    config.addinivalue_line(
+        "markers", "allow_leaks: skip the leak check (a test that checks it itself)"
+    )
     config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")

@@ -6,7 +6,6 @@ import hashlib
 import time
 
 import numpy as np
-
 import zerohop
 
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 import numpy as np
 import peers
 import pytest
-
 import zerohop
 from zerohop import (
     Audio,
@@ -281,6 +280,7 @@ def test_async_receive() -> None:
 
     async def main() -> list[str]:
         with Sender(name) as tx, Receiver(name) as rx:
+
             async def produce() -> None:
                 for word in ("x", "y", "z"):
                     await asyncio.sleep(0.01)
@@ -348,9 +348,7 @@ import time; time.sleep(60)
 """
     name = unique("killed")
     before = set(os.listdir("/dev/shm"))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     assert set(os.listdir("/dev/shm")) - before, "the channel should exist in /dev/shm"

@@ -7,10 +7,9 @@ import struct
 
 import numpy as np
 import pytest
+import zerohop
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import zerohop
 from zerohop import Audio, Bytes, FrameError, Json, PayloadTooLargeError, Tensor, Text, Video
 from zerohop.data import from_bytes
 
@@ -95,7 +94,9 @@ def test_unsupported_inputs_are_frame_errors() -> None:
 
 
 def encoded(shape: tuple[int, ...] = (4,)) -> bytearray:
-    return bytearray(Tensor(np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)).to_bytes())
+    return bytearray(
+        Tensor(np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)).to_bytes()
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pydantic import BaseModel
-
 import zerohop
+from pydantic import BaseModel
 from zerohop import (
     Json,
     ManifestError,
@@ -86,7 +85,12 @@ class AsyncUpper(MultiprocessNode):
 
 
 def test_linear_chain_in_order() -> None:
-    pipe = Pipeline("chain").node("up", "UpperCase").node("sfx", "Suffix", suffix="?").connect("up", "sfx")
+    pipe = (
+        Pipeline("chain")
+        .node("up", "UpperCase")
+        .node("sfx", "Suffix", suffix="?")
+        .connect("up", "sfx")
+    )
     with pipe.session() as session:
         out = session.run([Text(f"m{i}") for i in range(50)])
         pids = set(session.pids())
@@ -138,7 +142,7 @@ def test_two_cpu_bound_nodes_run_at_the_same_time() -> None:
             .connect("src", "b")
         )
         out = [f.value for f in pipe.run([Text("go")]) if isinstance(f, Json)]
-        assert len(out) == 2 and out[0]["pid"] != out[1]["pid"] or executor == "inprocess"
+        assert (len(out) == 2 and out[0]["pid"] != out[1]["pid"]) or executor == "inprocess"
         span = max(v["end"] for v in out) - min(v["start"] for v in out)
         return sum(v["cpu_ns"] for v in out) / span
 
@@ -174,11 +178,12 @@ def test_inprocess_executor_gives_the_same_results() -> None:
     ],
 )
 def test_crash_matrix(mode: str, error: type[Exception], check: Any) -> None:
-    pipe = Pipeline("crash").node("ok", "Echo").node("boom", "Crash", mode=mode).connect("ok", "boom")
+    pipe = (
+        Pipeline("crash").node("ok", "Echo").node("boom", "Crash", mode=mode).connect("ok", "boom")
+    )
     before = runner_pids()
-    with pytest.raises(error) as info:
-        with pipe.session() as session:
-            session.run([Text("a"), Text("b")])
+    with pytest.raises(error) as info, pipe.session() as session:
+        session.run([Text("a"), Text("b")])
     assert info.value.node_id == "boom"  # type: ignore[attr-defined]
     assert "'boom'" in str(info.value)
     assert check(info.value)
@@ -201,9 +206,11 @@ def test_killed_from_outside() -> None:
 
 def test_init_timeout_and_progress_heartbeats() -> None:
     events: list[dict[str, Any]] = []
-    pipe = Pipeline("slow", config=config(init_timeout_secs=1.5)).node("hang", "Crash", mode="init_hang")
+    pipe = Pipeline("slow", config=config(init_timeout_secs=1.5)).node(
+        "hang", "Crash", mode="init_hang"
+    )
     start = time.monotonic()
-    with pytest.raises(NodeInitTimeout, match="'hang' was not ready within 1.5 s"):
+    with pytest.raises(NodeInitTimeout, match=r"'hang' was not ready within 1\.5 s"):
         pipe.session(on_progress=events.append)
     assert time.monotonic() - start < 10
     assert any(e["node_id"] == "hang" for e in events)
@@ -224,7 +231,9 @@ def test_progress_arrives_while_initializing() -> None:
 
 def test_skip_policy_reports_and_goes_on() -> None:
     errors: list[dict[str, Any]] = []
-    pipe = Pipeline("skip").node("boom", "Crash", mode="process_exception", after=1, on_error="skip")
+    pipe = Pipeline("skip").node(
+        "boom", "Crash", mode="process_exception", after=1, on_error="skip"
+    )
     with pipe.session(on_frame_error=errors.append) as session:
         out = session.run([Text("a"), Text("b"), Text("c")])
     assert texts(out) == ["a", "c"]
@@ -242,7 +251,10 @@ def test_validation_happens_before_any_spawn() -> None:
         Pipeline("bad").node("x", "Echo").node("x", "Echo")
     cases = [
         (Pipeline("p").node("a", "Echo").connect("a", "nope"), "unknown node 'nope'"),
-        (Pipeline("p").node("a", "Echo").node("b", "Echo").connect("a", "b").connect("b", "a"), "cycle"),
+        (
+            Pipeline("p").node("a", "Echo").node("b", "Echo").connect("a", "b").connect("b", "a"),
+            "cycle",
+        ),
         (Pipeline("p").node("a", "Echo").connect("a", "a"), "connects to itself"),
         (Pipeline("p").node("a", "Echo").node("j", "Join").connect("a", "j"), "name one"),
     ]

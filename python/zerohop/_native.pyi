@@ -1,6 +1,26 @@
 """Type stubs for the Rust extension ``zerohop._native`` (checked by stubtest in CI)."""
 
-from collections.abc import Buffer, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, final
+
+from typing_extensions import Buffer
+
+__all__ = [
+    "DTYPES",
+    "HEADER_LEN",
+    "KINDS",
+    "MAX_DIMS",
+    "PIXEL_FORMATS",
+    "NativeSession",
+    "RawFrame",
+    "Receiver",
+    "Sender",
+    "__version__",
+    "decode_frame",
+    "encode_frame",
+    "reclaim_dead",
+    "validate_graph",
+]
 
 __version__: str
 HEADER_LEN: int
@@ -9,6 +29,7 @@ KINDS: list[str]
 DTYPES: list[str]
 PIXEL_FORMATS: list[str]
 
+@final
 class RawFrame:
     """One frame: header fields as properties, the payload through the buffer protocol."""
 
@@ -35,6 +56,10 @@ class RawFrame:
     @property
     def timestamp_ns(self) -> int: ...
     @property
+    def flags(self) -> int: ...
+    @property
+    def is_end_of_stream(self) -> bool: ...
+    @property
     def nbytes(self) -> int: ...
     @property
     def is_loan(self) -> bool: ...
@@ -45,6 +70,7 @@ class RawFrame:
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def __release_buffer__(self, buffer: memoryview, /) -> None: ...
 
+@final
 class Sender:
     @property
     def name(self) -> str: ...
@@ -107,7 +133,10 @@ class Sender:
         timestamp_ns: int | None = None,
         timeout: float | None = None,
     ) -> int: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def send_end_of_stream(self, *, timeout: float | None = None) -> None: ...
 
+@final
 class Receiver:
     @property
     def name(self) -> str: ...
@@ -144,3 +173,40 @@ def encode_frame(
 ) -> bytes: ...
 def decode_frame(data: Buffer, max_payload: int | None = None) -> RawFrame: ...
 def reclaim_dead() -> int: ...
+def validate_graph(graph_json: str) -> None: ...
+
+@final
+class NativeSession:
+    """One running session of the multiprocess executor."""
+
+    @staticmethod
+    def start(
+        graph_json: str,
+        *,
+        program: str,
+        args: Sequence[str],
+        env: Sequence[tuple[str, str]],
+        cwd: str | None,
+        channel: tuple[int, int, int, int, int],
+        init_timeout: float,
+        grace: float,
+        term_grace: float,
+        max_processes: int | None,
+        heartbeat_secs: float,
+        imports: Sequence[tuple[str, str, Sequence[str]]],
+        sys_path: Sequence[str],
+        on_event: Callable[[dict[str, Any]], object] | None = None,
+    ) -> NativeSession: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def input_labels(self) -> list[str]: ...
+    @property
+    def output_labels(self) -> list[str]: ...
+    def input(self, index: int) -> Sender: ...
+    def end_inputs(self, timeout: float | None = None) -> None: ...
+    def recv(self, timeout: float | None = None) -> tuple[Any, ...]: ...
+    def failure(self) -> BaseException | None: ...
+    def status(self) -> list[dict[str, Any]]: ...
+    def pids(self) -> list[int]: ...
+    def close(self) -> None: ...

@@ -39,7 +39,7 @@ from typing import Self, TypeVar
 from . import _native
 from .config import ChannelConfig, load_config
 from .data import Audio, Bytes, Frame, PixelFormat, Tensor, Video, from_raw
-from .errors import ChannelClosedError, FrameError, ZerohopTimeoutError
+from .errors import ChannelClosedError, FrameError
 
 __all__ = ["Receiver", "Sender"]
 
@@ -49,7 +49,9 @@ def _send_end_of_stream(sender: Sender, timeout: float | None = None) -> None:
     sender._ends().send_end_of_stream(timeout=timeout)
 
 
-def _channel_config(config: ChannelConfig | None, overrides: dict[str, int | None]) -> dict[str, int]:
+def _channel_config(
+    config: ChannelConfig | None, overrides: dict[str, int | None]
+) -> dict[str, int]:
     kwargs = (config or load_config().channel).native_kwargs()
     kwargs.update({key: value for key, value in overrides.items() if value is not None})
     kwargs["initial_payload"] = min(kwargs["initial_payload"], kwargs["max_payload"])
@@ -177,29 +179,29 @@ class Sender:
         """Waits until the receiver has taken every frame sent so far."""
         self._ends().flush(timeout)
 
-    def close(self, flush_timeout: float | None = 5.0) -> None:
-        """Releases this end, first waiting up to ``flush_timeout`` seconds for the
-        receiver to take what was sent (a receiver that has not yet mapped the
-        sender's newest shared memory would otherwise lose those frames). The
-        channel's memory is freed once no end and no frame of it remains."""
-        native, self._native = self._native, None
-        if native is not None and flush_timeout != 0:
-            try:
-                native.flush(flush_timeout)
-            except (ZerohopTimeoutError, ChannelClosedError):
-                pass  # nobody is reading any more: nothing to wait for
+    def close(self) -> None:
+        """Releases this end. Frames already sent stay receivable: until the receiver
+        has taken them (or goes away), the channel lingers in the background."""
+        self._native = None
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
-        # Leaving by an exception is no reason to wait for the reader.
-        self.close(flush_timeout=5.0 if exc_type is None else 0)
+        self.close()
 
     def __repr__(self) -> str:
         return f"Sender({self.name!r})"
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Receiver:
@@ -251,7 +253,7 @@ class Receiver:
         fd = native.wait_fd()
         while True:
             ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(fd, _resolve, ready)
             try:
                 frame = native.try_recv()
                 if frame is None:
@@ -282,10 +284,12 @@ class Receiver:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
     def __repr__(self) -> str:
         return f"Receiver({self.name!r})"
-

@@ -57,9 +57,7 @@ Wire: TypeAlias = tuple[str, tuple[int, ...], Any, dict[str, Any]]
 def _checked_array(value: npt.ArrayLike, what: str, allowed: tuple[str, ...] = DTYPES) -> Any:
     array = np.asarray(value)
     if array.dtype.name not in allowed:
-        raise FrameError(
-            f"{what} has dtype {array.dtype.name}; supported: {', '.join(allowed)}"
-        )
+        raise FrameError(f"{what} has dtype {array.dtype.name}; supported: {', '.join(allowed)}")
     return array
 
 
@@ -240,7 +238,9 @@ class Video(Frame):
         elif array.ndim >= 2:
             height, width = int(array.shape[0]), int(array.shape[1])
         else:
-            raise FrameError(f"{pixel_format} pixels must be (height, width[, c]), got {array.shape}")
+            raise FrameError(
+                f"{pixel_format} pixels must be (height, width[, c]), got {array.shape}"
+            )
         self._pixels = array
         self.pixel_format: str = pixel_format
         self.width = int(width)
@@ -353,7 +353,7 @@ class Json(Frame):
     """A JSON-serialisable value (events, metadata, structured results)."""
 
     kind = "json"
-    __slots__ = ("_value", "_has_value")
+    __slots__ = ("_has_value", "_value")
 
     def __init__(self, value: Any) -> None:
         super().__init__()
@@ -425,9 +425,7 @@ class Bytes(Frame):
         return f"{self.data.nbytes} bytes"
 
 
-_CLASSES: dict[str, Any] = {
-    cls.kind: cls for cls in (Audio, Video, Tensor, Text, Json, Bytes)
-}
+_CLASSES: dict[str, Any] = {cls.kind: cls for cls in (Audio, Video, Tensor, Text, Json, Bytes)}
 
 
 def from_raw(raw: _native.RawFrame) -> Frame:

@@ -96,7 +96,9 @@ class ManifestError(ZerohopError, ValueError):
 
     kind = "manifest"
 
-    def __init__(self, message: str, *, path: str | None = None, node_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, node_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.node_id = node_id

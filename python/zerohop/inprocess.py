@@ -8,6 +8,7 @@ give the same backpressure (``channel.capacity``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
@@ -34,14 +35,16 @@ class _Stop(Exception):
 
 
 class _NodeThread:
-    def __init__(self, session: InProcessSession, node_id: str, node: MultiprocessNode, on_error: str) -> None:
+    def __init__(
+        self, session: InProcessSession, node_id: str, node: MultiprocessNode, on_error: str
+    ) -> None:
         self.session = session
         self.node_id = node_id
         self.node = node
         self.on_error = on_error
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue(session.capacity)
         self.open_inputs = 0
-        self.targets: dict[str, list[Callable[[Frame], None]]] = {p: [] for p in type(node).outputs}
+        self.targets: dict[str, list[Callable[[Any], None]]] = {p: [] for p in type(node).outputs}
         self.state = "initializing"
         self.frames_in = 0
         self.frames_out = 0
@@ -50,7 +53,9 @@ class _NodeThread:
         self.init_error: BaseException | None = None
         self.init_traceback = ""
         self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"zerohop-node-{node_id}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name=f"zerohop-node-{node_id}", daemon=True
+        )
 
     def emit(self, frame: Any, port: str | None = None) -> None:
         if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], str):
@@ -195,17 +200,35 @@ class InProcessSession(Session):
         if self._on_progress is not None:
             with self._lock:
                 self._on_progress(
-                    {"type": "progress", "node_id": node_id, "fraction": fraction, "message": message}
+                    {
+                        "type": "progress",
+                        "node_id": node_id,
+                        "fraction": fraction,
+                        "message": message,
+                    }
                 )
 
     def node_failed(self, t: _NodeThread, err: Exception, tb: str, sequence: int | None) -> None:
         message = f"{type(err).__name__}: {err}"
         if t.on_error == "skip":
-            self._out.put(("event", {"type": "frame_error", "node_id": t.node_id, "error": message,
-                                     "traceback": tb, "sequence": sequence}, None))
+            self._out.put(
+                (
+                    "event",
+                    {
+                        "type": "frame_error",
+                        "node_id": t.node_id,
+                        "error": message,
+                        "traceback": tb,
+                        "sequence": sequence,
+                    },
+                    None,
+                )
+            )
             return
         t.state = "error"
-        self._fail(NodeError(f"node '{t.node_id}' raised: {message}", node_id=t.node_id, traceback=tb))
+        self._fail(
+            NodeError(f"node '{t.node_id}' raised: {message}", node_id=t.node_id, traceback=tb)
+        )
 
     def _fail(self, err: BaseException) -> None:
         with self._lock:
@@ -227,8 +250,9 @@ class InProcessSession(Session):
                 )
             if t.init_error is not None:
                 self._shutdown()
+                error = f"{type(t.init_error).__name__}: {t.init_error}"
                 raise NodeInitError(
-                    f"node '{t.node_id}' failed to initialize: {type(t.init_error).__name__}: {t.init_error}",
+                    f"node '{t.node_id}' failed to initialize: {error}",
                     node_id=t.node_id,
                     traceback=t.init_traceback,
                 )
@@ -291,10 +315,8 @@ class InProcessSession(Session):
     def _shutdown(self) -> None:
         self.stopping = True
         for t in self._threads.values():
-            try:
+            with contextlib.suppress(queue.Full):
                 t.inbox.put_nowait(("", _END))
-            except queue.Full:
-                pass
         for t in self._threads.values():
             if t.thread.is_alive():
                 t.thread.join(5)

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MultiprocessNode",
-    "iter_outputs",
     "NodeContext",
+    "iter_outputs",
     "node_class",
     "register_node",
     "registered_nodes",
@@ -142,9 +142,18 @@ class NodeContext:
 
             from .data import Video
 
-            shapes = {"rgb24": (height, width, 3), "rgba": (height, width, 4), "gray": (height, width)}
+            shapes = {
+                "rgb24": (height, width, 3),
+                "rgba": (height, width, 4),
+                "gray": (height, width),
+            }
             if pixel_format == "yuv420p":
-                return Video(np.zeros(width * height * 3 // 2, np.uint8), "yuv420p", width=width, height=height)
+                return Video(
+                    np.zeros(width * height * 3 // 2, np.uint8),
+                    "yuv420p",
+                    width=width,
+                    height=height,
+                )
             return Video(np.zeros(shapes[pixel_format], np.uint8), pixel_format)  # type: ignore[arg-type]
         return sender.loan_video(width, height, pixel_format)  # type: ignore[no-any-return]
 
@@ -169,7 +178,9 @@ class MultiprocessNode:
     outputs: ClassVar[tuple[str, ...]] = ("out",)
     node_type: ClassVar[str]
 
-    def __init__(self, params: Mapping[str, Any] | BaseModel | None = None, *, node_id: str = "node") -> None:
+    def __init__(
+        self, params: Mapping[str, Any] | BaseModel | None = None, *, node_id: str = "node"
+    ) -> None:
         self.node_id = node_id
         self.params: Any = self.validate_params(params or {}, node_id=node_id)
 
@@ -191,7 +202,8 @@ class MultiprocessNode:
         except ValidationError as err:
             fields = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in err.errors()]
             raise ManifestError(
-                "; ".join(f"{path}.{field}: {msg}" for field, msg in fields) + f" (node '{node_id}')",
+                "; ".join(f"{path}.{field}: {msg}" for field, msg in fields)
+                + f" (node '{node_id}')",
                 node_id=node_id,
                 path=f"{path}.{fields[0][0]}",
             ) from None
@@ -206,8 +218,9 @@ class MultiprocessNode:
     def initialize(self, ctx: NodeContext) -> None:
         """Loads models and opens resources. Runs once, in the node's process."""
 
-    def process(self, frame: Frame) -> Any:
-        """Handles one input frame; see the module docs for what it may return."""
+    def process(self, frame: Any) -> Any:
+        """Handles one input frame; see the module docs for what it may return.
+        (Subclasses may annotate ``frame`` with the frame class they take.)"""
         raise NotImplementedError(f"{type(self).__name__} must implement process()")
 
     def flush(self) -> Any:
@@ -249,7 +262,7 @@ _discovered = False
 
 
 @overload
-def register_node(cls: N, /) -> N: ...
+def register_node(cls: N, /, *, name: str | None = None) -> N: ...
 @overload
 def register_node(*, name: str | None = None) -> Callable[[N], N]: ...
 

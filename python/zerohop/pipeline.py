@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import inspect
+import itertools
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -130,12 +131,17 @@ class Pipeline:
             raise ConfigError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
         path = f"nodes[{len(self._nodes)}]"
         if any(n.id == node_id for n in self._nodes):
-            raise ManifestError(f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id)
+            raise ManifestError(
+                f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id
+            )
         if inspect.isclass(node_type):
             if not issubclass(node_type, MultiprocessNode):
                 raise ConfigError(f"{node_type.__qualname__} is not a MultiprocessNode subclass")
             cls = node_type
-            if getattr(cls, "node_type", None) is None or node_class_or_none(cls.node_type) is not cls:
+            if (
+                getattr(cls, "node_type", None) is None
+                or node_class_or_none(cls.node_type) is not cls
+            ):
                 register_node(cls)
             self._imports.add(cls)
             type_name = cls.node_type
@@ -147,7 +153,11 @@ class Pipeline:
                 raise
             type_name = str(node_type)
         validated = cls.validate_params(params, node_id=node_id, path=f"{path}.params")
-        stored = validated.model_dump(mode="json") if hasattr(validated, "model_dump") else dict(validated)
+        stored = (
+            validated.model_dump(mode="json")
+            if hasattr(validated, "model_dump")
+            else dict(validated)
+        )
         self._nodes.append(_NodeEntry(node_id, type_name, cls, stored, on_error))
         return self
 
@@ -164,7 +174,7 @@ class Pipeline:
         chain = [source, target, *more]
         if (from_port or to_port) and more:
             raise ConfigError("ports can only be named when connecting exactly two nodes")
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             self._edges.append(_Edge(a, b, from_port, to_port))
         return self
 
@@ -208,7 +218,9 @@ class Pipeline:
         return {
             "version": "v1",
             "metadata": {"name": self.name},
-            "nodes": [{"id": n.id, "node_type": n.node_type, "params": n.params} for n in self._nodes],
+            "nodes": [
+                {"id": n.id, "node_type": n.node_type, "params": n.params} for n in self._nodes
+            ],
             "connections": connections,
         }
 

@@ -117,7 +117,9 @@ class Runner:
                     {
                         "type": "progress",
                         "fraction": fraction,
-                        "message": f"{message} ({elapsed:.0f} s)" if message else f"{elapsed:.0f} s",
+                        "message": f"{message} ({elapsed:.0f} s)"
+                        if message
+                        else f"{elapsed:.0f} s",
                     }
                 )
                 self.last_progress_at = time.monotonic()
@@ -424,7 +426,7 @@ class Runner:
             traceback.print_exc()
         for senders in getattr(self, "outputs", {}).values():
             for sender in senders:
-                sender.close(flush_timeout=0)  # stopping: what is in flight is abandoned
+                sender.close()
         for _, rx in getattr(self, "inputs", []):
             rx.close()
         if self.loop is not None:

@@ -237,7 +237,10 @@ class Session:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -245,7 +248,10 @@ class Session:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.close)
 
@@ -291,22 +297,30 @@ class MultiprocessSession(Session):
         """Pids of the node processes."""
         return list(self._native.pids())
 
-    def loan_tensor(self, shape: tuple[int, ...] | int, dtype: str = "float32", *, to: str | None = None) -> Any:
+    def loan_tensor(
+        self, shape: tuple[int, ...] | int, dtype: str = "float32", *, to: str | None = None
+    ) -> Any:
         """Loans a tensor frame from the input channel's shared memory (zero-copy send)."""
         return self._inputs[self._input_index(to)].loan_tensor(shape, dtype)
 
-    def loan_audio(self, frames: int, *, sample_rate: int, channels: int = 1, dtype: str = "float32", to: str | None = None) -> Any:
+    def loan_audio(
+        self,
+        frames: int,
+        *,
+        sample_rate: int,
+        channels: int = 1,
+        dtype: str = "float32",
+        to: str | None = None,
+    ) -> Any:
         """Loans an audio frame from the input channel's shared memory."""
         return self._inputs[self._input_index(to)].loan_audio(
             frames, sample_rate=sample_rate, channels=channels, dtype=dtype
         )
 
     def _close(self) -> None:
-        try:
-            for sender in self._inputs:
-                sender.close(flush_timeout=0)  # closing: frames in flight are abandoned
-        finally:
-            self._native.close()
+        for sender in self._inputs:
+            sender.close()
+        self._native.close()
 
 
 def _launch_command(pipeline: Pipeline) -> tuple[str, list[str], list[tuple[str, str]]]:
@@ -369,4 +383,3 @@ def start_session(
         session = MultiprocessSession(native, pipeline.name)
     session._on_frame_error = on_frame_error
     return session
-

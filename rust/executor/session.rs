@@ -320,11 +320,11 @@ impl Session {
             if ended[i] {
                 continue;
             }
-            while let Some(sample) = outputs[i].try_recv()? {
+            if let Some(sample) = outputs[i].try_recv()? {
                 let header = Header::decode(&sample, self.max_payload)?;
                 if header.flags & FLAG_END_OF_STREAM != 0 {
                     ended[i] = true;
-                    break;
+                    continue;
                 }
                 *next = (i + 1) % count;
                 return Ok(Some(Output::Frame {

@@ -9,7 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::error::Error;
-use crate::frame::{Header, HEADER_LEN};
+use crate::frame::Header;
 use crate::ipc::{self, ChannelConfig};
 use crate::py::blocking::{without_gil, Gate};
 use crate::py::errors::IntoPyResult;
@@ -130,6 +130,7 @@ impl PySender {
     #[new]
     #[pyo3(signature = (name, *, capacity=100, max_payload=64 << 20, initial_payload=4096,
                         max_borrowed=16, max_loans=4, session_id=0))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     fn new(
         py: Python<'_>,
         name: String,
@@ -431,5 +432,3 @@ impl PyReceiver {
 pub fn reclaim_dead(py: Python<'_>) -> PyResult<usize> {
     py.detach(ipc::reclaim_dead).py_err()
 }
-
-const _: () = assert!(HEADER_LEN % 64 == 0);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostMessage {
     /// First message: what to run and how it is wired.
-    Start { spec: NodeSpec },
+    Start { spec: Box<NodeSpec> },
     /// Finish the frame in hand, flush, release the channels and exit with status 0.
     Stop,
     /// Answer with a `Status` message.

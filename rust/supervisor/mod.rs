@@ -320,9 +320,7 @@ impl Supervisor {
             for event in events {
                 on_event(event)?;
             }
-            if let Err(err) = interrupt() {
-                return Err(err);
-            }
+            interrupt()?;
         }
     }
 
@@ -464,7 +462,7 @@ fn spawn_node(node: &mut Node, launch: &LaunchSpec) -> io::Result<()> {
     node.started_at = Some(SystemTime::now());
     node.state = NodeState::Initializing;
     let start = HostMessage::Start {
-        spec: node.spec.clone(),
+        spec: Box::new(node.spec.clone()),
     };
     // The socket buffer takes a spec easily; write it blocking to be sure it is whole.
     let control = node.control.as_mut().expect("just set");

@@ -70,7 +70,9 @@ class Scale(MultiprocessNode):
 
     def process(self, frame: Frame) -> Frame:
         if isinstance(frame, Audio):
-            return Audio((frame.samples * self.params.factor).astype(frame.samples.dtype), frame.sample_rate)
+            return Audio(
+                (frame.samples * self.params.factor).astype(frame.samples.dtype), frame.sample_rate
+            )
         if isinstance(frame, Tensor):
             return Tensor(frame.array * self.params.factor)
         raise TypeError(f"Scale takes audio or tensor frames, got {type(frame).__name__}")
@@ -147,7 +149,11 @@ class Join(MultiprocessNode):
     inputs = ("left", "right")
 
     def process(self, frame: Frame) -> Json:
-        value: Any = frame.text if isinstance(frame, Text) else np.asarray(getattr(frame, "array", [])).ravel()[:1].tolist()
+        value: Any = (
+            frame.text
+            if isinstance(frame, Text)
+            else np.asarray(getattr(frame, "array", [])).ravel()[:1].tolist()
+        )
         return Json({"port": frame.port, "value": value})
 
 
