@@ -378,9 +378,12 @@ impl Session {
     /// Stops every node and releases every channel. Idempotent; also done on drop.
     pub fn close(&self) {
         self.inputs_closed.store(true, Ordering::Release);
-        self.supervisor.stop();
+        // Host ends first: a node's sender that still holds undelivered output lingers
+        // until its receiver is gone, so the host must not keep it while it waits for
+        // the nodes to exit.
         self.outputs.lock().expect("poisoned").clear();
         self.inputs.lock().expect("poisoned").clear();
+        self.supervisor.stop();
     }
 }
 
