@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Self, TypeVar
 
 from . import _native
@@ -42,6 +41,19 @@ from .data import Audio, Bytes, Frame, PixelFormat, Tensor, Video, from_raw
 from .errors import ChannelClosedError, FrameError
 
 __all__ = ["Receiver", "Sender"]
+
+
+class Closing:
+    """``with`` support for anything that has ``close()``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _send_end_of_stream(sender: Sender, timeout: float | None = None) -> None:
@@ -68,7 +80,7 @@ def _fresh(frame: F) -> F:
     return frame
 
 
-class Sender:
+class Sender(Closing):
     """The writing end of channel ``name`` (created if it does not exist).
 
     Parameters
@@ -184,17 +196,6 @@ class Sender:
         has taken them (or goes away), the channel lingers in the background."""
         self._native = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"Sender({self.name!r})"
 
@@ -204,7 +205,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class Receiver:
+class Receiver(Closing):
     """The reading end of channel ``name`` (opened, or created if the sender is not
     there yet). Parameters as for :class:`Sender`."""
 
@@ -279,17 +280,6 @@ class Receiver:
     def close(self) -> None:
         """Releases this end (frames you still hold stay valid)."""
         self._native = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Receiver({self.name!r})"

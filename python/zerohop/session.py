@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from .channel import Closing
 from .errors import ConfigError, ZerohopError
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class NodeStatus:
     exit: str | None
 
 
-class Session:
+class Session(Closing):
     """A running pipeline. Created by :meth:`Pipeline.session`."""
 
     def __init__(self, name: str, inputs: list[str], outputs: list[str]) -> None:
@@ -232,17 +233,6 @@ class Session:
         if not self._closed:
             self._closed = True
             self._close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -11,8 +11,8 @@ use crate::executor::graph::{Graph, Placement, PortRef};
 use crate::frame::{Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
 use crate::supervisor::{
-    ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec, Supervisor,
-    Timing,
+    wait_readable, ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec,
+    Supervisor, Timing,
 };
 
 /// Everything a session needs besides its graph.
@@ -236,10 +236,12 @@ impl Session {
         };
         let inputs = self.inputs.lock().expect("poisoned").clone();
         for input in &inputs {
-            input.send_copy(&[&bytes], timeout, &guarded).map_err(|e| match e {
-                Error::Closed(_) => self.explain_closed(e),
-                e => e,
-            })?;
+            input
+                .send_copy(&[&bytes], timeout, &guarded)
+                .map_err(|e| match e {
+                    Error::Closed(_) => self.explain_closed(e),
+                    e => e,
+                })?;
         }
         Ok(())
     }
@@ -301,9 +303,10 @@ impl Session {
     }
 
     fn wait_notify(&self, slice: Duration) {
-        let mut pollfd = libc::pollfd { fd: self.supervisor.notify_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pollfd, 1, slice.as_millis() as i32 + 1) };
+        wait_readable(
+            &[self.supervisor.notify_fd().as_raw_fd()],
+            slice.as_millis() as i32 + 1,
+        );
         self.supervisor.drain_notify();
     }
 
@@ -352,22 +355,7 @@ impl Session {
             .map(|(rx, _)| rx.wait_fd())
             .collect();
         fds.push(self.supervisor.notify_fd().as_raw_fd());
-        let mut pollfds: Vec<libc::pollfd> = fds
-            .iter()
-            .map(|&fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: valid pollfd array.
-        unsafe {
-            libc::poll(
-                pollfds.as_mut_ptr(),
-                pollfds.len() as libc::nfds_t,
-                slice.as_millis() as i32 + 1,
-            )
-        };
+        wait_readable(&fds, slice.as_millis() as i32 + 1);
         self.supervisor.drain_notify();
     }
 

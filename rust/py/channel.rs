@@ -185,6 +185,7 @@ impl PySender {
             width,
             height,
             pixel_format,
+            None,
         )
         .py_err()?;
         let inner = Arc::clone(&self.inner);
@@ -236,7 +237,9 @@ impl PySender {
         // The storage lock is held across the send: the frame is in no usable state until
         // it has either gone out or failed (and a failed loan is gone either way).
         without_gil(py, move |gate| {
-            inner.send(loan, timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
+            inner
+                .send(loan, timeout, &|| self.guard(gate))
+                .map_err(|e| self.explain(e))
         })?;
         Ok(sent_sequence)
     }
@@ -263,6 +266,7 @@ impl PySender {
         timeout: Option<f64>,
     ) -> PyResult<u64> {
         let timeout = duration(timeout)?;
+        let buffer = contiguous_buffer(payload)?;
         let mut header = build_header(
             kind,
             dtype,
@@ -272,26 +276,18 @@ impl PySender {
             width,
             height,
             pixel_format,
+            Some(buffer.len_bytes()),
         )
         .py_err()?;
-        let buffer = contiguous_buffer(payload)?;
-        if buffer.len_bytes() as u64 != header.payload_len {
-            return Err(Error::Frame(format!(
-                "payload has {} bytes, shape {:?} of {} needs {}",
-                buffer.len_bytes(),
-                header.dims(),
-                header.dtype,
-                header.payload_len
-            )))
-            .py_err();
-        }
         self.stamp(&mut header, sequence, timestamp_ns);
         let sequence = header.sequence;
         let inner = Arc::clone(&self.inner);
         let bytes = header.to_bytes();
         let body = buffer_bytes(&buffer);
         without_gil(py, |gate| {
-            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
+            inner
+                .send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
+                .map_err(|e| self.explain(e))
         })?;
         Ok(sequence)
     }
@@ -318,7 +314,9 @@ impl PySender {
         let inner = Arc::clone(&self.inner);
         let body = frame.payload_bytes();
         without_gil(py, |gate| {
-            inner.send_copy(&[&bytes, body], timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
+            inner
+                .send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
+                .map_err(|e| self.explain(e))
         })?;
         Ok(sequence)
     }
@@ -329,7 +327,11 @@ impl PySender {
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let timeout = duration(timeout)?;
         let inner = Arc::clone(&self.inner);
-        without_gil(py, |gate| inner.flush(timeout, &|| self.guard(gate)).map_err(|e| self.explain(e)))
+        without_gil(py, |gate| {
+            inner
+                .flush(timeout, &|| self.guard(gate))
+                .map_err(|e| self.explain(e))
+        })
     }
 
     /// Sends the end-of-stream marker: no more frames follow on this channel.
@@ -342,7 +344,9 @@ impl PySender {
         let bytes = header.to_bytes();
         let inner = Arc::clone(&self.inner);
         without_gil(py, |gate| {
-            inner.send_copy(&[&bytes], timeout, &|| self.guard(gate)).map_err(|e| self.explain(e))
+            inner
+                .send_copy(&[&bytes], timeout, &|| self.guard(gate))
+                .map_err(|e| self.explain(e))
         })
     }
 

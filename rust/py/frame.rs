@@ -260,7 +260,8 @@ impl RawFrame {
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }
 
-/// Builds a header from the keyword arguments the Python data classes pass.
+/// Builds a header from the keyword arguments the Python data classes pass; with
+/// `payload_len`, also checks that the payload is exactly what the shape needs.
 #[allow(clippy::too_many_arguments)]
 pub fn build_header(
     kind: &str,
@@ -271,6 +272,7 @@ pub fn build_header(
     width: u32,
     height: u32,
     pixel_format: Option<&str>,
+    payload_len: Option<usize>,
 ) -> crate::error::Result<Header> {
     let kind = Kind::from_name(kind)
         .ok_or_else(|| Error::Frame(format!("unknown frame kind '{kind}'")))?;
@@ -297,6 +299,14 @@ pub fn build_header(
         ),
     };
     header.validate()?;
+    if let Some(len) = payload_len.filter(|&len| len as u64 != header.payload_len) {
+        return Err(Error::Frame(format!(
+            "payload has {len} bytes, shape {:?} of {} needs {}",
+            header.dims(),
+            header.dtype,
+            header.payload_len
+        )));
+    }
     Ok(header)
 }
 
@@ -337,6 +347,8 @@ pub fn encode_frame<'py>(
     sequence: u64,
     timestamp_ns: u64,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let buffer = contiguous_buffer(payload)?;
+    let body = buffer_bytes(&buffer);
     let mut header = build_header(
         kind,
         dtype,
@@ -346,23 +358,12 @@ pub fn encode_frame<'py>(
         width,
         height,
         pixel_format,
+        Some(body.len()),
     )
     .py_err()?;
     header.session_id = session_id;
     header.sequence = sequence;
     header.timestamp_ns = timestamp_ns;
-    let buffer = contiguous_buffer(payload)?;
-    let body = buffer_bytes(&buffer);
-    if body.len() as u64 != header.payload_len {
-        return Err(Error::Frame(format!(
-            "payload has {} bytes, shape {:?} of {} needs {}",
-            body.len(),
-            header.dims(),
-            header.dtype,
-            header.payload_len
-        )))
-        .py_err();
-    }
     PyBytes::new_with(py, header.frame_len(), |out| {
         header.encode(out);
         out[HEADER_LEN..].copy_from_slice(body);

@@ -199,7 +199,13 @@ impl NativeSession {
             check: Box::new(move || check.check()),
             explain_closed: Box::new(move |err| explain.explain_closed(err)),
         };
-        Ok(PySender::from_parts(sender, name, 0, usize::MAX, Arc::new(guard)))
+        Ok(PySender::from_parts(
+            sender,
+            name,
+            0,
+            usize::MAX,
+            Arc::new(guard),
+        ))
     }
 
     /// Sends the end of stream into every input.

@@ -338,7 +338,12 @@ impl Supervisor {
             if now >= deadline {
                 return;
             }
-            state = self.shared.changed.wait_timeout(state, deadline - now).expect("poisoned").0;
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .expect("poisoned")
+                .0;
             if state.steps < target {
                 self.shared.wake();
             }
@@ -496,26 +501,31 @@ fn run_loop(shared: &Shared, timing: Timing) {
                 .min(i32::MAX as u128) as i32
                 + 1
         });
-        let mut pollfds: Vec<libc::pollfd> = fds
-            .iter()
-            .map(|&fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: valid pollfd array of the given length.
-        unsafe {
-            libc::poll(
-                pollfds.as_mut_ptr(),
-                pollfds.len() as libc::nfds_t,
-                timeout_ms,
-            )
-        };
+        wait_readable(&fds, timeout_ms);
         let mut drain = [0u8; 8];
         // SAFETY: reading our non-blocking eventfd into an 8-byte buffer.
         unsafe { libc::read(shared.wake.as_raw_fd(), drain.as_mut_ptr().cast(), 8) };
     }
+}
+
+/// Blocks until one of `fds` is readable or `timeout_ms` passes (-1: no limit).
+pub(crate) fn wait_readable(fds: &[RawFd], timeout_ms: i32) {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: a valid pollfd array of the given length.
+    unsafe {
+        libc::poll(
+            pollfds.as_mut_ptr(),
+            pollfds.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
 }
 
 fn poll_set(state: &State, wake: RawFd) -> Vec<RawFd> {
