@@ -188,13 +188,15 @@ def main() -> None:
         ),
         ("host memory per 3-node session", f"{results['memory']['host_mb_per_session']:.1f} MB"),
         (
-            f"3 × {args.work:.0f} ms CPU chain, latency",
-            f"multiprocess {multi['latency_p50_ms']:.0f} ms, in-process {single['latency_p50_ms']:.0f} ms (p50)",
+            f"3 x {args.work:.0f} ms CPU chain, latency p50",
+            f"multiprocess {multi['latency_p50_ms']:.0f} ms, "
+            f"in-process {single['latency_p50_ms']:.0f} ms",
         ),
         (
-            f"3 × {args.work:.0f} ms CPU chain, throughput",
-            f"multiprocess {multi['throughput_fps']:.1f} fps, in-process {single['throughput_fps']:.1f} fps "
-            f"= {multi['throughput_fps'] / single['throughput_fps']:.2f}×",
+            f"3 x {args.work:.0f} ms CPU chain, throughput",
+            f"multiprocess {multi['throughput_fps']:.1f} fps, "
+            f"in-process {single['throughput_fps']:.1f} fps "
+            f"= {multi['throughput_fps'] / single['throughput_fps']:.2f}x",
         ),
     ]
     print("| measure | result |\n|---|---|")

@@ -11,6 +11,7 @@ Run:  python examples/concurrent_models.py [--chunks N] [--work MS]
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -45,7 +46,7 @@ class ZeroCrossingModel(MultiprocessNode):
         samples = frame.samples.tolist()
         rate = 0.0
         while time.thread_time() - start < self.params.work_ms / 1000:
-            crossings = sum(1 for a, b in zip(samples, samples[1:], strict=False) if a * b < 0)
+            crossings = sum(1 for a, b in itertools.pairwise(samples) if a * b < 0)
             rate = crossings / len(samples)
         return Json({"model": "zcr", "chunk": frame.sequence, "rate": rate})
 
@@ -80,7 +81,8 @@ def main() -> None:
         per_model = {m: sum(1 for r in results if r.value["model"] == m) for m in ("energy", "zcr")}
         assert per_model == {"energy": args.chunks, "zcr": args.chunks}, per_model
         print(f"{executor:>12}: {times[executor]:6.2f} s for {args.chunks} chunks x 2 models")
-    print(f"speed-up with a process (and a GIL) per model: {times['inprocess'] / times['multiprocess']:.2f}x")
+    speedup = times["inprocess"] / times["multiprocess"]
+    print(f"speed-up with a process (and a GIL) per model: {speedup:.2f}x")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import time
 
 import numpy as np
+
 import zerohop
 
 

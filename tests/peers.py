@@ -6,6 +6,7 @@ import hashlib
 import time
 
 import numpy as np
+
 import zerohop
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import peers
 import pytest
+
 import zerohop
 from zerohop import (
     Audio,

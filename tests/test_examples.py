@@ -11,7 +11,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def run(*args: str, timeout: float = 180) -> str:
     out = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=EXAMPLES.parent
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=EXAMPLES.parent,
     )
     assert out.returncode == 0, f"{args} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout

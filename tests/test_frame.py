@@ -7,9 +7,10 @@ import struct
 
 import numpy as np
 import pytest
-import zerohop
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import zerohop
 from zerohop import Audio, Bytes, FrameError, Json, PayloadTooLargeError, Tensor, Text, Video
 from zerohop.data import from_bytes
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import zerohop
 from pydantic import BaseModel
+
+import zerohop
 from zerohop import (
     Json,
     ManifestError,
@@ -448,3 +449,15 @@ def test_many_sessions_open_and_close() -> None:
         with pipe.session() as session:
             assert texts(session.run([Text(f"n{i}")])) == [f"N{i}!"]
     assert not runner_pids()
+
+
+def test_a_failed_spawn_is_clear_and_leaves_other_sessions_running() -> None:
+    good = Pipeline("good").node("up", "UpperCase")
+    broken = Pipeline("broken", config=config(python_executable="/nonexistent/python")).node(
+        "n", "Echo"
+    )
+    with good.session() as session:
+        with pytest.raises(zerohop.SpawnError, match="'n': cannot start its process") as info:
+            broken.session()
+        assert info.value.node_id == "n"
+        assert texts(session.run([Text("still here")])) == ["STILL HERE"]
