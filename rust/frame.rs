@@ -330,7 +330,11 @@ impl Header {
                         "yuv420p needs an even width and height, got {w}x{h}"
                     )));
                 }
-                vec![w * h * 3 / 2]
+                // w × h fits in u64 (both are u32); × 3 may not.
+                let bytes = (w * h)
+                    .checked_mul(3)
+                    .ok_or_else(|| frame_err("video size overflows"))?;
+                vec![bytes / 2]
             }
         };
         if self.dims() != expected.as_slice() {

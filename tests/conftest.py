@@ -54,6 +54,10 @@ def _warm_up() -> None:
     resource_tracker.ensure_running()
     with zerohop.Sender(f"warmup-{os.getpid()}") as tx, zerohop.Receiver(f"warmup-{os.getpid()}"):
         del tx
+    # The zygote (one per host process) lives as long as this process: start it now.
+    if zerohop.load_config().process.spawn_method == "zygote":
+        with zerohop.Pipeline("warmup").node("echo", "Echo").session() as session:
+            session.run([zerohop.Text("warm")])
 
 
 @pytest.fixture(autouse=True)

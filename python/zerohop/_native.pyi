@@ -195,6 +195,7 @@ class NativeSession:
         heartbeat_secs: float,
         imports: Sequence[tuple[str, str, Sequence[str]]],
         sys_path: Sequence[str],
+        spawn_method: str = "exec",
         on_event: Callable[[dict[str, Any]], object] | None = None,
     ) -> NativeSession: ...
     @property

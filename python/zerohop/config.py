@@ -12,6 +12,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -53,6 +54,7 @@ class ProcessConfig(_Section):
     max_processes_per_session: int = Field(0, ge=0)
     heartbeat_secs: float = Field(1.0, gt=0, le=2.0)
     python_executable: str = ""
+    spawn_method: Literal["zygote", "exec"] = "zygote"
 
     def max_processes(self) -> int | None:
         """The process limit, None when unlimited (0 in the file)."""

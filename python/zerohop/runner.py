@@ -86,6 +86,7 @@ class Runner:
         self.node_id: str = spec["node_id"]
         self.on_error: str = spec.get("on_error", "fail")
         self.stop_requested = False
+        self.stopped = threading.Event()  # set with stop_requested; waited on when idle
         self.waiting = False  # the main thread is blocked in a channel wait
         self.busy = False
         self.frames_in = 0
@@ -136,6 +137,7 @@ class Runner:
             kind = message.get("type")
             if kind == "stop":
                 self.stop_requested = True
+                self.stopped.set()
                 if self.waiting:
                     signal.pthread_kill(self.main_thread, signal.SIGUSR1)  # type: ignore[arg-type]
             elif kind == "status":
@@ -413,10 +415,9 @@ class Runner:
             return [(key.data, None) for key, _ in selector.select()]
 
     def _wait_for_stop(self) -> None:
-        """Every input has ended: nothing to do but wait for the stop request."""
-        with self._interruptible():
-            while not self.stop_requested:
-                signal.pause()
+        """Every input has ended: nothing to do but wait for the stop request. (An
+        Event, not signal.pause(): a stop arriving just before pause() would be lost.)"""
+        self.stopped.wait()
 
     def _shutdown(self) -> None:
         try:

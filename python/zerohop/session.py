@@ -368,6 +368,7 @@ def start_session(
             heartbeat_secs=cfg.process.heartbeat_secs,
             imports=pipeline._imports.specs(),
             sys_path=_sys_path(),
+            spawn_method=cfg.process.spawn_method,
             on_event=on_progress,
         )
         session = MultiprocessSession(native, pipeline.name)

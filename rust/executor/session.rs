@@ -12,7 +12,7 @@ use crate::frame::{Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
 use crate::supervisor::{
     wait_readable, ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec,
-    Supervisor, Timing,
+    SpawnMethod, Supervisor, Timing,
 };
 
 /// Everything a session needs besides its graph.
@@ -22,6 +22,8 @@ pub struct SessionConfig {
     pub timing: Timing,
     /// How to start a node process (the Python interpreter running `zerohop.runner`).
     pub launch: LaunchSpec,
+    /// Fork+exec each node, or fork it from the pre-warmed zygote.
+    pub spawn_method: SpawnMethod,
     /// At most this many node processes (None: unlimited).
     pub max_processes: Option<usize>,
     pub heartbeat_secs: f64,
@@ -183,7 +185,8 @@ impl Session {
                 }
             })
             .collect();
-        let supervisor = Supervisor::start(specs, &cfg.launch, cfg.timing.clone())?;
+        let supervisor =
+            Supervisor::start(specs, &cfg.launch, cfg.spawn_method, cfg.timing.clone())?;
         supervisor.wait_ready(on_event, interrupt)?;
         let outputs_len = outputs.len();
         Ok(Session {

@@ -14,7 +14,7 @@ use crate::py::blocking::without_gil;
 use crate::py::channel::{Guard, PySender};
 use crate::py::errors::IntoPyResult;
 use crate::py::frame::{RawFrame, Storage};
-use crate::supervisor::{Event, ImportSpec, LaunchSpec, NodeStatus, Timing};
+use crate::supervisor::{Event, ImportSpec, LaunchSpec, NodeStatus, SpawnMethod, Timing};
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     if value.is_finite() && value >= 0.0 {
@@ -92,7 +92,8 @@ impl NativeSession {
     /// `on_event(dict)` is called with progress and ready events meanwhile.
     #[staticmethod]
     #[pyo3(signature = (graph_json, *, program, args, env, cwd, channel, init_timeout, grace,
-                        term_grace, max_processes, heartbeat_secs, imports, sys_path, on_event=None))]
+                        term_grace, max_processes, heartbeat_secs, imports, sys_path,
+                        spawn_method="exec", on_event=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
@@ -109,6 +110,7 @@ impl NativeSession {
         heartbeat_secs: f64,
         imports: Vec<(String, String, Vec<String>)>,
         sys_path: Vec<String>,
+        spawn_method: &str,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<NativeSession> {
         let graph = Graph::from_json(graph_json).py_err()?;
@@ -151,6 +153,9 @@ impl NativeSession {
                     .collect(),
                 cwd: cwd.map(Into::into),
             },
+            spawn_method: spawn_method
+                .parse::<SpawnMethod>()
+                .map_err(PyValueError::new_err)?,
             max_processes,
             heartbeat_secs,
             imports,

@@ -13,6 +13,12 @@
 //!   reaches EOF, which covers hosts that die between those two moments.
 //! * **Exit detection by pidfd**: the supervisor polls pidfds together with the control
 //!   sockets, so an exit wakes it at once, with no SIGCHLD handler to share with Python.
+//! * **Two ways to start a node** (`SpawnMethod`): `spawn` fork+execs a fresh
+//!   `python -m zerohop.runner`; `spawn_zygote` asks the zygote, a pre-warmed Python
+//!   process exec'ed once per host (see `launch/zygote.rs`), to fork one. Both give a `Process`
+//!   with the same guarantees: own process group, parent-death signal, control socket as
+//!   fd 3, a pidfd, and an exit status from `try_wait` (for zygote children, reported by
+//!   the zygote, which is their parent).
 
 use std::ffi::OsString;
 use std::io;
@@ -22,6 +28,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
+
+mod zygote;
 
 /// The fd number at which a node process finds its control socket.
 pub const CONTROL_FD: RawFd = 3;
@@ -33,6 +41,39 @@ pub struct LaunchSpec {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: Option<PathBuf>,
+}
+
+/// How node processes are started (runtime.toml `process.spawn_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpawnMethod {
+    /// fork+exec a fresh interpreter per node (`spawn`).
+    #[default]
+    Exec,
+    /// fork a pre-warmed zygote per node (`spawn_zygote`).
+    Zygote,
+}
+
+impl SpawnMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpawnMethod::Exec => "exec",
+            SpawnMethod::Zygote => "zygote",
+        }
+    }
+}
+
+impl std::str::FromStr for SpawnMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exec" => Ok(SpawnMethod::Exec),
+            "zygote" => Ok(SpawnMethod::Zygote),
+            other => Err(format!(
+                "unknown spawn method {other:?} (expected \"zygote\" or \"exec\")"
+            )),
+        }
+    }
 }
 
 /// How a process ended.
@@ -72,11 +113,39 @@ pub fn signal_name(sig: i32) -> &'static str {
 pub struct Process {
     pub pid: i32,
     pub pidfd: OwnedFd,
+    origin: Origin,
+}
+
+/// Who can tell how a process ended.
+#[derive(Debug)]
+enum Origin {
+    /// Our child: `waitid` on its pidfd.
+    Exec,
+    /// The zygote's child: the zygote's exit report.
+    Zygote(zygote::Ticket),
 }
 
 impl Process {
-    /// The exit status if the process has ended (and reaps it), else None.
+    /// The exit status if the process has ended (and reaps it), else None. For a child
+    /// of the zygote this is the zygote's report; it waits up to a second for it when
+    /// the pidfd has already fired, and says `Exit::Code(-1)` (unknown) if the zygote
+    /// died before reporting.
     pub fn try_wait(&self) -> io::Result<Option<Exit>> {
+        match &self.origin {
+            Origin::Exec => self.wait_child(),
+            Origin::Zygote(ticket) => ticket.try_wait(&self.pidfd),
+        }
+    }
+
+    /// How this process was started.
+    pub fn method(&self) -> SpawnMethod {
+        match self.origin {
+            Origin::Exec => SpawnMethod::Exec,
+            Origin::Zygote(_) => SpawnMethod::Zygote,
+        }
+    }
+
+    fn wait_child(&self) -> io::Result<Option<Exit>> {
         // SAFETY: zeroed siginfo_t is a valid out-buffer for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let flags = libc::WEXITED | libc::WNOHANG;
@@ -171,7 +240,11 @@ fn spawn_here(spec: &LaunchSpec, control: &OwnedFd) -> io::Result<Process> {
     // We reap through the pidfd; std's handle has no pipes to close.
     drop(child);
     let pidfd = pidfd_open(pid)?;
-    Ok(Process { pid, pidfd })
+    Ok(Process {
+        pid,
+        pidfd,
+        origin: Origin::Exec,
+    })
 }
 
 type Request = (LaunchSpec, OwnedFd, mpsc::Sender<io::Result<Process>>);
@@ -200,6 +273,37 @@ pub fn spawn(spec: LaunchSpec, control: OwnedFd) -> io::Result<Process> {
     reply_rx
         .recv()
         .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+/// Starts `spec` as a fork of this host's zygote, with `control` as its fd 3.
+///
+/// The zygote is started on first use (exec'ed from the spawner thread, with `spec`'s
+/// program, interpreter options, env and cwd) and replaced if it died. A spec the zygote
+/// cannot reproduce exactly (not `[options] -m MODULE`; another program, interpreter
+/// options or start-up variables such as `PYTHONPATH` than the zygote has, while it has
+/// live children) is started by `spawn` instead. Blocks while the zygote starts (its
+/// imports, once) and for one round trip per node after that.
+pub fn spawn_zygote(spec: &LaunchSpec, control: OwnedFd) -> io::Result<Process> {
+    zygote::spawn(spec, control)
+}
+
+/// `spawn` or `spawn_zygote`.
+pub fn spawn_with(method: SpawnMethod, spec: LaunchSpec, control: OwnedFd) -> io::Result<Process> {
+    match method {
+        SpawnMethod::Exec => spawn(spec, control),
+        SpawnMethod::Zygote => spawn_zygote(&spec, control),
+    }
+}
+
+/// Starts this host's zygote for `spec` now, if it has none, so that its imports
+/// overlap with other work; does not wait for them. `spawn_zygote` would start it anyway.
+pub fn prewarm_zygote(spec: &LaunchSpec) -> io::Result<()> {
+    zygote::prewarm(spec)
+}
+
+/// The pid of this host's zygote, if one is running and ready.
+pub fn zygote_pid() -> Option<i32> {
+    zygote::pid()
 }
 
 #[cfg(test)]
@@ -246,6 +350,24 @@ mod tests {
         host.read_to_string(&mut out).unwrap();
         assert_eq!(out.trim(), p.pid.to_string());
         assert_eq!(wait(&p), Exit::Code(0));
+    }
+
+    #[test]
+    fn spawn_method_names_round_trip() {
+        for method in [SpawnMethod::Exec, SpawnMethod::Zygote] {
+            assert_eq!(method.name().parse::<SpawnMethod>(), Ok(method));
+        }
+        assert!("fork".parse::<SpawnMethod>().is_err());
+        assert_eq!(SpawnMethod::default(), SpawnMethod::Exec);
+    }
+
+    #[test]
+    fn zygote_falls_back_to_exec_for_what_it_cannot_run() {
+        // /bin/sh -c ... is no `-m module`: spawn_zygote execs it.
+        let (_, child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = spawn_zygote(&sh("exit 5"), child.into()).unwrap();
+        assert_eq!(p.method(), SpawnMethod::Exec);
+        assert_eq!(wait(&p), Exit::Code(5));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 pub use host_to_runner::{ChannelSettings, HostMessage, ImportSpec, NodeSpec, OnError, PortSpec};
-pub use launch::{Exit, LaunchSpec, Process};
+pub use launch::{Exit, LaunchSpec, Process, SpawnMethod};
 pub use runner_to_host::RunnerMessage;
 
 /// Timing of the lifecycle (from runtime.toml's `[process]`).
@@ -202,7 +202,12 @@ impl Supervisor {
     /// Spawns one process per spec (all at once) and starts following them. Returns as
     /// soon as they are spawned; `wait_ready` waits for their initialization. A spawn
     /// failure stops the nodes already started and returns `Error::Spawn`.
-    pub fn start(specs: Vec<NodeSpec>, launch: &LaunchSpec, timing: Timing) -> Result<Supervisor> {
+    pub fn start(
+        specs: Vec<NodeSpec>,
+        launch: &LaunchSpec,
+        method: SpawnMethod,
+        timing: Timing,
+    ) -> Result<Supervisor> {
         let mut nodes: Vec<Node> = specs
             .into_iter()
             .map(|spec| Node {
@@ -231,7 +236,7 @@ impl Supervisor {
         let notify = eventfd().map_err(session_error)?;
         let mut spawn_error = None;
         for node in &mut nodes {
-            match spawn_node(node, launch) {
+            match spawn_node(node, launch, method) {
                 Ok(()) => {}
                 Err(err) => {
                     spawn_error = Some(Error::Spawn {
@@ -456,9 +461,9 @@ impl Drop for Supervisor {
     }
 }
 
-fn spawn_node(node: &mut Node, launch: &LaunchSpec) -> io::Result<()> {
+fn spawn_node(node: &mut Node, launch: &LaunchSpec, method: SpawnMethod) -> io::Result<()> {
     let (host, child) = UnixStream::pair()?;
-    let process = launch::spawn(launch.clone(), OwnedFd::from(child))?;
+    let process = launch::spawn_with(method, launch.clone(), OwnedFd::from(child))?;
     host.set_nonblocking(true)?;
     node.pid = Some(process.pid);
     node.process = Some(process);
