@@ -150,6 +150,7 @@ class Pipeline:
                 cls = node_class(str(node_type))
             except ManifestError as err:
                 err.path, err.node_id = f"{path}.node_type", node_id
+                err.args = (f"{err.path}: {err.args[0]}",)
                 raise
             type_name = str(node_type)
         validated = cls.validate_params(params, node_id=node_id, path=f"{path}.params")

@@ -1,0 +1,281 @@
+"""The ``zerohop`` command.
+
+::
+
+    zerohop run MANIFEST [--input FILE|-] [--output FILE|-]   run a pipeline locally
+    zerohop validate FILE...                                  check manifests
+    zerohop nodes                                             list the registered node types
+    zerohop schema                                            print the manifest JSON Schema
+
+``run`` needs no server: it starts the manifest's nodes (each Python node in its own
+process), shows a progress bar per node while they initialize, streams the input through
+and writes the outputs. Inputs: a ``.wav`` file (sent as 20 ms audio chunks, as a
+microphone would), a ``.json`` file (one Json frame), or text (one Text frame per line);
+``-`` reads standard input (wav or text). Outputs: ``.wav`` (the audio outputs,
+concatenated), ``.json`` (every output), or ``-`` (printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+import wave
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .data import Audio, Bytes, Frame, Json, Tensor, Text, Video
+from .errors import ZerohopError
+
+__all__ = ["main"]
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+def read_wav(stream: BinaryIO, chunk_ms: float) -> Iterator[Audio]:
+    """Audio frames of ``chunk_ms`` from a PCM wav (8/16/32-bit integer)."""
+    with wave.open(stream, "rb") as w:
+        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        dtypes = {2: np.int16, 4: np.int32}
+        if width not in dtypes:
+            raise ZerohopError(f"unsupported wav sample width {8 * width} bits (use 16 or 32)")
+        per_chunk = max(1, int(rate * chunk_ms / 1000))
+        while True:
+            data = w.readframes(per_chunk)
+            if not data:
+                return
+            samples = np.frombuffer(data, dtype=dtypes[width])
+            if channels > 1:
+                samples = samples.reshape(-1, channels)
+            yield Audio(samples.copy(), sample_rate=rate)
+
+
+def read_input(path: str, chunk_ms: float) -> Iterator[Frame]:
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        if data[:4] == b"RIFF":
+            yield from read_wav(io.BytesIO(data), chunk_ms)
+        else:
+            yield from (Text(line) for line in data.decode().splitlines() if line.strip())
+        return
+    file = Path(path)
+    if file.suffix.lower() == ".wav":
+        with file.open("rb") as f:
+            yield from read_wav(f, chunk_ms)
+    elif file.suffix.lower() == ".json":
+        yield Json(json.loads(file.read_text()))
+    else:
+        yield from (Text(line) for line in file.read_text().splitlines() if line.strip())
+
+
+# ---------------------------------------------------------------------- outputs
+
+
+def describe(frame: Frame) -> Any:
+    """A JSON-friendly summary of an output frame."""
+    base: dict[str, Any] = {"source": frame.source, "kind": frame.kind}
+    if isinstance(frame, Text):
+        base["text"] = frame.text
+    elif isinstance(frame, Json):
+        base["value"] = frame.value
+    elif isinstance(frame, Audio):
+        base.update(sample_rate=frame.sample_rate, channels=frame.channels, seconds=frame.duration)
+    elif isinstance(frame, Video):
+        base.update(width=frame.width, height=frame.height, pixel_format=frame.pixel_format)
+    elif isinstance(frame, Tensor):
+        base.update(shape=list(frame.shape), dtype=str(frame.dtype))
+    elif isinstance(frame, Bytes):
+        base["bytes"] = frame.data.nbytes
+    return base
+
+
+def write_wav(path: Path, frames: list[Frame]) -> int:
+    audio = [f for f in frames if isinstance(f, Audio)]
+    if not audio:
+        raise ZerohopError(f"the pipeline produced no audio to write to {path}")
+    rate, channels = audio[0].sample_rate, audio[0].channels
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        for frame in audio:
+            if (frame.sample_rate, frame.channels) != (rate, channels):
+                raise ZerohopError("audio outputs differ in sample rate or channels")
+            samples = frame.samples
+            if samples.dtype.kind == "f":
+                samples = np.clip(samples, -1.0, 1.0) * 32767
+            w.writeframes(samples.astype("<i2").tobytes())
+    return len(audio)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _progress_display() -> tuple[Any, Any]:
+    """A rich progress display with one bar per node, and its event callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.fields[node]:>12}"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout carries the outputs
+    )
+    tasks: dict[str, Any] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        node = event["node_id"]
+        if node not in tasks:
+            tasks[node] = progress.add_task("starting", total=1.0, node=node)
+        if event["type"] == "ready":
+            progress.update(
+                tasks[node], completed=1.0, description=f"ready in {event['init_secs']:.1f} s"
+            )
+        else:
+            fraction = event.get("fraction")
+            progress.update(
+                tasks[node],
+                completed=fraction if fraction is not None else None,
+                description=event.get("message") or "initializing",
+            )
+
+    return progress, on_event
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .manifest import load_manifest
+
+    pipe = load_manifest(args.manifest).to_pipeline()
+    progress, on_event = _progress_display()
+    start = time.perf_counter()
+    with progress:
+        session = pipe.session(on_progress=on_event)
+    print(
+        f"{len(pipe.node_classes())} nodes ready in {time.perf_counter() - start:.2f} s",
+        file=sys.stderr,
+    )
+    outputs: list[Frame] = []
+    with session:
+        started = time.perf_counter()
+        for frame in session.stream(read_input(args.input, args.chunk_ms)):
+            outputs.append(frame)
+            if isinstance(frame, Text | Json):
+                shown = frame.text if isinstance(frame, Text) else json.dumps(frame.value)
+                print(
+                    f"[{time.perf_counter() - started:7.3f} s] {frame.source}: {shown}",
+                    file=sys.stderr,
+                )
+    if args.output == "-":
+        for frame in outputs:
+            print(json.dumps(describe(frame)))
+    elif args.output:
+        out = Path(args.output)
+        if out.suffix.lower() == ".wav":
+            count = write_wav(out, outputs)
+            print(f"wrote {count} audio frames to {out}", file=sys.stderr)
+        else:
+            out.write_text(json.dumps([describe(f) for f in outputs], indent=2))
+            print(f"wrote {len(outputs)} outputs to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .manifest import load_manifest
+
+    failed = 0
+    for path in args.files:
+        try:
+            load_manifest(path).to_pipeline()
+        except ZerohopError as err:
+            failed += 1
+            print(f"{path}: INVALID: {err}")
+        else:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from .node import registered_nodes
+
+    nodes = registered_nodes()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    name: {
+                        "executor": "multiprocess",
+                        "params": cls.params_schema(),
+                        "inputs": list(cls.inputs),
+                        "outputs": list(cls.outputs),
+                    }
+                    for name, cls in nodes.items()
+                },
+                indent=2,
+            )
+        )
+        return 0
+    width = max(len(name) for name in nodes)
+    for name, cls in nodes.items():
+        doc = (cls.__doc__ or "").strip().splitlines()
+        params = ", ".join(cls.params_schema().get("properties", {}))
+        print(
+            f"{name:<{width}}  multiprocess  {doc[0] if doc else ''}"
+            + (f"  [{params}]" if params else "")
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .manifest import manifest_schema
+
+    print(json.dumps(manifest_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zerohop", description="multiprocess pipelines over shared memory"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a pipeline manifest locally (no server)")
+    run.add_argument("manifest")
+    run.add_argument("--input", "-i", default="-", help="wav, json or text file; - for stdin")
+    run.add_argument("--output", "-o", default=None, help="wav or json file; - for stdout")
+    run.add_argument("--chunk-ms", type=float, default=20.0, help="audio input chunk length")
+    run.set_defaults(func=cmd_run)
+    validate = sub.add_parser("validate", help="check manifests without running them")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(func=cmd_validate)
+    nodes = sub.add_parser("nodes", help="list the registered node types")
+    nodes.add_argument("--json", action="store_true")
+    nodes.set_defaults(func=cmd_nodes)
+    schema = sub.add_parser("schema", help="print the manifest JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ZerohopError as err:
+        print(f"zerohop: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zerohop: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `zerohop schema | head`: the reader left, nothing to report
+        sys.stdout = None  # no flush of a closed pipe at exit
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
