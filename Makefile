@@ -25,8 +25,9 @@ lint: ## formatters, linters, type checks, stub check
 	mypy python/zerohop
 	$(PYTHON) -m mypy.stubtest zerohop._native --allowlist .ci/stubtest-allowlist.txt
 
-bench: ## IPC benchmarks (Rust criterion + Python vs peers)
+bench: ## benchmarks: IPC (Rust criterion, Python vs peers) and the executor
 	cargo bench --bench ipc_latency
 	$(PYTHON) benches/ipc.py
+	$(PYTHON) benches/executor.py
 
 .PHONY: help install develop test lint bench

@@ -109,6 +109,14 @@ class Sender(Closing):
         kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
         self._native = _native.Sender(name, session_id=session_id, **kwargs)
 
+    @classmethod
+    def wrap(cls, native: _native.Sender, name: str) -> Sender:
+        """A Sender around a native one the executor created (a session input)."""
+        sender = cls.__new__(cls)
+        sender.name = name
+        sender._native = native
+        return sender
+
     def _ends(self) -> _native.Sender:
         if self._native is None:
             raise ChannelClosedError(f"sender of channel '{self.name}' is closed")

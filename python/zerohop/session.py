@@ -259,12 +259,9 @@ class MultiprocessSession(Session):
         self.id: str = native.id
         from .channel import Sender
 
-        self._inputs = []
-        for i, label in enumerate(self.input_labels):
-            sender = Sender.__new__(Sender)
-            sender._native = native.input(i)
-            sender.name = label
-            self._inputs.append(sender)
+        self._inputs = [
+            Sender.wrap(native.input(i), label) for i, label in enumerate(self.input_labels)
+        ]
 
     def _send(self, index: int, frame: Frame, timeout: float | None) -> int:
         return self._inputs[index].send(frame, timeout=timeout)
