@@ -8,8 +8,8 @@ help: ## list the targets
 install: ## build the extension (release) and install zerohop with test and dev tools
 	$(PYTHON) -m pip install --quiet '.[test,dev]'
 
-develop: ## fast debug build into the current environment
-	maturin develop --quiet --extras test,dev
+develop: ## fast debug build, installed editable (Python changes apply without rebuilding)
+	MATURIN_PEP517_ARGS="--profile dev" $(PYTHON) -m pip install --quiet -e '.[test,dev]' 
 
 test: ## the whole test suite: Rust unit tests, then pytest across real processes
 	cargo test --quiet
