@@ -6,6 +6,7 @@ pub mod error;
 pub mod executor;
 pub mod frame;
 pub mod ipc;
+pub mod nodes;
 pub mod supervisor;
 
 #[cfg(feature = "python")]
