@@ -16,8 +16,10 @@ __all__ = [
     "Receiver",
     "Sender",
     "__version__",
+    "check_native_params",
     "decode_frame",
     "encode_frame",
+    "native_nodes",
     "reclaim_dead",
     "validate_graph",
 ]
@@ -174,6 +176,8 @@ def encode_frame(
 def decode_frame(data: Buffer, max_payload: int | None = None) -> RawFrame: ...
 def reclaim_dead() -> int: ...
 def validate_graph(graph_json: str) -> None: ...
+def native_nodes() -> list[tuple[str, str, str]]: ...
+def check_native_params(node_type: str, params_json: str) -> None: ...
 
 @final
 class NativeSession:

@@ -203,33 +203,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from .node import registered_nodes
+    from .node import native_node_types, registered_nodes
 
-    nodes = registered_nodes()
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    name: {
-                        "executor": "multiprocess",
-                        "params": cls.params_schema(),
-                        "inputs": list(cls.inputs),
-                        "outputs": list(cls.outputs),
-                    }
-                    for name, cls in nodes.items()
-                },
-                indent=2,
-            )
-        )
-        return 0
-    width = max(len(name) for name in nodes)
-    for name, cls in nodes.items():
+    rows: dict[str, dict[str, Any]] = {}
+    for name, cls in registered_nodes().items():
         doc = (cls.__doc__ or "").strip().splitlines()
-        params = ", ".join(cls.params_schema().get("properties", {}))
-        print(
-            f"{name:<{width}}  multiprocess  {doc[0] if doc else ''}"
-            + (f"  [{params}]" if params else "")
+        rows[name] = {
+            "executor": "multiprocess",
+            "description": doc[0] if doc else "",
+            "params": cls.params_schema(),
+            "inputs": list(cls.inputs),
+            "outputs": list(cls.outputs),
+        }
+    for name, native in native_node_types().items():
+        rows.setdefault(
+            name,
+            {
+                "executor": "native",
+                "description": native.description,
+                "params": native.params_schema,
+                "inputs": list(native.inputs),
+                "outputs": list(native.outputs),
+            },
         )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(name) for name in rows)
+    for name, row in sorted(rows.items()):
+        params = ", ".join(row["params"].get("properties", {}))
+        line = f"{name:<{width}}  {row['executor']:<12}  {row['description']}"
+        print(line + (f"  [{params}]" if params else ""))
     return 0
 
 

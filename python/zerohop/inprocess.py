@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import NodeError, NodeInitError, NodeInitTimeout, ZerohopTimeoutError
-from .node import MultiprocessNode, NodeContext, iter_outputs
+from .node import MultiprocessNode, NativeNodeType, NodeContext, iter_outputs
 from .session import EventCallback, NodeStatus, Session
 
 if TYPE_CHECKING:
@@ -148,6 +148,7 @@ class InProcessSession(Session):
         self._threads: dict[str, _NodeThread] = {}
         for spec in graph["nodes"]:
             cls = pipeline.node_classes()[spec["id"]]
+            assert not isinstance(cls, NativeNodeType)  # Pipeline.validate refuses them here
             node = cls(spec["params"], node_id=spec["id"])
             self._threads[spec["id"]] = _NodeThread(self, spec["id"], node, spec["on_error"])
         fed: set[tuple[str, str]] = set()

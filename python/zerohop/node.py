@@ -33,9 +33,12 @@ import asyncio
 import difflib
 import importlib
 import inspect
+import json
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
@@ -48,11 +51,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MultiprocessNode",
+    "NativeNodeType",
     "NodeContext",
     "iter_outputs",
+    "native_node_types",
     "node_class",
     "register_node",
     "registered_nodes",
+    "resolve_node_type",
 ]
 
 ENTRY_POINT_GROUP = "zerohop.nodes"
@@ -328,9 +334,43 @@ def registered_nodes() -> dict[str, type[MultiprocessNode]]:
         return dict(sorted(_registry.items()))
 
 
+@dataclass(frozen=True)
+class NativeNodeType:
+    """A node type implemented in Rust, run in the host process (not a Python class)."""
+
+    node_type: str
+    description: str
+    params_schema: dict[str, Any]
+    inputs: tuple[str, ...] = ("in",)
+    outputs: tuple[str, ...] = ("out",)
+
+
+@lru_cache(maxsize=1)
+def native_node_types() -> dict[str, NativeNodeType]:
+    """The native (Rust) node types by name."""
+    from . import _native
+
+    return {
+        name: NativeNodeType(name, description, json.loads(schema))
+        for name, description, schema in _native.native_nodes()
+    }
+
+
 def node_class(node_type: str) -> type[MultiprocessNode]:
-    """The class registered as ``node_type``; :class:`UnknownNodeTypeError` (with the
-    closest registered names) if there is none."""
+    """The Python class registered as ``node_type``; :class:`UnknownNodeTypeError`
+    (with the closest registered names) if there is none."""
+    found = resolve_node_type(node_type)
+    if isinstance(found, NativeNodeType):
+        raise UnknownNodeTypeError(
+            f"'{node_type}' is a native (Rust) node type, not a Python class",
+            node_type=node_type,
+        )
+    return found
+
+
+def resolve_node_type(node_type: str) -> type[MultiprocessNode] | NativeNodeType:
+    """What ``node_type`` names: a registered Python class, else a native node type;
+    :class:`UnknownNodeTypeError` (with the closest names of either) if neither."""
     with _registry_lock:
         found = _registry.get(node_type)
     if found is not None:
@@ -339,12 +379,16 @@ def node_class(node_type: str) -> type[MultiprocessNode]:
     with _registry_lock:
         found = _registry.get(node_type)
         known = sorted(_registry)
-    if found is None:
-        close = difflib.get_close_matches(node_type, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownNodeTypeError(
-            f"unknown node type '{node_type}'{hint} (registered: {', '.join(known) or 'none'})",
-            node_type=node_type,
-            suggestions=close,
-        )
-    return found
+    if found is not None:
+        return found
+    native = native_node_types()
+    if node_type in native:
+        return native[node_type]
+    known = sorted({*known, *native})
+    close = difflib.get_close_matches(node_type, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownNodeTypeError(
+        f"unknown node type '{node_type}'{hint} (registered: {', '.join(known) or 'none'})",
+        node_type=node_type,
+        suggestions=close,
+    )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError, ManifestError
-from .node import MultiprocessNode, node_class, register_node
+from .node import MultiprocessNode, NativeNodeType, register_node, resolve_node_type
 
 if TYPE_CHECKING:
     from .data import Frame
@@ -39,9 +39,13 @@ OnError = Literal["fail", "skip"]
 class _NodeEntry:
     id: str
     node_type: str
-    cls: type[MultiprocessNode]
+    cls: type[MultiprocessNode] | NativeNodeType
     params: dict[str, Any]
     on_error: OnError
+
+    @property
+    def native(self) -> bool:
+        return isinstance(self.cls, NativeNodeType)
 
 
 @dataclass
@@ -134,31 +138,34 @@ class Pipeline:
             raise ManifestError(
                 f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id
             )
+        cls: type[MultiprocessNode] | NativeNodeType
         if inspect.isclass(node_type):
             if not issubclass(node_type, MultiprocessNode):
                 raise ConfigError(f"{node_type.__qualname__} is not a MultiprocessNode subclass")
-            cls = node_type
             if (
-                getattr(cls, "node_type", None) is None
-                or node_class_or_none(cls.node_type) is not cls
+                getattr(node_type, "node_type", None) is None
+                or node_class_or_none(node_type.node_type) is not node_type
             ):
-                register_node(cls)
-            self._imports.add(cls)
-            type_name = cls.node_type
+                register_node(node_type)
+            self._imports.add(node_type)
+            cls, type_name = node_type, node_type.node_type
         else:
             try:
-                cls = node_class(str(node_type))
+                cls = resolve_node_type(str(node_type))
             except ManifestError as err:
                 err.path, err.node_id = f"{path}.node_type", node_id
                 err.args = (f"{err.path}: {err.args[0]}",)
                 raise
             type_name = str(node_type)
-        validated = cls.validate_params(params, node_id=node_id, path=f"{path}.params")
-        stored = (
-            validated.model_dump(mode="json")
-            if hasattr(validated, "model_dump")
-            else dict(validated)
-        )
+        if isinstance(cls, NativeNodeType):
+            stored = _native_params(type_name, params, node_id, path)
+        else:
+            validated = cls.validate_params(params, node_id=node_id, path=f"{path}.params")
+            stored = (
+                validated.model_dump(mode="json")
+                if hasattr(validated, "model_dump")
+                else dict(validated)
+            )
         self._nodes.append(_NodeEntry(node_id, type_name, cls, stored, on_error))
         return self
 
@@ -181,8 +188,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ outputs
 
-    def node_classes(self) -> dict[str, type[MultiprocessNode]]:
-        """Node id → its class, as resolved when the node was added."""
+    def node_classes(self) -> dict[str, type[MultiprocessNode] | NativeNodeType]:
+        """Node id → its class (or native node type), as resolved when it was added."""
         return {n.id: n.cls for n in self._nodes}
 
     def graph(self) -> dict[str, Any]:
@@ -197,6 +204,7 @@ class Pipeline:
                     "inputs": list(n.cls.inputs),
                     "outputs": list(n.cls.outputs),
                     "on_error": n.on_error,
+                    "placement": "native" if n.native else "multiprocess",
                 }
                 for n in self._nodes
             ],
@@ -234,10 +242,17 @@ class Pipeline:
 
         _native.validate_graph(_json(self.graph()))
         limit = self.config.process.max_processes()
-        if self.executor == "multiprocess" and limit is not None and len(self._nodes) > limit:
+        processes = sum(1 for n in self._nodes if not n.native)
+        if self.executor == "multiprocess" and limit is not None and processes > limit:
             raise ResourceLimitError(
-                f"pipeline '{self.name}' needs {len(self._nodes)} node processes, the limit "
+                f"pipeline '{self.name}' needs {processes} node processes, the limit "
                 f"is {limit} (max_processes_per_session)"
+            )
+        if self.executor == "inprocess" and any(n.native for n in self._nodes):
+            native = next(n.id for n in self._nodes if n.native)
+            raise ConfigError(
+                f"node '{native}' is a native (Rust) node, which only the multiprocess "
+                "executor runs so far"
             )
 
     def session(
@@ -276,9 +291,26 @@ class Pipeline:
 
 def node_class_or_none(name: str) -> type[MultiprocessNode] | None:
     try:
-        return node_class(name)
+        found = resolve_node_type(name)
     except ManifestError:
         return None
+    return None if isinstance(found, NativeNodeType) else found
+
+
+def _native_params(
+    node_type: str, params: dict[str, Any], node_id: str, path: str
+) -> dict[str, Any]:
+    """Checks a native node's params in Rust (the same code that builds the node)."""
+    from . import _native
+
+    try:
+        _native.check_native_params(node_type, _json(params))
+    except ManifestError as err:
+        err.path = f"{path}.{err.path}"
+        err.node_id = node_id
+        err.args = (f"{path}.{err.args[0]} (node '{node_id}')",)
+        raise
+    return dict(params)
 
 
 def _json(value: Any) -> str:

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement, PortRef};
+use crate::executor::native::{NativeHost, NativeTask};
 use crate::frame::{Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
+use crate::nodes;
 use crate::supervisor::{
     wait_readable, ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec,
     SpawnMethod, Supervisor, Timing,
@@ -49,6 +51,7 @@ pub struct Session {
     pub id: String,
     pub graph: Graph,
     supervisor: Supervisor,
+    native: NativeHost,
     inputs: Mutex<Vec<Arc<ipc::Sender>>>,
     /// Taken (dropped) by `close`, so the channels go with the session, not with the
     /// last Python reference to it.
@@ -99,14 +102,37 @@ impl Session {
         if let Some(node) = graph
             .nodes
             .iter()
-            .find(|n| n.placement != Placement::Multiprocess)
+            .find(|n| n.placement == Placement::Inprocess)
         {
             return Err(Error::Config(format!(
-                "node '{}': placement {:?} is not run by the multiprocess executor",
-                node.id, node.placement
+                "node '{}': in-process nodes are run by the in-process executor",
+                node.id
             )));
         }
-        let processes = graph.nodes.len();
+        // Native nodes are built first: their params are checked before any spawn.
+        let mut natives = Vec::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if node.placement != Placement::Native {
+                continue;
+            }
+            let built = nodes::create(&node.node_type, &node.params).map_err(|err| match err {
+                Error::Manifest { path, message } => Error::Manifest {
+                    path: format!("nodes[{i}].{path}"),
+                    message: format!("{message} (node '{}')", node.id),
+                },
+                other => other,
+            })?;
+            let built = built.ok_or_else(|| Error::Manifest {
+                path: format!("nodes[{i}].node_type"),
+                message: format!("'{}' is not a native node type", node.node_type),
+            })?;
+            natives.push((i, built));
+        }
+        let processes = graph
+            .nodes
+            .iter()
+            .filter(|n| n.placement == Placement::Multiprocess)
+            .count();
         if let Some(max) = cfg.max_processes {
             if processes > max {
                 return Err(Error::ResourceLimit(format!(
@@ -150,9 +176,38 @@ impl Session {
             }
             names
         };
+        let tasks = natives
+            .into_iter()
+            .map(|(n, node)| {
+                let def = &graph.nodes[n];
+                let ports = |names: &[String], incoming: bool| -> Vec<String> {
+                    names
+                        .iter()
+                        .flat_map(|port| {
+                            channels_of(
+                                &PortRef {
+                                    node: n,
+                                    port: port.clone(),
+                                },
+                                incoming,
+                            )
+                        })
+                        .collect()
+                };
+                NativeTask {
+                    node_id: def.id.clone(),
+                    node,
+                    on_error: def.on_error,
+                    inputs: ports(&def.inputs, true),
+                    outputs: ports(&def.outputs, false),
+                }
+            })
+            .collect();
+        let native = NativeHost::start(tasks, &cfg.channel)?;
         let specs = graph
             .order
             .iter()
+            .filter(|&&n| graph.nodes[n].placement == Placement::Multiprocess)
             .map(|&n| {
                 let node = &graph.nodes[n];
                 let ports = |names: &[String], incoming: bool| {
@@ -193,6 +248,7 @@ impl Session {
             id,
             graph,
             supervisor,
+            native,
             inputs: Mutex::new(inputs),
             outputs: Mutex::new(outputs),
             ended: Mutex::new(vec![false; outputs_len]),
@@ -221,7 +277,11 @@ impl Session {
 
     /// Fails with the session's failure, if any.
     pub fn check(&self) -> Result<()> {
-        self.supervisor.check()
+        self.supervisor.check()?;
+        match self.native.shared.failure() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// Sends the end of stream on every input: nodes flush and pass it on, and `recv`
@@ -234,7 +294,7 @@ impl Session {
         eos.flags = FLAG_END_OF_STREAM;
         let bytes = eos.to_bytes();
         let guarded = || {
-            self.supervisor.check()?;
+            self.check()?;
             interrupt()
         };
         let inputs = self.inputs.lock().expect("poisoned").clone();
@@ -254,10 +314,14 @@ impl Session {
     pub fn recv(&self, timeout: Option<Duration>, interrupt: Interrupt) -> Result<Output> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if let Some(event) = self.supervisor.next_event() {
+            if let Some(event) = self
+                .supervisor
+                .next_event()
+                .or_else(|| self.native.shared.next_event())
+            {
                 return Ok(Output::Event(event));
             }
-            self.supervisor.check()?;
+            self.check()?;
             match self.try_outputs() {
                 Ok(Some(Output::End)) => {
                     // Error reports of the last frames travel on the control sockets and
@@ -297,7 +361,7 @@ impl Session {
     pub fn explain_closed(&self, err: Error) -> Error {
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
-            if let Some(failure) = self.supervisor.failure() {
+            if let Err(failure) = self.check() {
                 return failure;
             }
             self.wait_notify(Duration::from_millis(50));
@@ -374,6 +438,7 @@ impl Session {
         // the nodes to exit.
         self.outputs.lock().expect("poisoned").clear();
         self.inputs.lock().expect("poisoned").clear();
+        self.native.stop();
         self.supervisor.stop();
     }
 }

@@ -18,6 +18,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frame::decode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(channel::reclaim_dead, m)?)?;
     m.add_function(wrap_pyfunction!(session::validate_graph, m)?)?;
+    m.add_function(wrap_pyfunction!(session::native_nodes, m)?)?;
+    m.add_function(wrap_pyfunction!(session::check_native_params, m)?)?;
     for (name, value) in frame::constants(m.py())? {
         m.add(name, value)?;
     }

@@ -281,3 +281,38 @@ impl NativeSession {
 pub fn validate_graph(graph_json: &str) -> PyResult<()> {
     Graph::from_json(graph_json).map(|_| ()).py_err()
 }
+
+/// The native (Rust) node types: `(node_type, description, params JSON Schema as JSON)`.
+#[pyfunction]
+pub fn native_nodes() -> Vec<(&'static str, &'static str, String)> {
+    crate::nodes::registry()
+        .iter()
+        .map(|info| {
+            (
+                info.node_type,
+                info.description,
+                info.params_schema.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Checks `params_json` for native node type `node_type` the way a session start would;
+/// raises ManifestError whose path starts at `params`.
+#[pyfunction]
+pub fn check_native_params(node_type: &str, params_json: &str) -> PyResult<()> {
+    let params: serde_json::Value = serde_json::from_str(params_json)
+        .map_err(|e| crate::error::Error::Manifest {
+            path: "params".into(),
+            message: e.to_string(),
+        })
+        .py_err()?;
+    match crate::nodes::create(node_type, &params).py_err()? {
+        Some(_) => Ok(()),
+        None => Err(crate::error::Error::Manifest {
+            path: "node_type".into(),
+            message: format!("'{node_type}' is not a native node type"),
+        })
+        .py_err(),
+    }
+}

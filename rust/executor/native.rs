@@ -1,0 +1,238 @@
+//! Native Rust nodes inside the host process: one thread per node, reading and writing
+//! the same shared-memory channels as node processes, so a hop between a native node
+//! and a Python node is one channel like any other (no serialization).
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::frame::{Header, FLAG_END_OF_STREAM};
+use crate::ipc::{self, ChannelConfig};
+use crate::nodes::{NativeNode, OutFrame};
+use crate::supervisor::{wait_readable, Event, OnError};
+
+/// What the native threads share with the session.
+#[derive(Default)]
+pub struct NativeShared {
+    stop: AtomicBool,
+    /// Signalled with `stop`, for threads with nothing left to do but wait for it.
+    stopped: (Mutex<bool>, Condvar),
+    failure: Mutex<Option<Error>>,
+    events: Mutex<VecDeque<Event>>,
+}
+
+impl NativeShared {
+    pub fn failure(&self) -> Option<Error> {
+        self.failure.lock().expect("poisoned").clone()
+    }
+
+    pub fn next_event(&self) -> Option<Event> {
+        self.events.lock().expect("poisoned").pop_front()
+    }
+
+    fn fail(&self, err: Error) {
+        self.failure.lock().expect("poisoned").get_or_insert(err);
+    }
+
+    fn wait_for_stop(&self) {
+        let (lock, signal) = &self.stopped;
+        let mut stopped = lock.lock().expect("poisoned");
+        while !*stopped {
+            stopped = signal.wait(stopped).expect("poisoned");
+        }
+    }
+
+    fn check_stop(&self) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+}
+
+/// One native node with its channel ends, ready to run.
+pub struct NativeTask {
+    pub node_id: String,
+    pub node: Box<dyn NativeNode>,
+    pub on_error: OnError,
+    pub inputs: Vec<String>,
+    /// Every channel the node's single output feeds.
+    pub outputs: Vec<String>,
+}
+
+/// The running native nodes of one session.
+pub struct NativeHost {
+    pub shared: Arc<NativeShared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Ends {
+    inputs: Vec<ipc::Receiver>,
+    outputs: Vec<ipc::Sender>,
+}
+
+impl NativeHost {
+    /// Opens every task's channels (so none is missing when the processes start) and
+    /// starts one thread per task.
+    pub fn start(tasks: Vec<NativeTask>, cfg: &ChannelConfig) -> Result<NativeHost> {
+        let shared = Arc::new(NativeShared::default());
+        let mut opened = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let inputs = task
+                .inputs
+                .iter()
+                .map(|n| ipc::Receiver::open(n, cfg))
+                .collect::<Result<_>>()?;
+            let outputs = task
+                .outputs
+                .iter()
+                .map(|n| ipc::Sender::create(n, cfg))
+                .collect::<Result<_>>()?;
+            opened.push((task, Ends { inputs, outputs }));
+        }
+        let mut threads = Vec::new();
+        for (task, ends) in opened {
+            let shared = Arc::clone(&shared);
+            let max_payload = cfg.max_payload;
+            let name = format!("zerohop-native-{}", task.node_id);
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || run(task, ends, &shared, max_payload))
+                .map_err(|e| Error::Spawn {
+                    node: "<native>".into(),
+                    detail: e.to_string(),
+                })?;
+            threads.push(thread);
+        }
+        Ok(NativeHost {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Stops every native thread and waits for it (their channels close with them).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let (lock, signal) = &self.shared.stopped;
+        *lock.lock().expect("poisoned") = true;
+        signal.notify_all();
+        for thread in self.threads.lock().expect("poisoned").drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for NativeHost {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(mut task: NativeTask, ends: Ends, shared: &NativeShared, max_payload: usize) {
+    match serve(&mut task, &ends, shared, max_payload) {
+        Ok(()) | Err(Error::Interrupted) => {}
+        // A closed neighbour means a node failed; the session reports that one.
+        Err(Error::Closed(_)) => {}
+        Err(err) => shared.fail(Error::Node {
+            node: task.node_id.clone(),
+            message: err.to_string(),
+            traceback: String::new(),
+        }),
+    }
+}
+
+fn serve(
+    task: &mut NativeTask,
+    ends: &Ends,
+    shared: &NativeShared,
+    max_payload: usize,
+) -> Result<()> {
+    let mut open: Vec<bool> = vec![true; ends.inputs.len()];
+    let mut out = Vec::new();
+    let mut sequence = 0u64;
+    while open.iter().any(|&o| o) {
+        shared.check_stop()?;
+        let mut idle = true;
+        for (i, rx) in ends.inputs.iter().enumerate() {
+            if !open[i] {
+                continue;
+            }
+            let sample = match rx.try_recv() {
+                Ok(Some(sample)) => sample,
+                Ok(None) => continue,
+                Err(Error::Closed(_)) => {
+                    open[i] = false;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            idle = false;
+            let header = Header::decode(&sample, max_payload)?;
+            if header.flags & FLAG_END_OF_STREAM != 0 {
+                open[i] = false;
+                continue;
+            }
+            let payload = crate::frame::payload(&sample, &header);
+            match task.node.process(&header, payload, &mut out) {
+                Ok(()) => {}
+                Err(err @ Error::Frame(_)) if task.on_error == OnError::Skip => {
+                    out.clear();
+                    shared
+                        .events
+                        .lock()
+                        .expect("poisoned")
+                        .push_back(Event::FrameError {
+                            node_id: task.node_id.clone(),
+                            error: err.to_string(),
+                            traceback: String::new(),
+                            sequence: Some(header.sequence),
+                        });
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+            send_all(&mut out, &ends.outputs, &mut sequence, shared)?;
+        }
+        if idle {
+            let fds: Vec<RawFd> = ends
+                .inputs
+                .iter()
+                .zip(&open)
+                .filter(|(_, o)| **o)
+                .map(|(rx, _)| rx.wait_fd())
+                .collect();
+            wait_readable(&fds, 50);
+        }
+    }
+    task.node.flush(&mut out)?;
+    send_all(&mut out, &ends.outputs, &mut sequence, shared)?;
+    let mut eos = Header::bytes_like(crate::frame::Kind::Bytes, 0)?;
+    eos.flags = FLAG_END_OF_STREAM;
+    let bytes = eos.to_bytes();
+    for tx in &ends.outputs {
+        tx.send_copy(&[&bytes], None, &|| shared.check_stop())?;
+    }
+    // Nothing more to do; the channels stay open until the session closes.
+    shared.wait_for_stop();
+    Ok(())
+}
+
+fn send_all(
+    out: &mut Vec<OutFrame>,
+    outputs: &[ipc::Sender],
+    sequence: &mut u64,
+    shared: &NativeShared,
+) -> Result<()> {
+    for mut frame in out.drain(..) {
+        frame.header.sequence = *sequence;
+        *sequence += 1;
+        let header = frame.header.to_bytes();
+        for tx in outputs {
+            tx.send_copy(&[&header, &frame.payload], None, &|| shared.check_stop())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+"""Native Rust nodes in the host, mixed with Python node processes over the same
+shared-memory channels: AudioChunkerNode → Python → FastResampleNode → Python."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import zerohop
+from zerohop import Audio, ManifestError, Pipeline
+
+
+def sine(freq: float, rate: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def frequency(samples: np.ndarray, rate: int) -> float:
+    """Zero-crossing frequency estimate."""
+    crossings = np.count_nonzero(np.diff(np.signbit(samples)))
+    return crossings / 2 / (len(samples) / rate)
+
+
+def test_mixed_native_and_python_pipeline() -> None:
+    pipe = (
+        Pipeline("mixed")
+        .node("chunk", "AudioChunkerNode", chunk_size=480)
+        .node("gain", "Scale", factor=0.5)
+        .node(
+            "resample", "FastResampleNode", source_rate=48_000, target_rate=16_000, quality="high"
+        )
+        .node("echo", "Echo")
+        .connect("chunk", "gain", "resample", "echo")
+    )
+    audio = sine(440, 48_000, 1.0)
+    inputs = [Audio(part, sample_rate=48_000) for part in np.array_split(audio, 7)]
+    with pipe.session() as session:
+        pids = session.pids()  # type: ignore[attr-defined]
+        out = session.run(inputs)
+    assert len(pids) == 2  # only the two Python nodes are processes
+    frames = [f for f in out if isinstance(f, Audio)]
+    assert frames and all(f.sample_rate == 16_000 and f.source == "echo" for f in frames)
+    # 480-sample chunks at 48 kHz become ~160 samples at 16 kHz (the first one shorter:
+    # the filter's delay is trimmed so that output and input stay aligned).
+    assert all(f.num_frames <= 161 for f in frames)
+    result = np.concatenate([f.samples for f in frames])
+    assert len(result) == 16_000
+    assert frequency(result, 16_000) == pytest.approx(440, rel=0.01)
+    assert np.max(np.abs(result[1000:-1000])) == pytest.approx(0.25, rel=0.02)
+
+
+def test_native_only_pipeline_and_sequences() -> None:
+    pipe = (
+        Pipeline("native")
+        .node("a", "PassThrough")
+        .node("b", "AudioFormatNode", target_format="i16")
+    )
+    pipe.connect("a", "b")
+    with pipe.session() as session:
+        out = session.run(
+            [Audio(np.full(100, 0.5, np.float32), sample_rate=8000) for _ in range(3)]
+        )
+    assert [f.sequence for f in out] == [0, 1, 2]
+    assert all(isinstance(f, Audio) and f.samples.dtype == np.int16 for f in out)
+    assert int(out[0].samples[0]) == 16384  # type: ignore[attr-defined]
+
+
+def test_native_params_are_checked_before_start() -> None:
+    with pytest.raises(ManifestError, match=r"nodes\[0\]\.params\.chunk_size") as info:
+        Pipeline("bad").node("c", "AudioChunkerNode", chunk_size=0)
+    assert info.value.node_id == "c"
+    with pytest.raises(ManifestError, match="target_rate"):
+        Pipeline("bad").node("r", "FastResampleNode")
+
+
+def test_native_frame_errors_fail_the_session_naming_the_node() -> None:
+    pipe = Pipeline("wrong-kind").node("up", "UpperCase").node("chunk", "AudioChunkerNode")
+    pipe.connect("up", "chunk")
+    with pytest.raises(zerohop.NodeError, match="'chunk'") as info, pipe.session() as session:
+        session.run([zerohop.Text("not audio")])
+    assert info.value.node_id == "chunk"
