@@ -81,18 +81,6 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// The node an error is about, if it is about one.
-    pub fn node(&self) -> Option<&str> {
-        match self {
-            Error::Spawn { node, .. }
-            | Error::NodeInit { node, .. }
-            | Error::NodeInitTimeout { node, .. }
-            | Error::NodeCrashed { node, .. }
-            | Error::Node { node, .. } => Some(node),
-            _ => None,
-        }
-    }
-
     /// Wraps an iceoryx2 error with what we were doing when it happened.
     pub fn ipc(context: impl Into<String>, detail: impl std::fmt::Debug) -> Self {
         Error::Ipc {

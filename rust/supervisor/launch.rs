@@ -295,17 +295,6 @@ pub fn spawn_with(method: SpawnMethod, spec: LaunchSpec, control: OwnedFd) -> io
     }
 }
 
-/// Starts this host's zygote for `spec` now, if it has none, so that its imports
-/// overlap with other work; does not wait for them. `spawn_zygote` would start it anyway.
-pub fn prewarm_zygote(spec: &LaunchSpec) -> io::Result<()> {
-    zygote::prewarm(spec)
-}
-
-/// The pid of this host's zygote, if one is running and ready.
-pub fn zygote_pid() -> Option<i32> {
-    zygote::pid()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

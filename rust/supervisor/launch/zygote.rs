@@ -462,22 +462,9 @@ pub(super) fn spawn(spec: &LaunchSpec, control: OwnedFd) -> io::Result<Process> 
     unreachable!("the second attempt returns")
 }
 
-/// `launch::prewarm_zygote`: starts the zygote for `spec` if there is none (or it
-/// died), without waiting for its imports.
-pub(super) fn prewarm(spec: &LaunchSpec) -> io::Result<()> {
-    let Some(args) = zygote_args(&spec.args) else {
-        return Ok(());
-    };
-    let mut slot = lock();
-    if !slot.as_ref().is_some_and(Zygote::alive) {
-        *slot = None;
-        *slot = Some(Zygote::start(spec, args, effective_env(&spec.env))?);
-    }
-    Ok(())
-}
-
 /// The pid of this process's zygote, once it has started and said hello.
-pub(super) fn pid() -> Option<i32> {
+#[cfg(test)]
+fn pid() -> Option<i32> {
     let slot = lock();
     slot.as_ref().filter(|z| z.alive()).and_then(|z| z.hello)
 }
