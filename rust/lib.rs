@@ -5,6 +5,7 @@
 pub mod error;
 pub mod executor;
 pub mod frame;
+pub mod grpc;
 pub mod ipc;
 pub mod nodes;
 pub mod supervisor;

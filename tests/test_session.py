@@ -148,7 +148,7 @@ def test_two_cpu_bound_nodes_run_at_the_same_time() -> None:
         return sum(v["cpu_ns"] for v in out) / span
 
     # Two GILs on two cores: close to 2. The best of three absorbs a busy machine.
-    assert max(parallelism("multiprocess") for _ in range(3)) > 1.4
+    assert max(parallelism("multiprocess") for _ in range(3)) > 1.3
     assert parallelism("inprocess") < 1.15  # one GIL: the burns took turns
 
 
