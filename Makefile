@@ -19,6 +19,7 @@ lint: ## formatters, linters, type checks, stub check
 	cargo fmt --check
 	cargo clippy --quiet --all-targets -- -D warnings
 	cargo clippy --quiet --all-targets --features python -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 	! grep -rn pyo3 rust/frame.rs rust/error.rs rust/ipc rust/nodes rust/supervisor rust/executor rust/grpc
 	ruff format --check python tests benches examples
 	ruff check python tests benches examples

@@ -31,7 +31,7 @@ static NEXT_SENDER_ID: AtomicU64 = AtomicU64::new(1);
 /// Dropping never blocks and loses no frame while the receiver lives: if it has not taken
 /// every frame yet, the ports stay alive on a background thread until it has (or is gone),
 /// and the receiver sees `Closed` only after the last frame. At process exit such senders
-/// get [`linger::EXIT_GRACE`] before they are released anyway.
+/// get `linger::EXIT_GRACE` (1 s) before they are released anyway.
 pub struct Sender {
     id: u64,
     max_payload: usize,
