@@ -255,6 +255,17 @@ impl Header {
                 self.payload_len
             )));
         }
+        // A zero dimension makes the payload empty whatever the others are, but an array
+        // view still needs strides: the other dimensions × itemsize must fit an isize.
+        let strides_fit = self
+            .dims()
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(self.dtype.itemsize() as u64, |acc, &d| acc.checked_mul(d))
+            .is_some_and(|n| n <= isize::MAX as u64);
+        if !strides_fit {
+            return Err(frame_err(format!("shape {:?} is too large", self.dims())));
+        }
         if self.kind != Kind::Video && self.pixel_format.is_some() {
             return Err(frame_err(format!(
                 "a {} frame has a pixel format",
@@ -561,6 +572,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("overflows"));
+    }
+
+    #[test]
+    fn empty_frames_with_huge_dimensions_are_rejected() {
+        // 0 × 2^62 doubles is an empty payload, but no array view can have such strides.
+        let mut header = Header::new(Kind::Tensor, DType::F64, &[0, 1]).unwrap();
+        header.shape[1] = 1 << 62;
+        assert_eq!(header.expected_payload_len().unwrap(), 0);
+        let buf = frame(&header, &[]);
+        assert!(Header::decode(&buf, MAX)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
     }
 
     #[test]
