@@ -36,6 +36,15 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+# zerohop's own modules load here, once (not per frame); the user's node modules load
+# in `Runner.run`, after sys.path and the host's imports are set up.
+from . import channel, node
+from .channel import _send_end_of_stream
+from .config import ChannelConfig
+from .data import Frame, from_raw
+from .errors import ChannelClosedError
+from .node import iter_outputs, register_node
+
 CONTROL_FD = 3
 _LENGTH = struct.Struct("<I")
 
@@ -85,8 +94,7 @@ class Runner:
         self.control = control
         self.node_id: str = spec["node_id"]
         self.on_error: str = spec.get("on_error", "fail")
-        self.stop_requested = False
-        self.stopped = threading.Event()  # set with stop_requested; waited on when idle
+        self.stopped = threading.Event()  # the host said stop; waited on when idle
         self.waiting = False  # the main thread is blocked in a channel wait
         self.busy = False
         self.frames_in = 0
@@ -136,7 +144,6 @@ class Runner:
                 os._exit(1)
             kind = message.get("type")
             if kind == "stop":
-                self.stop_requested = True
                 self.stopped.set()
                 if self.waiting:
                     signal.pthread_kill(self.main_thread, signal.SIGUSR1)  # type: ignore[arg-type]
@@ -151,7 +158,7 @@ class Runner:
                 )
 
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
-        if self.stop_requested and self.waiting:
+        if self.stopped.is_set() and self.waiting:
             raise _StopRequested
 
     # ------------------------------------------------------------------ set-up
@@ -160,8 +167,6 @@ class Runner:
         for entry in reversed(self.spec.get("sys_path", [])):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        from .node import register_node
-
         for item in self.spec.get("imports", []):
             if item["kind"] == "module":
                 module = importlib.import_module(item["name"])
@@ -186,9 +191,6 @@ class Runner:
         started = time.monotonic()
         try:
             self._prepare_imports()
-            from . import channel, node
-            from .config import ChannelConfig
-
             cls = node.node_class(self.spec["node_type"])
             settings = self.spec["channel"]
             config = ChannelConfig(
@@ -238,8 +240,6 @@ class Runner:
         return senders[0] if senders else None
 
     def _emit_one(self, frame: Any, port: str | None = None) -> None:
-        from .data import Frame
-
         if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], str):
             port, frame = frame
         if not isinstance(frame, Frame):
@@ -266,8 +266,6 @@ class Runner:
         self.frames_out += 1
 
     def _emit(self, result: Any) -> None:
-        from .node import iter_outputs
-
         for item in iter_outputs(result, self._event_loop):
             self._emit_one(item)
 
@@ -286,8 +284,6 @@ class Runner:
 
     def _run_user(self, call: Any, sequence: int | None) -> None:
         """Runs node code and sends what it emits; applies the on_error policy."""
-        from .errors import ChannelClosedError
-
         try:
             self._emit(call())
         except _StopRequested:
@@ -314,7 +310,7 @@ class Runner:
         blocked by a slow or dead receiver must still give way to a stop)."""
         self.waiting = True
         try:
-            if self.stop_requested:
+            if self.stopped.is_set():
                 raise _StopRequested
             yield
         finally:
@@ -323,9 +319,6 @@ class Runner:
     def _end_of_stream(self) -> None:
         """Every input ended: flush the node, pass the end on, and wait until the
         receivers took everything (so closing later loses nothing)."""
-        from .channel import _send_end_of_stream
-        from .errors import ChannelClosedError
-
         self._run_user(self.node.flush, None)
 
         try:
@@ -348,10 +341,10 @@ class Runner:
                 selector.register(rx.wait_fd(), selectors.EVENT_READ, key)
         try:
             try:
-                while open_inputs and not self.stop_requested:
+                while open_inputs and not self.stopped.is_set():
                     for key, first in self._wait(open_inputs, selector):
                         self._drain(key, first, open_inputs, selector)
-                if not self.stop_requested:
+                if not self.stopped.is_set():
                     self._end_of_stream()
             except _DownstreamGone:
                 pass
@@ -370,12 +363,9 @@ class Runner:
         selector: selectors.BaseSelector | None,
     ) -> None:
         """Handles every frame waiting on one input; retires the input at its end."""
-        from .data import from_raw
-        from .errors import ChannelClosedError
-
         port, rx = open_inputs[key]
         raw = first
-        while not self.stop_requested:
+        while not self.stopped.is_set():
             if raw is None:
                 try:
                     raw = rx._ends().try_recv()
@@ -403,8 +393,6 @@ class Runner:
     ) -> list[tuple[int, Any]]:
         """Blocks until an input may have a frame: (input key, frame or None) pairs.
         Raises _StopRequested when the host asks this node to stop."""
-        from .errors import ChannelClosedError
-
         with self._interruptible():
             if selector is None:
                 ((key, (_, rx)),) = open_inputs.items()

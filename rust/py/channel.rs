@@ -25,27 +25,21 @@ fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// The channel settings from keyword arguments; `ipc` validates them on create/open.
 fn config(
     capacity: usize,
     max_payload: usize,
     initial_payload: usize,
     max_borrowed: usize,
     max_loans: usize,
-) -> PyResult<ChannelConfig> {
-    let cfg = ChannelConfig {
+) -> ChannelConfig {
+    ChannelConfig {
         capacity,
         max_payload,
         initial_payload,
         max_borrowed,
         max_loans,
-    };
-    if capacity == 0 || max_borrowed == 0 || max_loans == 0 {
-        return Err(Error::Config(format!(
-            "capacity, max_borrowed and max_loans must be >= 1 (got {capacity}, {max_borrowed}, {max_loans})"
-        )))
-        .py_err();
     }
-    Ok(cfg)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of Python's `time.monotonic_ns()` and
@@ -147,7 +141,7 @@ impl PySender {
             initial_payload,
             max_borrowed,
             max_loans,
-        )?;
+        );
         let inner = py.detach(|| ipc::Sender::create(&name, &cfg)).py_err()?;
         Ok(PySender {
             inner: Arc::new(inner),
@@ -393,7 +387,7 @@ impl PyReceiver {
             initial_payload,
             max_borrowed,
             max_loans,
-        )?;
+        );
         let inner = py.detach(|| ipc::Receiver::open(&name, &cfg)).py_err()?;
         Ok(PyReceiver {
             inner: Arc::new(inner),
