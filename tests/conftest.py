@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 SHM = Path("/dev/shm")
+# This run's own iceoryx2 file prefix (inherited by every node process): concurrent test
+# runs on one machine neither see each other's channels nor count each other's files.
+PREFIX = os.environ.setdefault("ZEROHOP_SHM_PREFIX", f"zh{os.getpid()}_")
 
 
 def child_pids() -> set[int]:
@@ -30,7 +33,10 @@ def open_fds() -> set[int]:
 
 
 def shm_entries() -> set[str]:
-    return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+    """This run's entries in /dev/shm (iceoryx2's, by prefix, and multiprocessing's)."""
+    if not SHM.is_dir():
+        return set()
+    return {p.name for p in SHM.iterdir() if p.name.startswith((PREFIX, "psm_", "wnsm_"))}
 
 
 def _wait_until(condition: object, timeout: float) -> bool:
@@ -44,7 +50,7 @@ def _wait_until(condition: object, timeout: float) -> bool:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _warm_up() -> None:
+def _warm_up() -> Iterator[None]:
     """Creates the process-wide singletons once (the iceoryx2 node, multiprocessing's
     resource tracker), so the leak check below does not count them against a test."""
     from multiprocessing import resource_tracker
@@ -58,6 +64,11 @@ def _warm_up() -> None:
     if zerohop.load_config().process.spawn_method == "zygote":
         with zerohop.Pipeline("warmup").node("echo", "Echo").session() as session:
             session.run([zerohop.Text("warm")])
+    yield
+    # iceoryx2 keeps one management segment per prefix for the machine's lifetime; this
+    # run's prefix is never used again.
+    for entry in SHM.glob(f"{PREFIX}*global_mgmt"):
+        entry.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)

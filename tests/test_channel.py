@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import peers
 import pytest
+from conftest import shm_entries
 
 import zerohop
 from zerohop import (
@@ -348,13 +349,13 @@ print("ready", flush=True)
 import time; time.sleep(60)
 """
     name = unique("killed")
-    before = set(os.listdir("/dev/shm"))
+    before = shm_entries()
     proc = subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
-    assert set(os.listdir("/dev/shm")) - before, "the channel should exist in /dev/shm"
+    assert shm_entries() - before, "the channel should exist in /dev/shm"
     proc.kill()
     proc.wait(10)
     proc.stdout.close()
     assert zerohop.reclaim_dead() >= 1
-    assert not set(os.listdir("/dev/shm")) - before
+    assert not shm_entries() - before

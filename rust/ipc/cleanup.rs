@@ -13,10 +13,10 @@ use crate::error::{Error, Result};
 /// Also done by iceoryx2 whenever a node is created, so calling it is only needed in
 /// long-running processes that create no new channels.
 pub fn reclaim_dead() -> Result<usize> {
-    node::quiet_logging();
+    let config = node::config()?;
     let mut reclaimed = 0;
     let mut failure = None;
-    Node::<Svc>::list(Config::global_config(), |state| {
+    Node::<Svc>::list(config, |state| {
         if let NodeState::Dead(dead) = state {
             match dead.try_remove_stale_resources() {
                 Ok(()) => reclaimed += 1,

@@ -1,7 +1,7 @@
 //! The process's iceoryx2 node: created lazily, shared by all channels, fork-safe.
 
 use std::mem::ManuallyDrop;
-use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use iceoryx2::prelude::*;
 
@@ -50,10 +50,11 @@ pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
             return Ok(node);
         }
     }
-    quiet_logging();
+    let config = config()?;
     let name = NodeName::new("zerohop").map_err(|e| Error::ipc("naming the iceoryx2 node", e))?;
     let node = NodeBuilder::new()
         .name(&name)
+        .config(config)
         // iceoryx2 must not install SIGINT/SIGTERM handlers: Python owns signals.
         .signal_handling_mode(SignalHandlingMode::Disabled)
         .create::<Svc>()
@@ -66,16 +67,32 @@ pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
     Ok(node)
 }
 
-/// iceoryx2 logs at `Info` by default; normal operation should print nothing, but real
-/// trouble (warnings) should. The `IOX2_LOG_LEVEL` environment variable still overrides
-/// this for debugging.
-pub(crate) fn quiet_logging() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Loading the global config warns when there is no iceoryx2 config file, which is
-        // our normal case; load it once with warnings muted.
-        set_log_level(LogLevel::Error);
-        let _ = Config::global_config();
-        set_log_level_from_env_or(LogLevel::Error);
-    });
+/// Environment variable naming the prefix of every file zerohop's channels create in
+/// /dev/shm and /tmp/iceoryx2 (iceoryx2's `global.prefix`, default `iox2_`). Processes
+/// only see channels of their own prefix: it separates deployments (and concurrent test
+/// runs) on one machine. Node processes inherit it through their environment.
+pub const PREFIX_ENV: &str = "ZEROHOP_SHM_PREFIX";
+
+/// The iceoryx2 configuration of this process: iceoryx2's global one (its config file or
+/// defaults), with the prefix of [`PREFIX_ENV`] if set. Loaded once, with iceoryx2's
+/// logging quietened first.
+pub(crate) fn config() -> Result<&'static Config> {
+    static CONFIG: OnceLock<std::result::Result<Config, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            // iceoryx2 logs at `Info` by default and warns when there is no config file,
+            // which is our normal case. Real trouble (errors) should still print;
+            // `IOX2_LOG_LEVEL` overrides this for debugging.
+            set_log_level(LogLevel::Error);
+            let mut config = Config::global_config().clone();
+            set_log_level_from_env_or(LogLevel::Error);
+            if let Ok(prefix) = std::env::var(PREFIX_ENV) {
+                config.global.prefix = FileName::new(prefix.as_bytes()).map_err(|e| {
+                    format!("{PREFIX_ENV}={prefix:?} is not a valid file name: {e:?}")
+                })?;
+            }
+            Ok(config)
+        })
+        .as_ref()
+        .map_err(|message| Error::Config(message.clone()))
 }
