@@ -367,6 +367,7 @@ def start_session(
             sys_path=_sys_path(),
             spawn_method=cfg.process.spawn_method,
             on_event=on_progress,
+            liveness_timeout=cfg.process.liveness_timeout(),
         )
         session = MultiprocessSession(native, pipeline.name)
     session._on_frame_error = on_frame_error

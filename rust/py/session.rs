@@ -93,7 +93,7 @@ impl NativeSession {
     #[staticmethod]
     #[pyo3(signature = (graph_json, *, program, args, env, cwd, channel, init_timeout, grace,
                         term_grace, max_processes, heartbeat_secs, imports, sys_path,
-                        spawn_method="exec", on_event=None))]
+                        spawn_method="exec", on_event=None, liveness_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
@@ -112,6 +112,7 @@ impl NativeSession {
         sys_path: Vec<String>,
         spawn_method: &str,
         on_event: Option<Py<PyAny>>,
+        liveness_timeout: Option<f64>,
     ) -> PyResult<NativeSession> {
         let graph = Graph::from_json(graph_json).py_err()?;
         let (capacity, max_payload, initial_payload, max_borrowed, max_loans) = channel;
@@ -143,6 +144,9 @@ impl NativeSession {
                 init_timeout: seconds(init_timeout, "init_timeout")?,
                 grace: seconds(grace, "grace")?,
                 term_grace: seconds(term_grace, "term_grace")?,
+                liveness_timeout: liveness_timeout
+                    .map(|secs| seconds(secs, "liveness_timeout"))
+                    .transpose()?,
             },
             launch: LaunchSpec {
                 program: program.into(),
