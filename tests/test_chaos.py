@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from conftest import PREFIX, shm_entries
 
 import zerohop
 from zerohop import (
@@ -35,8 +36,6 @@ from zerohop import (
     Text,
     ZerohopError,
 )
-
-from conftest import PREFIX, shm_entries
 
 # Short deadlines keep the 100 scenarios quick: a frozen node is noticed after 1 s, a
 # node that ignores stop is signalled after 0.5 s.

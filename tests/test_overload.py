@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from test_session import runner_pids
 
 from zerohop import Pipeline, ResourceLimitError, RuntimeConfig, Tensor, Text
 
@@ -23,32 +24,6 @@ DEADLINE = 30.0
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE") / 2**20
-
-
-def _descends_from_us(pid: int) -> bool:
-    me = os.getpid()
-    while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-        if pid == me:
-            return True
-    return False
-
-
-def _runner_count() -> int:
-    """Node processes of this host (its zygote's children, or its own)."""
-    count = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and _descends_from_us(int(pid)):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    count += b"zerohop.runner" in f.read()
-            except OSError:
-                continue
-    return count
 
 
 def test_slow_node_blocks_upstream_without_growth_or_loss() -> None:
@@ -128,11 +103,11 @@ def test_over_the_process_cap_is_refused_while_others_keep_working() -> None:
     )
     with small.session() as running:
         before = _round_trips(running, 30)
-        processes = _runner_count()
+        processes = len(runner_pids())
         for _ in range(5):
             with pytest.raises(ResourceLimitError, match="needs 3 node processes, the limit is 2"):
                 big.session()
-            assert _runner_count() == processes  # refused before anything was spawned
+            assert len(runner_pids()) == processes  # refused before anything was spawned
         after = _round_trips(running, 30)
     slack = max(5 * statistics.median(before), statistics.median(before) + 0.05)
     assert statistics.median(after) <= slack
@@ -145,7 +120,11 @@ def test_ten_sessions_at_once() -> None:
 
     def one(index: int) -> None:
         try:
-            pipe = Pipeline(f"s{index}").node("up", "UpperCase").node("sfx", "Suffix", suffix=f"-{index}")
+            pipe = (
+                Pipeline(f"s{index}")
+                .node("up", "UpperCase")
+                .node("sfx", "Suffix", suffix=f"-{index}")
+            )
             with pipe.connect("up", "sfx").session() as session:
                 out = session.run([Text(f"m{k}") for k in range(50)])
             results[index] = [f.text for f in out]  # type: ignore[attr-defined]

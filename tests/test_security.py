@@ -35,6 +35,7 @@ from zerohop import (
 )
 from zerohop.data import from_bytes
 from zerohop.manifest import Manifest
+from zerohop.session import MultiprocessSession
 
 
 def _our_shm() -> list[Path]:
@@ -46,9 +47,11 @@ def test_session_ids_are_random_128_bit_and_name_the_channels() -> None:
     ids = []
     for _ in range(5):
         with pipe.session() as session:
+            assert isinstance(session, MultiprocessSession)
             ids.append(session.id)
             assert re.fullmatch(r"[0-9a-f]{32}", session.id)
-            assert session.id in session._inputs[0].name
+            # Channels are named after it (here: the host's input).
+            assert session._native.input(0).name.startswith(f"{session.id}/")
     assert len(set(ids)) == len(ids)
     # Not a counter or a clock: the ids share no common prefix beyond chance.
     assert len({i[:8] for i in ids}) == len(ids)
@@ -151,8 +154,13 @@ def test_a_runner_resolves_node_types_through_the_registry_only(evil_module: Pat
     body = json.dumps({"type": "start", "spec": spec}).encode()
     with host, child:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "import os, sys; os.dup2(int(sys.argv[1]), 3); "
-             "from zerohop.runner import main; sys.exit(main())", str(child.fileno())],
+            [
+                sys.executable,
+                "-c",
+                "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+                "from zerohop.runner import main; sys.exit(main())",
+                str(child.fileno()),
+            ],
             pass_fds=[child.fileno()],
         )
         child.close()
@@ -200,8 +208,11 @@ def test_a_manifest_cannot_choose_the_program_node_processes_run(tmp_path: Path)
 
 def test_a_manifest_can_lower_but_not_lift_the_process_limit() -> None:
     config = RuntimeConfig.model_validate({"process": {"max_processes_per_session": 4}})
-    assert _manifest({"maxProcessesPerSession": 2}).to_pipeline(config).config.process.max_processes() == 2
+    assert (
+        _manifest({"maxProcessesPerSession": 2}).to_pipeline(config).config.process.max_processes()
+        == 2
+    )
     for lifted in (0, 5):
-        with pytest.raises(ManifestError, match="would raise runtime.toml's limit of 4") as info:
+        with pytest.raises(ManifestError, match=r"would raise runtime\.toml's limit of 4") as info:
             _manifest({"maxProcessesPerSession": lifted}).to_pipeline(config)
         assert info.value.path == "metadata.multiprocess.max_processes_per_session"

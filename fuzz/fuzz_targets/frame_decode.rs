@@ -16,7 +16,14 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the payload cap, so small caps get exercised too.
     let (cap, buf) = match data.split_first() {
-        Some((&c, rest)) => (if c & 1 == 0 { usize::MAX } else { (c as usize) << 4 }, rest),
+        Some((&c, rest)) => (
+            if c & 1 == 0 {
+                usize::MAX
+            } else {
+                (c as usize) << 4
+            },
+            rest,
+        ),
         None => (usize::MAX, data),
     };
     let Ok(header) = Header::decode(buf, cap) else {

@@ -88,10 +88,8 @@ fn restrict_global_segment(config: &Config) {
         }
         if let Ok(meta) = entry.metadata() {
             if meta.uid() == uid && meta.mode() & 0o077 != 0 {
-                let _ = std::fs::set_permissions(
-                    entry.path(),
-                    std::fs::Permissions::from_mode(0o600),
-                );
+                let _ =
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
             }
         }
     }
