@@ -371,3 +371,54 @@ def test_close_under_backpressure_releases_everything_at_once(fault: signal.Sign
             if fault is not None:
                 os.kill(session.pids()[0], fault)
         assert _linger_threads() == 0
+
+
+ZYGOTE_FAULT = textwrap.dedent(
+    """
+    import os, signal, sys, time, zerohop
+    pipe = zerohop.Pipeline("z").node("e", "Echo")
+    def run(text):
+        try:
+            with pipe.session() as s:
+                return s.run([zerohop.Text(text)])[0].text
+        except zerohop.ZerohopError as err:
+            return f"{type(err).__name__}: {err}"
+    print(run("before"), flush=True)
+    zygote = int(sys.stdin.readline())
+    os.kill(zygote, int(sys.argv[1]))
+    print(run("during"), flush=True)
+    print(run("after"), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP])
+def test_zygote_killed_or_frozen(sig: signal.Signals) -> None:
+    """A dead zygote is replaced at the next session; a frozen one fails that session's
+    spawn with an error naming the node (after the zygote's 10 s answer deadline), is
+    killed, and the session after it runs on a fresh zygote."""
+    host = subprocess.Popen(
+        [sys.executable, "-c", ZYGOTE_FAULT, str(int(sig))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert host.stdin is not None and host.stdout is not None
+    try:
+        assert host.stdout.readline().strip() == "before"
+        (zygote,) = _children(host.pid)
+        host.stdin.write(f"{zygote}\n")
+        host.stdin.flush()
+        during = host.stdout.readline().strip()
+        after = host.stdout.readline().strip()
+    finally:
+        host.kill()
+        host.wait(DEADLINE)
+        host.stdin.close()
+        host.stdout.close()
+    if sig == signal.SIGKILL:
+        assert during == "during"
+    else:
+        assert during.startswith("SpawnError: node 'e'") and "zygote" in during
+    assert after == "after"
+    assert not _wait_gone([zygote])
