@@ -1,15 +1,20 @@
 """The in-process executor: every node of a pipeline as a thread of this interpreter.
 
-The fallback where processes are not wanted, and the baseline the benchmarks measure
-the multiprocess executor against: same nodes, same results, but one GIL, so two
-CPU-bound Python nodes cannot run at the same time. Bounded queues between the nodes
-give the same backpressure (``channel.capacity``).
+The fallback where processes are not wanted (``[process] multiprocess = false``,
+``metadata.multiprocess.enabled: false``), and the baseline the benchmarks measure the
+multiprocess executor against: same nodes, same results, but one GIL, so two CPU-bound
+Python nodes cannot run at the same time. Native Rust nodes run here too, through
+:class:`zerohop._native.NativeNode` (the Rust node releases the GIL while it works), so
+a pipeline mixing them gives the same bytes with multiprocess execution on or off.
+Bounded queues between the nodes give the same backpressure (``channel.capacity``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import json
 import queue
 import threading
 import time
@@ -17,12 +22,13 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _native
+from .data import Frame, from_raw
 from .errors import NodeError, NodeInitError, NodeInitTimeout, ZerohopTimeoutError
 from .node import MultiprocessNode, NativeNodeType, NodeContext, iter_outputs
 from .session import EventCallback, NodeStatus, Session
 
 if TYPE_CHECKING:
-    from .data import Frame
     from .pipeline import Pipeline
 
 __all__ = ["InProcessSession"]
@@ -32,6 +38,31 @@ _END = object()  # end of stream on a queue
 
 class _Stop(Exception):
     pass
+
+
+class _NativeNode(MultiprocessNode):
+    """A native (Rust) node as a node of this executor. Its output frames are numbered
+    per node, as the multiprocess executor's native host numbers them."""
+
+    def __init__(self, node_type: str, params: dict[str, Any], node_id: str) -> None:
+        super().__init__(params, node_id=node_id)
+        self._node = _native.NativeNode(node_type, json.dumps(params))
+        self._sequence = itertools.count()
+
+    def process(self, frame: Frame) -> list[Frame]:
+        # A frame that came from a native node is handed over as is; a Python-made one
+        # is encoded once (the copy a channel send would make).
+        raw = frame.raw if frame.raw is not None and not frame.is_loan else None
+        return self._frames(self._node.process(raw if raw is not None else frame.to_bytes()))
+
+    def flush(self) -> list[Frame]:
+        return self._frames(self._node.flush())
+
+    def _frames(self, raws: list[_native.RawFrame]) -> list[Frame]:
+        frames = [from_raw(raw) for raw in raws]
+        for frame in frames:
+            frame.sequence = next(self._sequence)
+        return frames
 
 
 class _NodeThread:
@@ -137,7 +168,7 @@ class InProcessSession(Session):
     """A pipeline whose nodes are threads of this process (``executor="inprocess"``)."""
 
     def __init__(self, pipeline: Pipeline, *, on_progress: EventCallback | None = None) -> None:
-        graph = pipeline.graph()
+        graph = pipeline.graph("inprocess")
         self.capacity = pipeline.config.channel.capacity
         self.id = f"inprocess-{id(self):x}"
         self.stopping = False
@@ -148,8 +179,11 @@ class InProcessSession(Session):
         self._threads: dict[str, _NodeThread] = {}
         for spec in graph["nodes"]:
             cls = pipeline.node_classes()[spec["id"]]
-            assert not isinstance(cls, NativeNodeType)  # Pipeline.validate refuses them here
-            node = cls(spec["params"], node_id=spec["id"])
+            node = (
+                _NativeNode(cls.node_type, spec["params"], spec["id"])
+                if isinstance(cls, NativeNodeType)
+                else cls(spec["params"], node_id=spec["id"])
+            )
             self._threads[spec["id"]] = _NodeThread(self, spec["id"], node, spec["on_error"])
         fed: set[tuple[str, str]] = set()
         feeding: set[tuple[str, str]] = set()

@@ -25,6 +25,156 @@ pub enum Placement {
     Native,
 }
 
+/// What the registry offers for a node type: a native (Rust) implementation, a
+/// registered Python class, or both (a Python class registered under a native type's
+/// name overrides it unless the manifest asks for the native one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    pub native: bool,
+    pub python: bool,
+}
+
+/// `runtime_hint` values a manifest may give, compared case-insensitively; the
+/// remotemedia.v1 enum names (`RUNTIME_HINT_CPYTHON`) are accepted too. `auto` (or
+/// none) lets the registry decide; every Python flavour runs on CPython here.
+pub const RUNTIME_HINTS: &[&str] = &[
+    "auto",
+    "native",
+    "rust",
+    "python",
+    "cpython",
+    "rustpython",
+    "cpython_wasm",
+];
+
+/// `executor` values a manifest node may give (a zerohop extension).
+pub const EXECUTORS: &[&str] = &["native", "multiprocess", "inprocess"];
+
+/// Native or Python, as a hint or an executor asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Native,
+    Python,
+}
+
+fn parse_hint(index: usize, hint: &str) -> Result<Option<Wanted>> {
+    let lower = hint.trim().to_ascii_lowercase();
+    let name = lower.strip_prefix("runtime_hint_").unwrap_or(&lower);
+    match name {
+        "" | "auto" | "unspecified" => Ok(None),
+        "native" | "rust" => Ok(Some(Wanted::Native)),
+        "python" | "cpython" | "rustpython" | "cpython_wasm" => Ok(Some(Wanted::Python)),
+        _ => Err(manifest(
+            format!("nodes[{index}].runtime_hint"),
+            format!(
+                "unknown runtime_hint '{hint}' (accepted: {})",
+                RUNTIME_HINTS.join(", ")
+            ),
+        )),
+    }
+}
+
+fn parse_executor(index: usize, executor: &str) -> Result<Placement> {
+    match executor {
+        "native" => Ok(Placement::Native),
+        "multiprocess" => Ok(Placement::Multiprocess),
+        "inprocess" => Ok(Placement::Inprocess),
+        _ => Err(manifest(
+            format!("nodes[{index}].executor"),
+            format!(
+                "unknown executor '{executor}' (accepted: {})",
+                EXECUTORS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Decides where node `index` of type `node_type` runs. An explicit `executor` or
+/// `runtime_hint` wins over the registry, which otherwise prefers the Python class
+/// (a user's registration overrides a built-in) and falls back to the native node.
+/// `python` is where this session runs Python nodes (`Multiprocess`, or `Inprocess`
+/// when multiprocess execution is turned off): one session runs all of them one way,
+/// so a node asking for the other is an error, as are a hint and an executor that
+/// contradict each other or ask for an implementation the registry lacks. Errors name
+/// the field (`nodes[2].runtime_hint`).
+pub fn route(
+    index: usize,
+    node_type: &str,
+    offer: Offer,
+    runtime_hint: Option<&str>,
+    executor: Option<&str>,
+    python: Placement,
+) -> Result<Placement> {
+    debug_assert_ne!(python, Placement::Native);
+    let hint = runtime_hint
+        .map(|h| parse_hint(index, h))
+        .transpose()?
+        .flatten();
+    let executor = executor.map(|e| parse_executor(index, e)).transpose()?;
+    let from_executor = executor.map(|p| match p {
+        Placement::Native => Wanted::Native,
+        _ => Wanted::Python,
+    });
+    if let (Some(hint), Some(exec)) = (hint, from_executor) {
+        if hint != exec {
+            return Err(manifest(
+                format!("nodes[{index}].runtime_hint"),
+                format!(
+                    "runtime_hint '{}' contradicts executor '{}'",
+                    runtime_hint.unwrap_or_default(),
+                    placement_name(executor.unwrap_or_default())
+                ),
+            ));
+        }
+    }
+    let field = if executor.is_some() {
+        "executor"
+    } else {
+        "runtime_hint"
+    };
+    let path = format!("nodes[{index}].{field}");
+    let wanted = from_executor.or(hint);
+    match wanted {
+        Some(Wanted::Native) if !offer.native => Err(manifest(
+            path,
+            format!("'{node_type}' has no native (Rust) implementation"),
+        )),
+        Some(Wanted::Native) => Ok(Placement::Native),
+        Some(Wanted::Python) if !offer.python => Err(manifest(
+            path,
+            format!("'{node_type}' is a native (Rust) node type; it has no Python implementation"),
+        )),
+        Some(Wanted::Python) => match executor {
+            Some(asked) if asked != python => Err(manifest(
+                path,
+                format!(
+                    "the node asks for the {} executor, but this pipeline runs its Python \
+                     nodes {} (metadata.multiprocess.enabled, runtime.toml [process] \
+                     multiprocess); one session runs all of them one way",
+                    placement_name(asked),
+                    placement_name(python)
+                ),
+            )),
+            _ => Ok(python),
+        },
+        None if offer.python => Ok(python),
+        None if offer.native => Ok(Placement::Native),
+        None => Err(manifest(
+            format!("nodes[{index}].node_type"),
+            format!("unknown node type '{node_type}'"),
+        )),
+    }
+}
+
+/// The manifest spelling of a placement.
+pub fn placement_name(placement: Placement) -> &'static str {
+    match placement {
+        Placement::Multiprocess => "multiprocess",
+        Placement::Inprocess => "inprocess",
+        Placement::Native => "native",
+    }
+}
+
 /// One node as the executor sees it: what to run and its ports (resolved from the
 /// registry before the graph reaches the executor).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -415,6 +565,90 @@ mod tests {
             let err = graph(def).unwrap_err().to_string();
             assert!(
                 err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    fn routed(
+        offer: (bool, bool),
+        hint: Option<&str>,
+        executor: Option<&str>,
+        python: Placement,
+    ) -> std::result::Result<Placement, String> {
+        let offer = Offer {
+            native: offer.0,
+            python: offer.1,
+        };
+        route(2, "T", offer, hint, executor, python).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn routing_follows_the_registry_unless_the_manifest_says_otherwise() {
+        use Placement::{Inprocess, Multiprocess, Native};
+        let (native, python, both) = ((true, false), (false, true), (true, true));
+        let ok = [
+            (native, None, None, Multiprocess, Native),
+            (python, None, None, Multiprocess, Multiprocess),
+            (python, None, None, Inprocess, Inprocess),
+            (both, None, None, Multiprocess, Multiprocess),
+            (both, Some("rust"), None, Multiprocess, Native),
+            (
+                both,
+                Some("RUNTIME_HINT_CPYTHON"),
+                None,
+                Inprocess,
+                Inprocess,
+            ),
+            (both, None, Some("native"), Inprocess, Native),
+            (both, Some("Native"), Some("native"), Multiprocess, Native),
+            (
+                python,
+                Some("python"),
+                Some("inprocess"),
+                Inprocess,
+                Inprocess,
+            ),
+            (
+                python,
+                Some("auto"),
+                Some("multiprocess"),
+                Multiprocess,
+                Multiprocess,
+            ),
+            (native, Some(""), None, Inprocess, Native),
+            (python, Some("rustpython"), None, Multiprocess, Multiprocess),
+        ];
+        for (offer, hint, executor, session, expected) in ok {
+            assert_eq!(
+                routed(offer, hint, executor, session),
+                Ok(expected),
+                "{offer:?} {hint:?} {executor:?} {session:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn contradictions_and_missing_implementations_name_the_field() {
+        use Placement::{Inprocess, Multiprocess};
+        let (native, python, both) = ((true, false), (false, true), (true, true));
+        let bad = [
+            (both, Some("wasm"), None, Multiprocess, "nodes[2].runtime_hint: unknown runtime_hint 'wasm'"),
+            (both, None, Some("thread"), Multiprocess, "nodes[2].executor: unknown executor 'thread'"),
+            (both, Some("python"), Some("native"), Multiprocess, "nodes[2].runtime_hint: runtime_hint 'python' contradicts executor 'native'"),
+            (both, Some("rust"), Some("inprocess"), Inprocess, "nodes[2].runtime_hint: runtime_hint 'rust' contradicts"),
+            (python, Some("native"), None, Multiprocess, "nodes[2].runtime_hint: 'T' has no native"),
+            (python, None, Some("native"), Multiprocess, "nodes[2].executor: 'T' has no native"),
+            (native, Some("cpython"), None, Multiprocess, "nodes[2].runtime_hint: 'T' is a native (Rust) node type"),
+            (native, None, Some("multiprocess"), Multiprocess, "nodes[2].executor: 'T' is a native"),
+            (python, None, Some("inprocess"), Multiprocess, "nodes[2].executor: the node asks for the inprocess executor, but this pipeline runs its Python nodes multiprocess"),
+            (python, None, Some("multiprocess"), Inprocess, "asks for the multiprocess executor"),
+            ((false, false), None, None, Multiprocess, "nodes[2].node_type: unknown node type 'T'"),
+        ];
+        for (offer, hint, executor, session, expected) in bad {
+            let err = routed(offer, hint, executor, session).unwrap_err();
+            assert!(
+                err.starts_with(expected) || err.contains(expected),
                 "{err:?} should contain {expected:?}"
             );
         }
