@@ -74,11 +74,13 @@ fn parse_hint(index: usize, hint: &str) -> Result<Option<Wanted>> {
     }
 }
 
-fn parse_executor(index: usize, executor: &str) -> Result<Placement> {
+fn parse_executor(index: usize, executor: &str) -> Result<Option<Placement>> {
     match executor {
-        "native" => Ok(Placement::Native),
-        "multiprocess" => Ok(Placement::Multiprocess),
-        "inprocess" => Ok(Placement::Inprocess),
+        // Empty, like an empty runtime_hint (a protobuf default), means not given.
+        "" => Ok(None),
+        "native" => Ok(Some(Placement::Native)),
+        "multiprocess" => Ok(Some(Placement::Multiprocess)),
+        "inprocess" => Ok(Some(Placement::Inprocess)),
         _ => Err(manifest(
             format!("nodes[{index}].executor"),
             format!(
@@ -110,7 +112,10 @@ pub fn route(
         .map(|h| parse_hint(index, h))
         .transpose()?
         .flatten();
-    let executor = executor.map(|e| parse_executor(index, e)).transpose()?;
+    let executor = executor
+        .map(|e| parse_executor(index, e))
+        .transpose()?
+        .flatten();
     let from_executor = executor.map(|p| match p {
         Placement::Native => Wanted::Native,
         _ => Wanted::Python,
@@ -616,7 +621,7 @@ mod tests {
                 Multiprocess,
                 Multiprocess,
             ),
-            (native, Some(""), None, Inprocess, Native),
+            (native, Some(""), Some(""), Inprocess, Native),
             (python, Some("rustpython"), None, Multiprocess, Multiprocess),
         ];
         for (offer, hint, executor, session, expected) in ok {
