@@ -213,7 +213,8 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"cannot read {path}: {err.strerror}") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            # libyaml's loader when PyYAML was built with it: ~20x faster than pure Python.
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         else:
             data = json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
