@@ -22,6 +22,7 @@ Run:  python benches/manifest.py [--quick] [--json PATH]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -60,7 +61,7 @@ TEN_NODES: dict[str, Any] = {
     "connections": [],
 }
 ids = [n["id"] for n in TEN_NODES["nodes"]]
-TEN_NODES["connections"] = [{"from": a, "to": b} for a, b in zip(ids, ids[1:], strict=False)]
+TEN_NODES["connections"] = [{"from": a, "to": b} for a, b in itertools.pairwise(ids)]
 
 
 @register_node

@@ -282,14 +282,28 @@ def targeted(data: dict[str, Any], draw: Any) -> tuple[dict[str, Any], str | Non
         params[key] = draw(st.one_of(st.just(-1), st.just("x"), st.just([1]), st.none()))
         return out, None  # params.<key>, or valid after all for a lenient Python node
     if kind == "bad_hint":
-        nodes[i]["runtime_hint"] = draw(st.text(max_size=8).filter(lambda t: t.strip().lower() not in HINTS))
+        nodes[i]["runtime_hint"] = draw(
+            st.text(max_size=8).filter(lambda t: t.strip().lower() not in HINTS)
+        )
         return out, f"nodes[{i}].runtime_hint"
     # An empty executor, like an empty runtime_hint, means "not given".
-    nodes[i]["executor"] = draw(st.text(min_size=1, max_size=12).filter(lambda t: t not in EXECUTORS))
+    nodes[i]["executor"] = draw(
+        st.text(min_size=1, max_size=12).filter(lambda t: t not in EXECUTORS)
+    )
     return out, f"nodes[{i}].executor"
 
 
-HINTS = {"", "auto", "unspecified", "native", "rust", "python", "cpython", "rustpython", "cpython_wasm"}
+HINTS = {
+    "",
+    "auto",
+    "unspecified",
+    "native",
+    "rust",
+    "python",
+    "cpython",
+    "rustpython",
+    "cpython_wasm",
+}
 HINTS |= {f"runtime_hint_{h}" for h in HINTS}
 EXECUTORS = {"native", "multiprocess", "inprocess"}
 

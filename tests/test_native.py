@@ -148,7 +148,7 @@ def test_native_node_object() -> None:
         node.process(zerohop.Text("no").to_bytes())
     with pytest.raises(zerohop.FrameError):
         node.process(b"garbage")
-    with pytest.raises(ManifestError, match="params.chunk_size") as info:
+    with pytest.raises(ManifestError, match=r"params\.chunk_size") as info:
         zerohop._native.NativeNode("AudioChunkerNode", '{"chunk_size": 0}')
     assert info.value.path == "params.chunk_size"
     with pytest.raises(ManifestError, match="not a native node type"):

@@ -4,6 +4,7 @@ runtime.toml flag and ``metadata.multiprocess.enabled`` turn processes off."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -45,9 +46,7 @@ def manifest(*nodes: dict[str, Any], **metadata: Any) -> dict[str, Any]:
         "version": "v1",
         "metadata": {"name": "routing", **metadata},
         "nodes": list(nodes),
-        "connections": [
-            {"from": a["id"], "to": b["id"]} for a, b in zip(nodes, nodes[1:], strict=False)
-        ],
+        "connections": [{"from": a["id"], "to": b["id"]} for a, b in itertools.pairwise(nodes)],
     }
 
 
