@@ -74,7 +74,8 @@ def test_native_params_are_checked_before_start() -> None:
 
 
 def test_native_frame_errors_fail_the_session_naming_the_node() -> None:
-    pipe = Pipeline("wrong-kind").node("up", "UpperCase").node("chunk", "AudioChunkerNode")
+    # Echo declares no kinds, so the mismatch is only found at run time.
+    pipe = Pipeline("wrong-kind").node("up", "Echo").node("chunk", "AudioChunkerNode")
     pipe.connect("up", "chunk")
     with pytest.raises(zerohop.NodeError, match="'chunk'") as info, pipe.session() as session:
         session.run([zerohop.Text("not audio")])
@@ -153,3 +154,14 @@ def test_native_node_object() -> None:
     assert info.value.path == "params.chunk_size"
     with pytest.raises(ManifestError, match="not a native node type"):
         zerohop._native.NativeNode("Echo")
+
+
+def test_knowable_kind_mismatches_are_refused_before_start() -> None:
+    pipe = Pipeline("wrong-kind").node("up", "UpperCase").node("chunk", "AudioChunkerNode")
+    pipe.connect("up", "chunk")
+    with pytest.raises(ManifestError, match="emits text frames, but node 'chunk'") as info:
+        pipe.session()
+    assert info.value.path == "connections[0]"
+    audio_to_text = Pipeline("a2t").node("r", "FastResampleNode", target_rate=8000)
+    with pytest.raises(ManifestError, match=r"connections\[0\]: .* takes text"):
+        audio_to_text.node("sfx", "Suffix").connect("r", "sfx").validate()

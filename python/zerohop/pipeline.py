@@ -280,6 +280,8 @@ class Pipeline:
                     "outputs": list(n.cls.outputs),
                     "on_error": n.on_error,
                     "placement": n.placement(i, executor),
+                    "accepts": n.cls.accepts,
+                    "emits": n.cls.emits,
                 }
                 for i, n in enumerate(self._nodes)
             ],

@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::frame::Kind;
+use crate::nodes;
 use crate::supervisor::OnError;
 
 pub const DEFAULT_INPUT: &str = "in";
@@ -196,6 +198,52 @@ pub struct NodeDef {
     pub on_error: OnError,
     #[serde(default)]
     pub placement: Placement,
+    /// Frame kinds the node takes (`"audio"`, `"text"`, ...), if it declares them;
+    /// native nodes' come from the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepts: Option<Vec<String>>,
+    /// Frame kinds the node emits, if it declares them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emits: Option<Vec<String>>,
+}
+
+/// What a node declares it takes and emits (`None`: not known).
+type PortKinds = (Option<Vec<Kind>>, Option<Vec<Kind>>);
+
+fn port_kinds(index: usize, node: &NodeDef) -> Result<PortKinds> {
+    let parse = |names: &Option<Vec<String>>, field: &str| -> Result<Option<Vec<Kind>>> {
+        let Some(names) = names else { return Ok(None) };
+        names
+            .iter()
+            .map(|name| {
+                Kind::from_name(name).ok_or_else(|| {
+                    manifest(
+                        format!("nodes[{index}].{field}"),
+                        format!("unknown frame kind '{name}'"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    };
+    let (mut accepts, mut emits) = (
+        parse(&node.accepts, "accepts")?,
+        parse(&node.emits, "emits")?,
+    );
+    if node.placement == Placement::Native {
+        let (native_accepts, native_emits) = nodes::port_kinds(&node.node_type);
+        accepts = accepts.or_else(|| native_accepts.map(<[Kind]>::to_vec));
+        emits = emits.or_else(|| native_emits.map(<[Kind]>::to_vec));
+    }
+    Ok((accepts, emits))
+}
+
+fn kind_names(kinds: &[Kind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn default_inputs() -> Vec<String> {
@@ -385,6 +433,31 @@ impl Graph {
             }
             edges.push(edge);
         }
+        let kinds = def
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| port_kinds(i, node))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, (from, to)) in edges.iter().enumerate() {
+            if let (Some(emits), Some(accepts)) = (&kinds[from.node].1, &kinds[to.node].0) {
+                if !emits.iter().any(|kind| accepts.contains(kind)) {
+                    let (source, target) = (&def.nodes[from.node], &def.nodes[to.node]);
+                    return Err(manifest(
+                        format!("connections[{i}]"),
+                        format!(
+                            "node '{}' ({}) emits {} frames, but node '{}' ({}) takes {}",
+                            source.id,
+                            source.node_type,
+                            kind_names(emits),
+                            target.id,
+                            target.node_type,
+                            kind_names(accepts)
+                        ),
+                    ));
+                }
+            }
+        }
         let order = topological_order(&def.nodes, &edges)?;
         let fed: HashSet<&PortRef> = edges.iter().map(|(_, to)| to).collect();
         let feeding: HashSet<&PortRef> = edges.iter().map(|(from, _)| from).collect();
@@ -526,6 +599,35 @@ mod tests {
     }
 
     #[test]
+    fn kinds_that_overlap_or_are_unknown_pass() {
+        let g = graph(json!({
+            "name": "t",
+            "nodes": [
+                {"id": "a", "node_type": "A", "emits": ["text", "audio"]},
+                {"id": "c", "node_type": "AudioChunkerNode", "placement": "native"},
+                {"id": "p", "node_type": "PassThrough", "placement": "native"},
+                {"id": "u", "node_type": "U"},
+                {"id": "t", "node_type": "T", "accepts": ["text"]},
+            ],
+            "connections": [
+                {"from": "a", "to": "c"}, {"from": "c", "to": "p"},
+                {"from": "p", "to": "u"}, {"from": "u", "to": "t"},
+            ]
+        }));
+        assert!(g.is_ok(), "{g:?}");
+        // A Python node named like a native one declares nothing: no check.
+        let g = graph(json!({
+            "name": "t",
+            "nodes": [
+                {"id": "a", "node_type": "A", "emits": ["text"]},
+                {"id": "c", "node_type": "AudioChunkerNode"},
+            ],
+            "connections": [{"from": "a", "to": "c"}]
+        }));
+        assert!(g.is_ok(), "{g:?}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             (json!({"name": "t", "nodes": []}), "nodes: a pipeline needs"),
@@ -564,6 +666,25 @@ mod tests {
                 json!({"name": "t", "nodes": [{"id": "a", "node_type": "A"}, {"id": "b", "node_type": "B"}],
                        "connections": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}]}),
                 "cycle through a, b",
+            ),
+            (
+                json!({"name": "t", "nodes": [
+                        {"id": "up", "node_type": "Up", "emits": ["text"]},
+                        {"id": "chunk", "node_type": "AudioChunkerNode", "placement": "native"}],
+                       "connections": [{"from": "up", "to": "chunk"}]}),
+                "connections[0]: node 'up' (Up) emits text frames, but node 'chunk' \
+                 (AudioChunkerNode) takes audio",
+            ),
+            (
+                json!({"name": "t", "nodes": [
+                        {"id": "r", "node_type": "FastResampleNode", "placement": "native"},
+                        {"id": "t", "node_type": "T", "accepts": ["json", "text"]}],
+                       "connections": [{"from": "r", "to": "t"}]}),
+                "emits audio frames, but node 't' (T) takes json or text",
+            ),
+            (
+                json!({"name": "t", "nodes": [{"id": "a", "node_type": "A", "accepts": ["sound"]}]}),
+                "nodes[0].accepts: unknown frame kind 'sound'",
             ),
         ];
         for (def, expected) in cases {
