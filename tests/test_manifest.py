@@ -243,6 +243,7 @@ def targeted(data: dict[str, Any], draw: Any) -> tuple[dict[str, Any], str | Non
                 "bad_param",
                 "bad_hint",
                 "bad_executor",
+                "kind_mismatch",
             ]
         )
     )
@@ -281,6 +282,15 @@ def targeted(data: dict[str, Any], draw: Any) -> tuple[dict[str, Any], str | Non
         key = draw(st.sampled_from([*sorted(params), "no_such_param"]))
         params[key] = draw(st.one_of(st.just(-1), st.just("x"), st.just([1]), st.none()))
         return out, None  # params.<key>, or valid after all for a lenient Python node
+    if kind == "kind_mismatch":
+        audio = [n["id"] for n in nodes if n.get("node_type", n.get("nodeType")) in AUDIO_ONLY]
+        if not audio:
+            nodes[i]["node_type"] = "no such type"
+            nodes[i].pop("nodeType", None)
+            return out, f"nodes[{i}].node_type"
+        nodes.append({"id": "zz_text", "node_type": "UpperCase"})
+        connections.append({"from": "zz_text", "to": draw(st.sampled_from(audio))})
+        return out, f"connections[{len(connections) - 1}]"
     if kind == "bad_hint":
         nodes[i]["runtime_hint"] = draw(
             st.text(max_size=8).filter(lambda t: t.strip().lower() not in HINTS)
@@ -306,6 +316,7 @@ HINTS = {
 }
 HINTS |= {f"runtime_hint_{h}" for h in HINTS}
 EXECUTORS = {"native", "multiprocess", "inprocess"}
+AUDIO_ONLY = {"AudioChunkerNode", "FastResampleNode", "AudioFormatNode"}
 
 
 def _is_id(text: str) -> bool:
