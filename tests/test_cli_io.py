@@ -5,48 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
+from test_cli import zerohop
+from test_native import MIXED
 
-ROOT = Path(__file__).resolve().parent.parent
-
-MIXED = {
+ECHO = {
     "version": "v1",
-    "metadata": {"name": "mixed"},
-    "nodes": [
-        {"id": "chunk", "node_type": "AudioChunkerNode", "params": {"chunk_size": 480}},
-        {"id": "gain", "node_type": "Scale", "params": {"factor": 0.5}},
-        {
-            "id": "resample",
-            "node_type": "FastResampleNode",
-            "params": {"source_rate": 48000, "target_rate": 16000},
-        },
-        {"id": "echo", "node_type": "Echo"},
-    ],
-    "connections": [
-        {"from": "chunk", "to": "gain"},
-        {"from": "gain", "to": "resample"},
-        {"from": "resample", "to": "echo"},
-    ],
+    "metadata": {"name": "echo"},
+    "nodes": [{"id": "echo", "node_type": "Echo"}],
+    "connections": [],
 }
-
-
-def zerohop(
-    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "zerohop.cli", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
@@ -84,16 +56,7 @@ def test_wav_from_stdin_to_a_wav_file_and_to_stdout(tmp_path: Path) -> None:
 
 def test_json_file_in_json_file_out(tmp_path: Path) -> None:
     manifest = tmp_path / "echo.json"
-    manifest.write_text(
-        json.dumps(
-            {
-                "version": "v1",
-                "metadata": {"name": "echo"},
-                "nodes": [{"id": "echo", "node_type": "Echo"}],
-                "connections": [],
-            }
-        )
-    )
+    manifest.write_text(json.dumps(ECHO))
     source, target = tmp_path / "in.json", tmp_path / "out.json"
     source.write_text(json.dumps({"question": "why?", "n": [1, 2]}))
     out = zerohop("run", str(manifest), "--input", str(source), "--output", str(target))
@@ -113,7 +76,7 @@ def test_bad_manifest_on_run_is_an_error_naming_the_path(tmp_path: Path) -> None
     assert b"nodes[2].runtime_hint" in out.stderr and b"no Python implementation" in out.stderr
 
 
-def test_nodes_lists_executor_and_params(tmp_path: Path) -> None:
+def test_nodes_lists_executor_and_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     listing = json.loads(zerohop("nodes", "--json").stdout)
     assert listing["AudioChunkerNode"]["executor"] == "native"
     assert "chunk_size" in listing["AudioChunkerNode"]["params"]["properties"]
@@ -121,10 +84,11 @@ def test_nodes_lists_executor_and_params(tmp_path: Path) -> None:
     assert "factor" in listing["Scale"]["params"]["properties"]
     config = tmp_path / "runtime.toml"
     config.write_text("[process]\nmultiprocess = false\n")
-    listing = json.loads(zerohop("nodes", "--json", env={"ZEROHOP_CONFIG": str(config)}).stdout)
+    text = zerohop("nodes").stdout.decode()
+    monkeypatch.setenv("ZEROHOP_CONFIG", str(config))  # the command inherits it
+    listing = json.loads(zerohop("nodes", "--json").stdout)
     assert listing["Scale"]["executor"] == "inprocess"
     assert listing["AudioChunkerNode"]["executor"] == "native"
-    text = zerohop("nodes").stdout.decode()
     assert any(
         line.startswith("FastResampleNode") and "native" in line and "target_rate" in line
         for line in text.splitlines()
