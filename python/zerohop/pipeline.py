@@ -53,24 +53,24 @@ class _NodeEntry:
     runtime_hint: str | None = None
     executor: str | None = None
 
-    @property
-    def native(self) -> bool:
-        return isinstance(self.cls, NativeNodeType)
-
     def placement(self, index: int, executor: Executor) -> str:
         """Where this node runs when the session runs Python nodes on ``executor``."""
         from . import _native
 
         native, python = self.offer
-        return _native.route_node(
-            index,
-            self.node_type,
-            native=native,
-            python=python,
-            runtime_hint=self.runtime_hint,
-            executor=self.executor,
-            multiprocess=executor == "multiprocess",
-        )
+        try:
+            return _native.route_node(
+                index,
+                self.node_type,
+                native=native,
+                python=python,
+                runtime_hint=self.runtime_hint,
+                executor=self.executor,
+                multiprocess=executor == "multiprocess",
+            )
+        except ManifestError as err:
+            err.node_id = self.id
+            raise
 
 
 @dataclass
@@ -221,11 +221,7 @@ class Pipeline:
         entry = _NodeEntry(
             node_id, type_name, cls, {}, on_error, offer, runtime_hint or None, executor or None
         )
-        try:
-            placement = entry.placement(len(self._nodes), self.executor)
-        except ManifestError as err:
-            err.node_id = node_id
-            raise
+        placement = entry.placement(len(self._nodes), self.executor)
         if placement == "native" and native_type is not None:
             cls = entry.cls = native_type
         if isinstance(cls, NativeNodeType):
