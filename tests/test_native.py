@@ -103,11 +103,17 @@ MIXED: dict[str, object] = {
 }
 
 
-def checksums(frames: list[zerohop.Frame]) -> list[tuple[str, int, str]]:
+def checksums(frames: list[zerohop.Frame]) -> list[tuple[str, int | None, int, str]]:
     import hashlib
 
+    assert all(f.timestamp_ns for f in frames)  # stamped at send, as channels do
     return [
-        (f.source or "", f.sample_rate, hashlib.sha256(f.samples.tobytes()).hexdigest())
+        (
+            f.source or "",
+            f.sequence,
+            f.sample_rate,
+            hashlib.sha256(f.samples.tobytes()).hexdigest(),
+        )
         for f in frames
         if isinstance(f, Audio)
     ]
@@ -133,7 +139,8 @@ def test_same_manifest_gives_the_same_bytes_with_multiprocess_on_and_off() -> No
             results[enabled] = checksums(session.run(inputs))
         assert len(pids) == (2 if enabled else 0)  # only the Python nodes are processes
     assert results[True] == results[False]
-    assert len(results[True]) >= 50 and {rate for _, rate, _ in results[True]} == {16_000}
+    assert len(results[True]) >= 50 and {rate for _, _, rate, _ in results[True]} == {16_000}
+    assert [seq for _, seq, _, _ in results[True]] == list(range(len(results[True])))
 
 
 def test_native_node_object() -> None:

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _native
@@ -38,6 +38,17 @@ _END = object()  # end of stream on a queue
 
 class _Stop(Exception):
     pass
+
+
+def _stamp(frame: Frame, sequences: Iterator[int]) -> int:
+    """What a channel's sender does to a frame: the next sequence number unless one is
+    set, the send time (``time.monotonic_ns()``) unless a timestamp is. Returns the
+    sequence number."""
+    if frame.sequence is None:
+        frame.sequence = next(sequences)
+    if frame.timestamp_ns is None:
+        frame.timestamp_ns = time.monotonic_ns()
+    return frame.sequence
 
 
 class _NativeNode(MultiprocessNode):
@@ -76,6 +87,7 @@ class _NodeThread:
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue(session.capacity)
         self.open_inputs = 0
         self.targets: dict[str, list[Callable[[Any], None]]] = {p: [] for p in type(node).outputs}
+        self.sequences = {p: itertools.count() for p in type(node).outputs}
         self.state = "initializing"
         self.frames_in = 0
         self.frames_out = 0
@@ -91,9 +103,11 @@ class _NodeThread:
     def emit(self, frame: Any, port: str | None = None) -> None:
         if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], str):
             port, frame = frame
-        targets = self.targets.get(port or type(self.node).outputs[0])
+        port = port or type(self.node).outputs[0]
+        targets = self.targets.get(port)
         if targets is None:
             raise ValueError(f"node '{self.node_id}' has no output port {port!r}")
+        _stamp(frame, self.sequences[port])
         for i, put in enumerate(targets):
             put(frame if i == 0 else copy.copy(frame))
         self.frames_out += 1
@@ -197,12 +211,14 @@ class InProcessSession(Session):
             feeding.add((source.node_id, out_port))
         inputs, outputs = [], []
         self._input_queues: list[Callable[[Any], None]] = []
+        self._input_sequences: list[Iterator[int]] = []
         for node_id, t in self._threads.items():
             ports_in, ports_out = type(t.node).inputs, type(t.node).outputs
             for port in ports_in:
                 if (node_id, port) not in fed:
                     inputs.append(node_id if len(ports_in) == 1 else f"{node_id}.{port}")
                     self._input_queues.append(self._putter(t, port))
+                    self._input_sequences.append(itertools.count())
                     t.open_inputs += 1
             for port in ports_out:
                 if (node_id, port) not in feeding:
@@ -302,6 +318,7 @@ class InProcessSession(Session):
         self._raise_failure()
         deadline = None if timeout is None else time.monotonic() + timeout
         put = self._input_queues[index]
+        sequence = _stamp(frame, self._input_sequences[index])
         try:
             put(frame)
         except _Stop:
@@ -309,7 +326,7 @@ class InProcessSession(Session):
             raise
         if deadline is not None and time.monotonic() > deadline:
             raise ZerohopTimeoutError(f"send timed out after {timeout} s")
-        return frame.sequence or 0
+        return sequence
 
     def _end_inputs(self, timeout: float | None) -> None:
         for put in self._input_queues:
