@@ -195,3 +195,16 @@ def test_runtime_toml_flag_reaches_the_cli(tmp_path: Path) -> None:
     assert results["false"].returncode == 0, results["false"].stderr
     lines = results["false"].stdout.decode().splitlines()
     assert [json.loads(line)["text"] for line in lines] == ["ONE!", "TWO!"]
+
+
+@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
+def test_both_executors_number_and_stamp_frames_alike(executor: str) -> None:
+    pipe = Pipeline("seq", executor=executor).node("e", "Echo")  # type: ignore[arg-type]
+    frame = Text("same")
+    with pipe.session() as session:
+        sent = [session.send(frame), session.send(frame)]
+        session.end_input()
+        out = list(session.outputs(timeout=60))
+    assert sent == [0, 1] and [f.sequence for f in out] == [0, 1]
+    assert all(f.timestamp_ns for f in out)
+    assert frame.sequence is None and frame.timestamp_ns is None  # the caller's frame as it was

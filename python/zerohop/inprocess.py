@@ -40,15 +40,18 @@ class _Stop(Exception):
     pass
 
 
-def _stamp(frame: Frame, sequences: Iterator[int]) -> int:
-    """What a channel's sender does to a frame: the next sequence number unless one is
-    set, the send time (``time.monotonic_ns()``) unless a timestamp is. Returns the
-    sequence number."""
+def _stamp(frame: Frame, sequences: Iterator[int]) -> Frame:
+    """What a channel's sender does: the next sequence number unless one is set, the
+    send time (``time.monotonic_ns()``) unless a timestamp is. Stamps a copy, as a send
+    leaves the caller's frame as it was (it may be sent again)."""
+    if frame.sequence is not None and frame.timestamp_ns is not None:
+        return frame
+    frame = copy.copy(frame)
     if frame.sequence is None:
         frame.sequence = next(sequences)
     if frame.timestamp_ns is None:
         frame.timestamp_ns = time.monotonic_ns()
-    return frame.sequence
+    return frame
 
 
 class _NativeNode(MultiprocessNode):
@@ -107,7 +110,7 @@ class _NodeThread:
         targets = self.targets.get(port)
         if targets is None:
             raise ValueError(f"node '{self.node_id}' has no output port {port!r}")
-        _stamp(frame, self.sequences[port])
+        frame = _stamp(frame, self.sequences[port])
         for i, put in enumerate(targets):
             put(frame if i == 0 else copy.copy(frame))
         self.frames_out += 1
@@ -318,7 +321,7 @@ class InProcessSession(Session):
         self._raise_failure()
         deadline = None if timeout is None else time.monotonic() + timeout
         put = self._input_queues[index]
-        sequence = _stamp(frame, self._input_sequences[index])
+        frame = _stamp(frame, self._input_sequences[index])
         try:
             put(frame)
         except _Stop:
@@ -326,7 +329,7 @@ class InProcessSession(Session):
             raise
         if deadline is not None and time.monotonic() > deadline:
             raise ZerohopTimeoutError(f"send timed out after {timeout} s")
-        return sequence
+        return frame.sequence or 0
 
     def _end_inputs(self, timeout: float | None) -> None:
         for put in self._input_queues:
