@@ -4,11 +4,12 @@ errors that name the JSON path — before anything is spawned."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zerohop import ManifestError, UnknownNodeTypeError
@@ -366,16 +367,36 @@ def test_valid_manifests_and_their_camel_case_load(fmt: str, base: int) -> None:
         assert [n["id"] for n in pipe.graph()["nodes"]] == [n["id"] for n in VALID[base]["nodes"]]
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.fixture
+def no_node_process_started() -> Iterator[None]:
+    """No node process (zygote children included, found by command line) appears while
+    the test runs."""
+    from test_session import runner_pids
+
+    before = runner_pids()
+    yield
+    assert runner_pids() == before
+
+
+# The fixture spans all examples of a test on purpose: nothing may start in any of them.
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data(), st.sampled_from(["json", "yaml"]), st.integers(0, len(VALID) - 1))
-def test_near_valid_manifests_fail_cleanly(data: st.DataObject, fmt: str, base: int) -> None:
+def test_near_valid_manifests_fail_cleanly(
+    no_node_process_started: None, data: st.DataObject, fmt: str, base: int
+) -> None:
     start = data.draw(st.sampled_from([VALID[base], camel_case(VALID[base])]))
     check_refusal(mutate(start, data.draw), fmt, None)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data(), st.sampled_from(["json", "yaml"]), st.integers(0, len(VALID) - 1))
-def test_invalid_manifests_name_the_path(data: st.DataObject, fmt: str, base: int) -> None:
+def test_invalid_manifests_name_the_path(
+    no_node_process_started: None, data: st.DataObject, fmt: str, base: int
+) -> None:
     start = data.draw(st.sampled_from([VALID[base], camel_case(VALID[base])]))
     candidate, path = targeted(start, data.draw)
     check_refusal(candidate, fmt, path)
