@@ -56,6 +56,9 @@ class ProcessConfig(_Section):
     liveness_timeout_secs: float = Field(10.0, ge=0, le=3600)
     python_executable: str = ""
     spawn_method: Literal["zygote", "exec"] = "zygote"
+    #: ``False`` turns multiprocess execution off: Python nodes run as threads of the
+    #: host (the in-process executor), with the same results.
+    multiprocess: bool = True
 
     def max_processes(self) -> int | None:
         """The process limit, None when unlimited (0 in the file)."""
