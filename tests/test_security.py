@@ -63,7 +63,10 @@ def test_shared_memory_is_owner_only() -> None:
         assert session.recv(timeout=10) is not None
         files = _our_shm()
         assert any(".data" in p.name for p in files), "no payload segment seen"
-        for path in files:
+        # iceoryx2's node and service records (they name the services) too.
+        records = list(Path("/tmp/iceoryx2").rglob(f"{PREFIX}*"))
+        assert any(p.suffix == ".service" for p in records), "no service record seen"
+        for path in files + records:
             st = path.stat()
             assert st.st_uid == os.geteuid(), path.name
             assert st.st_mode & 0o077 == 0, f"{path.name} has mode {oct(st.st_mode & 0o777)}"
