@@ -11,8 +11,9 @@
 process), shows a progress bar per node while they initialize, streams the input through
 and writes the outputs. Inputs: a ``.wav`` file (sent as 20 ms audio chunks, as a
 microphone would), a ``.json`` file (one Json frame), or text (one Text frame per line);
-``-`` reads standard input (wav or text; raw int16 PCM with ``--pcm RATE``). Outputs: ``.wav`` (the audio outputs,
-concatenated), ``.json`` (every output), or ``-`` (printed).
+``-`` reads standard input (wav or text; raw int16 PCM with ``--pcm RATE``). Outputs:
+``.wav`` (the audio outputs, concatenated), ``.json`` (every output), or ``-`` (printed).
+Json outputs with a ``message`` (the speech nodes' reports) are printed as that message.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ class IntentReplyNode(MultiprocessNode):
         """The reply to ``transcript`` and the intents it matched (name, score, clause)."""
         clauses = [c.strip() for c in _CLAUSES.split(transcript) if c and c.strip()]
         clauses = clauses or [transcript]
-        scores = self.embed(clauses) @ self.examples.T  # clauses × examples
+        scores = self.embed(clauses) @ self.examples.T  # clauses x examples
         matched: dict[int, dict[str, Any]] = {}
         for c, clause in enumerate(clauses):
             best = int(np.argmax(scores[c]))

