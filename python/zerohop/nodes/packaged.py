@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -63,6 +64,9 @@ KNOWN_FILES: dict[tuple[str, str], str] = {
 def require(module: str, node_type: str, *, package: str | None = None) -> ModuleType:
     """Imports ``module``; a :class:`NodeInitError` saying what to install if it is
     missing (``package``: its PyPI name, when it differs)."""
+    # onnxruntime (imported by several of these packages) otherwise opens a telemetry
+    # database under ~/.cache for the life of the process; it reads this at import.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
         return importlib.import_module(module)
     except ImportError as err:
