@@ -129,9 +129,8 @@ def converse(
                 turn.reply_audio.append(np.array(frame.samples))
                 turn.reply_rate = frame.sample_rate
             if echo and isinstance(frame, Json):
-                print(
-                    f"[{(now - stamp) / 1e6:6.0f} ms after speech] {frame.source}: {frame.value['message']}"
-                )
+                after = (now - stamp) / 1e6
+                print(f"[{after:6.0f} ms after speech] {frame.source}: {frame.value['message']}")
         wall = time.monotonic() - started
     return sorted(turns.values(), key=lambda t: t.end_of_speech_ns), wall
 
