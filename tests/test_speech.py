@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,28 @@ def test_a_model_node_crashing_mid_stream_ends_the_session(
                 os.kill(asr, signal.SIGKILL)
     assert err.value.node_id == "asr" and err.value.signal == signal.SIGKILL
     assert "asr" in str(err.value)
+
+
+@pytest.mark.timeout(300)
+def test_readme_first_command_speaks_the_reply(tmp_path: Path) -> None:
+    """`zerohop run examples/speech_to_speech.json --input examples/hello.wav --output
+    reply.wav`: progress, the transcript and reply with timings, the spoken reply."""
+    reply = tmp_path / "reply.wav"
+    out = subprocess.run(
+        [sys.executable, "-m", "zerohop.cli", "run", str(EXAMPLES / "speech_to_speech.json"),
+         "--input", str(EXAMPLES / "hello.wav"), "--output", str(reply)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "5 nodes ready in" in out.stderr
+    heard = re.search(r'asr\.info: heard "(.*?)" \(.*Whisper \d+ ms\)', out.stderr)
+    assert heard, out.stderr
+    assert (
+        wer("please turn on the kitchen lights and set a timer for ten minutes", heard[1]) <= 0.25
+    )
+    assert re.search(
+        r'reply\.info: reply "Turning on the kitchen lights\. Timer set for', out.stderr
+    )
+    assert re.search(r"tts\.info: spoke \d\.\d s \(first audio after \d+ ms", out.stderr)
+    with wave.open(str(reply)) as w:
+        assert w.getframerate() == 22_050 and w.getnframes() > 22_050
