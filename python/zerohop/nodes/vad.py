@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -63,8 +64,6 @@ class SileroVADNode(MultiprocessNode):
                 "silero_vad", "data/silero_vad.onnx", self.node_type, package="silero-vad"
             )
         else:
-            from pathlib import Path
-
             path = Path(self.params.model_path)
             if self.params.model_sha256 is not None:
                 check_sha256(path, self.params.model_sha256, self.node_type)
