@@ -11,6 +11,7 @@ the whole reply took.
 from __future__ import annotations
 
 import ctypes
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,7 @@ class PiperTTSNode(_TTSNode):
         length_scale: float | None = Field(None, gt=0)
         volume: float = Field(1.0, gt=0)
         output_format: SampleFormat = "int16"
+        threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0: one per core
 
     def initialize(self, ctx: NodeContext) -> None:
         piper = require("piper", self.node_type, package="piper-tts")
@@ -90,7 +92,17 @@ class PiperTTSNode(_TTSNode):
             if not model.is_file():
                 raise NodeInitError(f"{self.node_type}: no Piper voice at {model}")
         ctx.progress(0.4, f"loading Piper voice {model.name}")
-        self.voice = piper.PiperVoice.load(model, config_path=config)
+        ort = require("onnxruntime", self.node_type)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.params.threads
+        # Idle pool threads must not spin: the other models want these cores meanwhile.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.voice = piper.PiperVoice(
+            config=piper.PiperConfig.from_dict(json.loads(config.read_text())),
+            session=ort.InferenceSession(
+                str(model), sess_options=options, providers=["CPUExecutionProvider"]
+            ),
+        )
         self.config = piper.SynthesisConfig(
             speaker_id=self.params.speaker_id,
             length_scale=self.params.length_scale,
