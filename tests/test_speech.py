@@ -246,3 +246,15 @@ def test_readme_first_command_speaks_the_reply(tmp_path: Path) -> None:
     assert re.search(r"tts\.info: spoke \d\.\d s \(first audio after \d+ ms", out.stderr)
     with wave.open(str(reply)) as w:
         assert w.getframerate() == 22_050 and w.getnframes() > 22_050
+
+
+def test_run_reads_raw_pcm(tmp_path: Path) -> None:
+    """`zerohop run --pcm 16000`: raw int16 PCM (a microphone pipe) in 20 ms chunks."""
+    from zerohop.cli import read_input
+
+    pcm = tmp_path / "mic.raw"
+    pcm.write_bytes(np.arange(800, dtype="<i2").tobytes())
+    chunks = list(read_input(str(pcm), 20, pcm_rate=16_000))
+    assert [len(c.samples) for c in chunks] == [320, 320, 160]
+    assert all(c.sample_rate == 16_000 and c.samples.dtype == np.int16 for c in chunks)
+    assert np.concatenate([c.samples for c in chunks]).tolist() == list(range(800))
