@@ -16,7 +16,8 @@ measured in two runs per executor:
 
 - ``live``: chunks paced in real time, as from a microphone (latency as a user meets it);
 - ``burst``: chunks sent as fast as the pipeline takes them (total wall time of the
-  stream: what overlapping Whisper on utterance N+1 with Piper on reply N buys).
+  stream: what overlapping Whisper on utterance N+1 with Piper on reply N buys), and
+  the models' busy time (Whisper + reply + Piper, summed: a one-at-a-time baseline).
 
 Run:  python benches/speech.py [--utterances 10] [--json PATH]
 """
@@ -72,6 +73,8 @@ def measure(executor: str, recording: Any, realtime: bool, expected: int) -> dic
         "mode": "live" if realtime else "burst",
         "replies": len(turns),
         "wall_s": wall,
+        # What running the models one at a time would take (VAD not counted).
+        "busy_s": sum(t.asr_ms + t.intent_ms + t.tts_ms for t in turns) / 1000,
         "session_s": total,
         "latency_p50_ms": percentile(latency, 50),
         "latency_p95_ms": percentile(latency, 95),
@@ -104,12 +107,13 @@ def main() -> None:
             print(f"done: {executor} {runs[-1]['mode']}", file=sys.stderr, flush=True)
 
     print(
-        "| run | replies | wall s | latency p50 / p95 ms | until transcript | whisper "
-        "| reply | piper first | rest |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| run | replies | wall s | models busy s | latency p50 / p95 ms | until transcript "
+        "| whisper | reply | piper first | rest |\n|---" + "|---:" * 9 + "|"
     )
     for r in runs:
         print(
             f"| {r['executor']} {r['mode']} | {r['replies']} | {r['wall_s']:.2f} "
+            f"| {r['busy_s']:.2f} "
             f"| {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} "
             f"| {r['until_transcript_ms']:.0f} | {r['whisper_ms']:.0f} | {r['reply_ms']:.0f} "
             f"| {r['piper_first_ms']:.0f} | {r['rest_ms']:.0f} |"
@@ -117,6 +121,8 @@ def main() -> None:
     burst = {r["executor"]: r for r in runs if r["mode"] == "burst"}
     ratio = burst["multiprocess"]["wall_s"] / burst["inprocess"]["wall_s"]
     print(f"\nburst wall time, multiprocess / in-process: {ratio:.2f} (target <= 0.67)")
+    for name, r in burst.items():
+        print(f"burst wall time / models busy time, {name}: {r['wall_s'] / r['busy_s']:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps({"machine": info, "recording_s": seconds, "runs": runs}, indent=2)

@@ -90,6 +90,7 @@ class Turn:
     asr_ms: float = 0.0
     intent_ms: float = 0.0
     tts_first_ms: float = 0.0
+    tts_ms: float = 0.0
     heard_ns: int = 0  # when the transcript reached us
     first_audio_ns: int = 0
     reply_audio: list[np.ndarray[Any, Any]] = field(default_factory=list)
@@ -123,7 +124,10 @@ def converse(
             elif isinstance(frame, Json) and frame.source == "reply.info":
                 turn.reply, turn.intent_ms = frame.value["reply"], frame.value["intent_ms"]
             elif isinstance(frame, Json) and frame.source == "tts.info":
-                turn.tts_first_ms = frame.value["first_audio_ms"]
+                turn.tts_first_ms, turn.tts_ms = (
+                    frame.value["first_audio_ms"],
+                    frame.value["tts_ms"],
+                )
             elif isinstance(frame, Audio):
                 turn.first_audio_ns = turn.first_audio_ns or now
                 turn.reply_audio.append(np.array(frame.samples))
