@@ -74,7 +74,8 @@ class SileroVADNode(MultiprocessNode):
         self.model = ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self.pad_windows = -(-self.params.speech_pad_ms * RATE // 1000 // WINDOW)
+        pad = self.params.speech_pad_ms * RATE // 1000
+        self.pad_windows = -(-pad // WINDOW)  # whole windows, rounded up
         self.min_silence = self.params.min_silence_duration_ms * RATE // 1000
         self.min_speech = self.params.min_speech_duration_ms * RATE // 1000
         self.reset()
