@@ -74,8 +74,101 @@ def test_native_params_are_checked_before_start() -> None:
 
 
 def test_native_frame_errors_fail_the_session_naming_the_node() -> None:
-    pipe = Pipeline("wrong-kind").node("up", "UpperCase").node("chunk", "AudioChunkerNode")
+    # Echo declares no kinds, so the mismatch is only found at run time.
+    pipe = Pipeline("wrong-kind").node("up", "Echo").node("chunk", "AudioChunkerNode")
     pipe.connect("up", "chunk")
     with pytest.raises(zerohop.NodeError, match="'chunk'") as info, pipe.session() as session:
         session.run([zerohop.Text("not audio")])
     assert info.value.node_id == "chunk"
+
+
+MIXED: dict[str, object] = {
+    "version": "v1",
+    "metadata": {"name": "mixed"},
+    "nodes": [
+        {"id": "chunk", "node_type": "AudioChunkerNode", "params": {"chunk_size": 480}},
+        {"id": "gain", "node_type": "Scale", "params": {"factor": 0.5}},
+        {
+            "id": "resample",
+            "nodeType": "FastResampleNode",
+            "params": {"source_rate": 48_000, "target_rate": 16_000, "quality": "high"},
+        },
+        {"id": "echo", "node_type": "Echo"},
+    ],
+    "connections": [
+        {"from": "chunk", "to": "gain"},
+        {"from": "gain", "to": "resample"},
+        {"from": "resample", "to": "echo"},
+    ],
+}
+
+
+def checksums(frames: list[zerohop.Frame]) -> list[tuple[str, int | None, int, str]]:
+    import hashlib
+
+    assert all(f.timestamp_ns for f in frames)  # stamped at send, as channels do
+    return [
+        (
+            f.source or "",
+            f.sequence,
+            f.sample_rate,
+            hashlib.sha256(f.samples.tobytes()).hexdigest(),
+        )
+        for f in frames
+        if isinstance(f, Audio)
+    ]
+
+
+def test_same_manifest_gives_the_same_bytes_with_multiprocess_on_and_off() -> None:
+    """chunker → Python → resampler → Python: bit-identical with the native nodes in the
+    host's native threads and Python nodes as processes, or all in-process."""
+    import copy
+
+    from zerohop.manifest import Manifest
+
+    rng = np.random.default_rng(7)
+    audio = (sine(440, 48_000, 0.5) + rng.normal(0, 0.05, 24_000)).astype(np.float32)
+    inputs = [Audio(part, sample_rate=48_000) for part in np.array_split(audio, 9)]
+    results = {}
+    for enabled in (True, False):
+        data = copy.deepcopy(MIXED)
+        data["metadata"] = {"name": "mixed", "multiprocess": {"enabled": enabled}}
+        pipe = Manifest.parse(data).to_pipeline()
+        with pipe.session() as session:
+            pids = [s.pid for s in session.status() if s.pid is not None]
+            results[enabled] = checksums(session.run(inputs))
+        assert len(pids) == (2 if enabled else 0)  # only the Python nodes are processes
+    assert results[True] == results[False]
+    assert len(results[True]) >= 50 and {rate for _, _, rate, _ in results[True]} == {16_000}
+    assert [seq for _, seq, _, _ in results[True]] == list(range(len(results[True])))
+
+
+def test_native_node_object() -> None:
+    """`_native.NativeNode` takes RawFrames or encoded bytes, and flushes what it holds."""
+    node = zerohop._native.NativeNode("AudioChunkerNode", '{"chunk_size": 4}')
+    assert node.node_type == "AudioChunkerNode"
+    six = Audio(np.arange(6, dtype=np.float32), sample_rate=8000)
+    out = node.process(six.to_bytes())
+    assert [np.asarray(r).tolist() for r in out] == [[0, 1, 2, 3]]
+    assert [np.asarray(r).tolist() for r in node.process(out[0])] == [[4, 5, 0, 1]]
+    assert [np.asarray(r).tolist() for r in node.flush()] == [[2, 3]]
+    with pytest.raises(zerohop.FrameError, match="takes audio"):
+        node.process(zerohop.Text("no").to_bytes())
+    with pytest.raises(zerohop.FrameError):
+        node.process(b"garbage")
+    with pytest.raises(ManifestError, match=r"params\.chunk_size") as info:
+        zerohop._native.NativeNode("AudioChunkerNode", '{"chunk_size": 0}')
+    assert info.value.path == "params.chunk_size"
+    with pytest.raises(ManifestError, match="not a native node type"):
+        zerohop._native.NativeNode("Echo")
+
+
+def test_knowable_kind_mismatches_are_refused_before_start() -> None:
+    pipe = Pipeline("wrong-kind").node("up", "UpperCase").node("chunk", "AudioChunkerNode")
+    pipe.connect("up", "chunk")
+    with pytest.raises(ManifestError, match="emits text frames, but node 'chunk'") as info:
+        pipe.session()
+    assert info.value.path == "connections[0]"
+    audio_to_text = Pipeline("a2t").node("r", "FastResampleNode", target_rate=8000)
+    with pytest.raises(ManifestError, match=r"connections\[0\]: .* takes text"):
+        audio_to_text.node("sfx", "Suffix").connect("r", "sfx").validate()

@@ -11,6 +11,7 @@ __all__ = [
     "KINDS",
     "MAX_DIMS",
     "PIXEL_FORMATS",
+    "NativeNode",
     "NativeSession",
     "RawFrame",
     "Receiver",
@@ -21,6 +22,7 @@ __all__ = [
     "encode_frame",
     "native_nodes",
     "reclaim_dead",
+    "route_node",
     "validate_graph",
 ]
 
@@ -178,6 +180,26 @@ def reclaim_dead() -> int: ...
 def validate_graph(graph_json: str) -> None: ...
 def native_nodes() -> list[tuple[str, str, str]]: ...
 def check_native_params(node_type: str, params_json: str) -> None: ...
+def route_node(
+    index: int,
+    node_type: str,
+    *,
+    native: bool,
+    python: bool,
+    runtime_hint: str | None,
+    executor: str | None,
+    multiprocess: bool,
+) -> str: ...
+
+@final
+class NativeNode:
+    """A native (Rust) node driven from Python (the in-process executor's)."""
+
+    def __new__(cls, node_type: str, params_json: str = "{}") -> NativeNode: ...
+    @property
+    def node_type(self) -> str: ...
+    def process(self, frame: RawFrame | Buffer) -> list[RawFrame]: ...
+    def flush(self) -> list[RawFrame]: ...
 
 @final
 class NativeSession:

@@ -223,13 +223,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .node import native_node_types, registered_nodes
 
+    python_executor = "multiprocess" if load_config().process.multiprocess else "inprocess"
     rows: dict[str, dict[str, Any]] = {}
     for name, cls in registered_nodes().items():
         doc = (cls.__doc__ or "").strip().splitlines()
         rows[name] = {
-            "executor": "multiprocess",
+            "executor": python_executor,
             "description": doc[0] if doc else "",
             "params": cls.params_schema(),
             "inputs": list(cls.inputs),

@@ -55,6 +55,9 @@ class ProcessConfig(_Section):
     heartbeat_secs: float = Field(1.0, gt=0, le=2.0)
     python_executable: str = ""
     spawn_method: Literal["zygote", "exec"] = "zygote"
+    #: ``False`` turns multiprocess execution off: Python nodes run as threads of the
+    #: host (the in-process executor), with the same results.
+    multiprocess: bool = True
 
     def max_processes(self) -> int | None:
         """The process limit, None when unlimited (0 in the file)."""

@@ -1,28 +1,34 @@
 """The in-process executor: every node of a pipeline as a thread of this interpreter.
 
-The fallback where processes are not wanted, and the baseline the benchmarks measure
-the multiprocess executor against: same nodes, same results, but one GIL, so two
-CPU-bound Python nodes cannot run at the same time. Bounded queues between the nodes
-give the same backpressure (``channel.capacity``).
+The fallback where processes are not wanted (``[process] multiprocess = false``,
+``metadata.multiprocess.enabled: false``), and the baseline the benchmarks measure the
+multiprocess executor against: same nodes, same results, but one GIL, so two CPU-bound
+Python nodes cannot run at the same time. Native Rust nodes run here too, through
+:class:`zerohop._native.NativeNode` (the Rust node releases the GIL while it works), so
+a pipeline mixing them gives the same bytes with multiprocess execution on or off.
+Bounded queues between the nodes give the same backpressure (``channel.capacity``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import json
 import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _native
+from .data import Frame, from_raw
 from .errors import NodeError, NodeInitError, NodeInitTimeout, ZerohopTimeoutError
 from .node import MultiprocessNode, NativeNodeType, NodeContext, iter_outputs
 from .session import EventCallback, NodeStatus, Session
 
 if TYPE_CHECKING:
-    from .data import Frame
     from .pipeline import Pipeline
 
 __all__ = ["InProcessSession"]
@@ -32,6 +38,45 @@ _END = object()  # end of stream on a queue
 
 class _Stop(Exception):
     pass
+
+
+def _stamp(frame: Frame, sequences: Iterator[int]) -> Frame:
+    """What a channel's sender does: the next sequence number unless one is set, the
+    send time (``time.monotonic_ns()``) unless a timestamp is. Stamps a copy, as a send
+    leaves the caller's frame as it was (it may be sent again)."""
+    if frame.sequence is not None and frame.timestamp_ns is not None:
+        return frame
+    frame = copy.copy(frame)
+    if frame.sequence is None:
+        frame.sequence = next(sequences)
+    if frame.timestamp_ns is None:
+        frame.timestamp_ns = time.monotonic_ns()
+    return frame
+
+
+class _NativeNode(MultiprocessNode):
+    """A native (Rust) node as a node of this executor. Its output frames are numbered
+    per node, as the multiprocess executor's native host numbers them."""
+
+    def __init__(self, node_type: str, params: dict[str, Any], node_id: str) -> None:
+        super().__init__(params, node_id=node_id)
+        self._node = _native.NativeNode(node_type, json.dumps(params))
+        self._sequence = itertools.count()
+
+    def process(self, frame: Frame) -> list[Frame]:
+        # A frame that came from a native node is handed over as is; a Python-made one
+        # is encoded once (the copy a channel send would make).
+        raw = frame.raw if frame.raw is not None and not frame.is_loan else None
+        return self._frames(self._node.process(raw if raw is not None else frame.to_bytes()))
+
+    def flush(self) -> list[Frame]:
+        return self._frames(self._node.flush())
+
+    def _frames(self, raws: list[_native.RawFrame]) -> list[Frame]:
+        frames = [from_raw(raw) for raw in raws]
+        for frame in frames:
+            frame.sequence = next(self._sequence)
+        return frames
 
 
 class _NodeThread:
@@ -45,6 +90,7 @@ class _NodeThread:
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue(session.capacity)
         self.open_inputs = 0
         self.targets: dict[str, list[Callable[[Any], None]]] = {p: [] for p in type(node).outputs}
+        self.sequences = {p: itertools.count() for p in type(node).outputs}
         self.state = "initializing"
         self.frames_in = 0
         self.frames_out = 0
@@ -60,9 +106,11 @@ class _NodeThread:
     def emit(self, frame: Any, port: str | None = None) -> None:
         if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], str):
             port, frame = frame
-        targets = self.targets.get(port or type(self.node).outputs[0])
+        port = port or type(self.node).outputs[0]
+        targets = self.targets.get(port)
         if targets is None:
             raise ValueError(f"node '{self.node_id}' has no output port {port!r}")
+        frame = _stamp(frame, self.sequences[port])
         for i, put in enumerate(targets):
             put(frame if i == 0 else copy.copy(frame))
         self.frames_out += 1
@@ -137,7 +185,7 @@ class InProcessSession(Session):
     """A pipeline whose nodes are threads of this process (``executor="inprocess"``)."""
 
     def __init__(self, pipeline: Pipeline, *, on_progress: EventCallback | None = None) -> None:
-        graph = pipeline.graph()
+        graph = pipeline.graph("inprocess")
         self.capacity = pipeline.config.channel.capacity
         self.id = f"inprocess-{id(self):x}"
         self.stopping = False
@@ -148,8 +196,11 @@ class InProcessSession(Session):
         self._threads: dict[str, _NodeThread] = {}
         for spec in graph["nodes"]:
             cls = pipeline.node_classes()[spec["id"]]
-            assert not isinstance(cls, NativeNodeType)  # Pipeline.validate refuses them here
-            node = cls(spec["params"], node_id=spec["id"])
+            node = (
+                _NativeNode(cls.node_type, spec["params"], spec["id"])
+                if isinstance(cls, NativeNodeType)
+                else cls(spec["params"], node_id=spec["id"])
+            )
             self._threads[spec["id"]] = _NodeThread(self, spec["id"], node, spec["on_error"])
         fed: set[tuple[str, str]] = set()
         feeding: set[tuple[str, str]] = set()
@@ -163,12 +214,14 @@ class InProcessSession(Session):
             feeding.add((source.node_id, out_port))
         inputs, outputs = [], []
         self._input_queues: list[Callable[[Any], None]] = []
+        self._input_sequences: list[Iterator[int]] = []
         for node_id, t in self._threads.items():
             ports_in, ports_out = type(t.node).inputs, type(t.node).outputs
             for port in ports_in:
                 if (node_id, port) not in fed:
                     inputs.append(node_id if len(ports_in) == 1 else f"{node_id}.{port}")
                     self._input_queues.append(self._putter(t, port))
+                    self._input_sequences.append(itertools.count())
                     t.open_inputs += 1
             for port in ports_out:
                 if (node_id, port) not in feeding:
@@ -268,6 +321,7 @@ class InProcessSession(Session):
         self._raise_failure()
         deadline = None if timeout is None else time.monotonic() + timeout
         put = self._input_queues[index]
+        frame = _stamp(frame, self._input_sequences[index])
         try:
             put(frame)
         except _Stop:

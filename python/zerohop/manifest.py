@@ -101,8 +101,13 @@ class NodeManifest(_Model):
     capabilities: dict[str, Any] | None = None
     host: str | None = Field(default=None, pattern=r"^[^:]+:\d+$")
     is_streaming: bool | None = _either("is_streaming", "isStreaming")
+    #: Which implementation to run: "auto" (the registry decides), "native"/"rust", or
+    #: "python"/"cpython" (remotemedia's "rustpython" and "cpython_wasm" run on CPython).
     runtime_hint: str | None = _either("runtime_hint", "runtimeHint")
     execution: dict[str, Any] | None = None
+    #: zerohop extension: "native", "multiprocess" or "inprocess"; must agree with
+    #: ``runtime_hint`` and with how the pipeline runs its Python nodes.
+    executor: str | None = None
     #: zerohop extension: what to do when ``process`` raises ("fail" or "skip").
     on_error: Literal["fail", "skip"] = Field(
         default="fail", validation_alias=AliasChoices("on_error", "onError")
@@ -160,9 +165,15 @@ class Manifest(_Model):
             {**base.model_dump(), "process": process, "channel": channel}
         )
 
-    def executor(self) -> Literal["multiprocess", "inprocess"]:
+    def executor(self, base: RuntimeConfig | None = None) -> Literal["multiprocess", "inprocess"]:
+        """How this pipeline runs its Python nodes: in-process when
+        ``metadata.multiprocess.enabled`` is false or ``base`` (runtime.toml) turns
+        multiprocess execution off — the operator's switch wins over the manifest."""
         mp = self.metadata.multiprocess
-        return "inprocess" if mp is not None and mp.enabled is False else "multiprocess"
+        off = (mp is not None and mp.enabled is False) or (
+            base is not None and not base.process.multiprocess
+        )
+        return "inprocess" if off else "multiprocess"
 
     def to_pipeline(self, config: RuntimeConfig | None = None) -> Any:
         """Builds the :class:`~zerohop.Pipeline` (validating node types and params)."""
@@ -170,9 +181,16 @@ class Manifest(_Model):
         from .pipeline import Pipeline
 
         runtime = self.runtime_config(config or load_config())
-        pipe = Pipeline(self.metadata.name, executor=self.executor(), config=runtime)
+        pipe = Pipeline(self.metadata.name, executor=self.executor(runtime), config=runtime)
         for node in self.nodes:
-            pipe.node(node.id, node.node_type, on_error=node.on_error, **node.params)
+            pipe.add_node(
+                node.id,
+                node.node_type,
+                node.params,
+                on_error=node.on_error,
+                runtime_hint=node.runtime_hint,
+                executor=node.executor,
+            )
         for c in self.connections:
             pipe.connect(c.source, c.target, from_port=c.from_port, to_port=c.to_port)
         pipe.validate()
@@ -195,7 +213,8 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"cannot read {path}: {err.strerror}") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            # libyaml's loader when PyYAML was built with it: ~20x faster than pure Python.
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         else:
             data = json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:

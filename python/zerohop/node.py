@@ -177,11 +177,17 @@ class MultiprocessNode:
         several inputs learns which one a frame came through from ``frame.port``.
     node_type : str
         The name the registry knows it by (set by :func:`register_node`).
+    accepts, emits : tuple[str, ...] | None
+        Frame kinds (``"audio"``, ``"text"``, ...) the node takes and emits, if fixed:
+        a connection whose kinds cannot meet is refused before anything starts.
+        ``None`` (the default) means any.
     """
 
     Params: ClassVar[type[BaseModel] | None] = None
     inputs: ClassVar[tuple[str, ...]] = ("in",)
     outputs: ClassVar[tuple[str, ...]] = ("out",)
+    accepts: ClassVar[tuple[str, ...] | None] = None
+    emits: ClassVar[tuple[str, ...] | None] = None
     node_type: ClassVar[str]
 
     def __init__(
@@ -343,6 +349,9 @@ class NativeNodeType:
     params_schema: dict[str, Any]
     inputs: tuple[str, ...] = ("in",)
     outputs: tuple[str, ...] = ("out",)
+    #: Left to the Rust registry, which knows the native nodes' frame kinds.
+    accepts: tuple[str, ...] | None = None
+    emits: tuple[str, ...] | None = None
 
 
 @lru_cache(maxsize=1)

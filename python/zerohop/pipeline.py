@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError, ManifestError
-from .node import MultiprocessNode, NativeNodeType, register_node, resolve_node_type
+from .node import (
+    MultiprocessNode,
+    NativeNodeType,
+    native_node_types,
+    register_node,
+    resolve_node_type,
+)
 
 if TYPE_CHECKING:
     from .data import Frame
@@ -42,10 +48,29 @@ class _NodeEntry:
     cls: type[MultiprocessNode] | NativeNodeType
     params: dict[str, Any]
     on_error: OnError
+    #: The registry's implementations of ``node_type`` (for routing).
+    offer: tuple[bool, bool]
+    runtime_hint: str | None = None
+    executor: str | None = None
 
-    @property
-    def native(self) -> bool:
-        return isinstance(self.cls, NativeNodeType)
+    def placement(self, index: int, executor: Executor) -> str:
+        """Where this node runs when the session runs Python nodes on ``executor``."""
+        from . import _native
+
+        native, python = self.offer
+        try:
+            return _native.route_node(
+                index,
+                self.node_type,
+                native=native,
+                python=python,
+                runtime_hint=self.runtime_hint,
+                executor=self.executor,
+                multiprocess=executor == "multiprocess",
+            )
+        except ManifestError as err:
+            err.node_id = self.id
+            raise
 
 
 @dataclass
@@ -95,9 +120,10 @@ class Pipeline:
     ----------
     name : str
         Pipeline name (the manifest's ``metadata.name``).
-    executor : "multiprocess" | "inprocess"
-        Where Python nodes run: each in its own process (default) or all as threads of
-        this interpreter (the baseline; same results, one GIL).
+    executor : "multiprocess" | "inprocess", optional
+        Where Python nodes run: each in its own process or all as threads of this
+        interpreter (the baseline; same results, one GIL). Default: multiprocess, unless
+        runtime.toml turns it off (``[process] multiprocess = false``).
     config : RuntimeConfig, optional
         Runtime settings; default: ``load_config()``.
     """
@@ -106,14 +132,15 @@ class Pipeline:
         self,
         name: str = "pipeline",
         *,
-        executor: Executor = "multiprocess",
+        executor: Executor | None = None,
         config: RuntimeConfig | None = None,
     ) -> None:
-        if executor not in ("multiprocess", "inprocess"):
-            raise ConfigError(f"executor must be 'multiprocess' or 'inprocess', got {executor!r}")
+        self.config = config or load_config()
+        if executor is None:
+            executor = "multiprocess" if self.config.process.multiprocess else "inprocess"
+        _check_executor(executor)
         self.name = name
         self.executor: Executor = executor
-        self.config = config or load_config()
         self._nodes: list[_NodeEntry] = []
         self._edges: list[_Edge] = []
         self._imports = _Imports()
@@ -126,11 +153,42 @@ class Pipeline:
         node_type: str | type[MultiprocessNode],
         *,
         on_error: OnError = "fail",
+        runtime_hint: str | None = None,
+        executor: str | None = None,
         **params: Any,
     ) -> Pipeline:
         """Adds node ``node_id`` of ``node_type`` (a registered name or a node class)
         with ``params``; ``on_error="skip"`` drops frames whose ``process`` raises
-        instead of failing the session."""
+        instead of failing the session.
+
+        The registry decides where the node runs (a registered Python class, else the
+        native Rust node of that name); ``runtime_hint`` (``"auto"``, ``"native"`` /
+        ``"rust"``, ``"python"`` / ``"cpython"``) or ``executor`` (``"native"``,
+        ``"multiprocess"``, ``"inprocess"``) overrides it. A contradiction, or a request
+        for an implementation the type lacks, raises :class:`ManifestError` naming
+        ``nodes[i].runtime_hint`` / ``nodes[i].executor``."""
+        return self.add_node(
+            node_id,
+            node_type,
+            params,
+            on_error=on_error,
+            runtime_hint=runtime_hint,
+            executor=executor,
+        )
+
+    def add_node(
+        self,
+        node_id: str,
+        node_type: str | type[MultiprocessNode],
+        params: dict[str, Any] | None = None,
+        *,
+        on_error: OnError = "fail",
+        runtime_hint: str | None = None,
+        executor: str | None = None,
+    ) -> Pipeline:
+        """:meth:`node` with ``params`` as a dict, for params whose names are not
+        Python identifiers or clash with the keywords (as a manifest's may)."""
+        params = dict(params or {})
         if on_error not in ("fail", "skip"):
             raise ConfigError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
         path = f"nodes[{len(self._nodes)}]"
@@ -139,6 +197,7 @@ class Pipeline:
                 f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id
             )
         cls: type[MultiprocessNode] | NativeNodeType
+        native_type: NativeNodeType | None = None
         if inspect.isclass(node_type):
             if not issubclass(node_type, MultiprocessNode):
                 raise ConfigError(f"{node_type.__qualname__} is not a MultiprocessNode subclass")
@@ -157,6 +216,14 @@ class Pipeline:
                 err.args = (f"{err.path}: {err.args[0]}",)
                 raise
             type_name = str(node_type)
+            native_type = native_node_types().get(type_name)
+        offer = (native_type is not None, not isinstance(cls, NativeNodeType))
+        entry = _NodeEntry(
+            node_id, type_name, cls, {}, on_error, offer, runtime_hint or None, executor or None
+        )
+        placement = entry.placement(len(self._nodes), self.executor)
+        if placement == "native" and native_type is not None:
+            cls = entry.cls = native_type
         if isinstance(cls, NativeNodeType):
             stored = _native_params(type_name, params, node_id, path)
         else:
@@ -166,7 +233,8 @@ class Pipeline:
                 if hasattr(validated, "model_dump")
                 else dict(validated)
             )
-        self._nodes.append(_NodeEntry(node_id, type_name, cls, stored, on_error))
+        entry.params = stored
+        self._nodes.append(entry)
         return self
 
     def connect(
@@ -192,8 +260,11 @@ class Pipeline:
         """Node id → its class (or native node type), as resolved when it was added."""
         return {n.id: n.cls for n in self._nodes}
 
-    def graph(self) -> dict[str, Any]:
-        """The executor's view: nodes with ports and policies, resolved connections."""
+    def graph(self, executor: Executor | None = None) -> dict[str, Any]:
+        """The executor's view: nodes with ports, policies and where each runs (when the
+        session runs Python nodes on ``executor``, default ``self.executor``), and the
+        resolved connections."""
+        executor = executor or self.executor
         return {
             "name": self.name,
             "nodes": [
@@ -204,9 +275,11 @@ class Pipeline:
                     "inputs": list(n.cls.inputs),
                     "outputs": list(n.cls.outputs),
                     "on_error": n.on_error,
-                    "placement": "native" if n.native else "multiprocess",
+                    "placement": n.placement(i, executor),
+                    "accepts": n.cls.accepts,
+                    "emits": n.cls.emits,
                 }
-                for n in self._nodes
+                for i, n in enumerate(self._nodes)
             ],
             "connections": [
                 {"from": e.source, "to": e.target, "from_port": e.from_port, "to_port": e.to_port}
@@ -228,31 +301,34 @@ class Pipeline:
             "version": "v1",
             "metadata": {"name": self.name},
             "nodes": [
-                {"id": n.id, "node_type": n.node_type, "params": n.params} for n in self._nodes
+                {
+                    "id": n.id,
+                    "node_type": n.node_type,
+                    "params": n.params,
+                    **({"runtime_hint": n.runtime_hint} if n.runtime_hint else {}),
+                    **({"executor": n.executor} if n.executor else {}),
+                }
+                for n in self._nodes
             ],
             "connections": connections,
         }
 
-    def validate(self) -> None:
-        """Checks the whole graph (ids, ports, dangling or duplicate connections,
-        cycles, limits) without starting anything; raises :class:`ManifestError` or
+    def validate(self, executor: Executor | None = None) -> None:
+        """Checks the whole graph (routing, ids, ports, dangling or duplicate
+        connections, cycles, limits) for a session on ``executor`` (default
+        ``self.executor``) without starting anything; raises :class:`ManifestError` or
         :class:`~zerohop.errors.ResourceLimitError`."""
         from . import _native
         from .errors import ResourceLimitError
 
-        _native.validate_graph(_json(self.graph()))
+        graph = self.graph(executor)
+        _native.validate_graph(_json(graph))
         limit = self.config.process.max_processes()
-        processes = sum(1 for n in self._nodes if not n.native)
-        if self.executor == "multiprocess" and limit is not None and processes > limit:
+        processes = sum(1 for n in graph["nodes"] if n["placement"] == "multiprocess")
+        if limit is not None and processes > limit:
             raise ResourceLimitError(
                 f"pipeline '{self.name}' needs {processes} node processes, the limit "
                 f"is {limit} (max_processes_per_session)"
-            )
-        if self.executor == "inprocess" and any(n.native for n in self._nodes):
-            native = next(n.id for n in self._nodes if n.native)
-            raise ConfigError(
-                f"node '{native}' is a native (Rust) node, which only the multiprocess "
-                "executor runs so far"
             )
 
     def session(
@@ -272,10 +348,12 @@ class Pipeline:
         """
         from .session import start_session
 
-        self.validate()
+        executor = executor or self.executor
+        _check_executor(executor)
+        self.validate(executor)
         return start_session(
             self,
-            executor=executor or self.executor,
+            executor=executor,
             on_progress=on_progress,
             on_frame_error=on_frame_error,
         )
@@ -287,6 +365,11 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, {len(self._nodes)} nodes, {len(self._edges)} connections)"
+
+
+def _check_executor(executor: str) -> None:
+    if executor not in ("multiprocess", "inprocess"):
+        raise ConfigError(f"executor must be 'multiprocess' or 'inprocess', got {executor!r}")
 
 
 def node_class_or_none(name: str) -> type[MultiprocessNode] | None:

@@ -346,7 +346,7 @@ def start_session(
         cfg = pipeline.config
         program, args, env = _launch_command(pipeline)
         native = _native.NativeSession.start(
-            json.dumps(pipeline.graph()),
+            json.dumps(pipeline.graph("multiprocess")),
             program=program,
             args=args,
             env=env,

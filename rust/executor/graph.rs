@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::frame::Kind;
+use crate::nodes;
 use crate::supervisor::OnError;
 
 pub const DEFAULT_INPUT: &str = "in";
@@ -25,6 +27,161 @@ pub enum Placement {
     Native,
 }
 
+/// What the registry offers for a node type: a native (Rust) implementation, a
+/// registered Python class, or both (a Python class registered under a native type's
+/// name overrides it unless the manifest asks for the native one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    pub native: bool,
+    pub python: bool,
+}
+
+/// `runtime_hint` values a manifest may give, compared case-insensitively; the
+/// remotemedia.v1 enum names (`RUNTIME_HINT_CPYTHON`) are accepted too. `auto` (or
+/// none) lets the registry decide; every Python flavour runs on CPython here.
+pub const RUNTIME_HINTS: &[&str] = &[
+    "auto",
+    "native",
+    "rust",
+    "python",
+    "cpython",
+    "rustpython",
+    "cpython_wasm",
+];
+
+/// `executor` values a manifest node may give (a zerohop extension).
+pub const EXECUTORS: &[&str] = &["native", "multiprocess", "inprocess"];
+
+/// Native or Python, as a hint or an executor asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Native,
+    Python,
+}
+
+fn parse_hint(index: usize, hint: &str) -> Result<Option<Wanted>> {
+    let lower = hint.trim().to_ascii_lowercase();
+    let name = lower.strip_prefix("runtime_hint_").unwrap_or(&lower);
+    match name {
+        "" | "auto" | "unspecified" => Ok(None),
+        "native" | "rust" => Ok(Some(Wanted::Native)),
+        "python" | "cpython" | "rustpython" | "cpython_wasm" => Ok(Some(Wanted::Python)),
+        _ => Err(manifest(
+            format!("nodes[{index}].runtime_hint"),
+            format!(
+                "unknown runtime_hint '{hint}' (accepted: {})",
+                RUNTIME_HINTS.join(", ")
+            ),
+        )),
+    }
+}
+
+fn parse_executor(index: usize, executor: &str) -> Result<Option<Placement>> {
+    match executor {
+        // Empty, like an empty runtime_hint (a protobuf default), means not given.
+        "" => Ok(None),
+        "native" => Ok(Some(Placement::Native)),
+        "multiprocess" => Ok(Some(Placement::Multiprocess)),
+        "inprocess" => Ok(Some(Placement::Inprocess)),
+        _ => Err(manifest(
+            format!("nodes[{index}].executor"),
+            format!(
+                "unknown executor '{executor}' (accepted: {})",
+                EXECUTORS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Decides where node `index` of type `node_type` runs. An explicit `executor` or
+/// `runtime_hint` wins over the registry, which otherwise prefers the Python class
+/// (a user's registration overrides a built-in) and falls back to the native node.
+/// `python` is where this session runs Python nodes (`Multiprocess`, or `Inprocess`
+/// when multiprocess execution is turned off): one session runs all of them one way,
+/// so a node asking for the other is an error, as are a hint and an executor that
+/// contradict each other or ask for an implementation the registry lacks. Errors name
+/// the field (`nodes[2].runtime_hint`).
+pub fn route(
+    index: usize,
+    node_type: &str,
+    offer: Offer,
+    runtime_hint: Option<&str>,
+    executor: Option<&str>,
+    python: Placement,
+) -> Result<Placement> {
+    debug_assert_ne!(python, Placement::Native);
+    let hint = runtime_hint
+        .map(|h| parse_hint(index, h))
+        .transpose()?
+        .flatten();
+    let executor = executor
+        .map(|e| parse_executor(index, e))
+        .transpose()?
+        .flatten();
+    let from_executor = executor.map(|p| match p {
+        Placement::Native => Wanted::Native,
+        _ => Wanted::Python,
+    });
+    if let (Some(hint), Some(exec)) = (hint, from_executor) {
+        if hint != exec {
+            return Err(manifest(
+                format!("nodes[{index}].runtime_hint"),
+                format!(
+                    "runtime_hint '{}' contradicts executor '{}'",
+                    runtime_hint.unwrap_or_default(),
+                    placement_name(executor.unwrap_or_default())
+                ),
+            ));
+        }
+    }
+    let field = if executor.is_some() {
+        "executor"
+    } else {
+        "runtime_hint"
+    };
+    let path = format!("nodes[{index}].{field}");
+    let wanted = from_executor.or(hint);
+    match wanted {
+        Some(Wanted::Native) if !offer.native => Err(manifest(
+            path,
+            format!("'{node_type}' has no native (Rust) implementation"),
+        )),
+        Some(Wanted::Native) => Ok(Placement::Native),
+        Some(Wanted::Python) if !offer.python => Err(manifest(
+            path,
+            format!("'{node_type}' is a native (Rust) node type; it has no Python implementation"),
+        )),
+        Some(Wanted::Python) => match executor {
+            Some(asked) if asked != python => Err(manifest(
+                path,
+                format!(
+                    "the node asks for the {} executor, but this pipeline runs its Python \
+                     nodes {} (metadata.multiprocess.enabled, runtime.toml [process] \
+                     multiprocess); one session runs all of them one way",
+                    placement_name(asked),
+                    placement_name(python)
+                ),
+            )),
+            _ => Ok(python),
+        },
+        None if offer.python => Ok(python),
+        None if offer.native => Ok(Placement::Native),
+        None => Err(manifest(
+            format!("nodes[{index}].node_type"),
+            format!("unknown node type '{node_type}'"),
+        )),
+    }
+}
+
+/// The manifest spelling of a placement.
+pub fn placement_name(placement: Placement) -> &'static str {
+    match placement {
+        Placement::Multiprocess => "multiprocess",
+        Placement::Inprocess => "inprocess",
+        Placement::Native => "native",
+    }
+}
+
 /// One node as the executor sees it: what to run and its ports (resolved from the
 /// registry before the graph reaches the executor).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,6 +198,52 @@ pub struct NodeDef {
     pub on_error: OnError,
     #[serde(default)]
     pub placement: Placement,
+    /// Frame kinds the node takes (`"audio"`, `"text"`, ...), if it declares them;
+    /// native nodes' come from the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepts: Option<Vec<String>>,
+    /// Frame kinds the node emits, if it declares them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emits: Option<Vec<String>>,
+}
+
+/// What a node declares it takes and emits (`None`: not known).
+type PortKinds = (Option<Vec<Kind>>, Option<Vec<Kind>>);
+
+fn port_kinds(index: usize, node: &NodeDef) -> Result<PortKinds> {
+    let parse = |names: &Option<Vec<String>>, field: &str| -> Result<Option<Vec<Kind>>> {
+        let Some(names) = names else { return Ok(None) };
+        names
+            .iter()
+            .map(|name| {
+                Kind::from_name(name).ok_or_else(|| {
+                    manifest(
+                        format!("nodes[{index}].{field}"),
+                        format!("unknown frame kind '{name}'"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    };
+    let (mut accepts, mut emits) = (
+        parse(&node.accepts, "accepts")?,
+        parse(&node.emits, "emits")?,
+    );
+    if node.placement == Placement::Native {
+        let (native_accepts, native_emits) = nodes::port_kinds(&node.node_type);
+        accepts = accepts.or_else(|| native_accepts.map(<[Kind]>::to_vec));
+        emits = emits.or_else(|| native_emits.map(<[Kind]>::to_vec));
+    }
+    Ok((accepts, emits))
+}
+
+fn kind_names(kinds: &[Kind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn default_inputs() -> Vec<String> {
@@ -230,6 +433,31 @@ impl Graph {
             }
             edges.push(edge);
         }
+        let kinds = def
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| port_kinds(i, node))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, (from, to)) in edges.iter().enumerate() {
+            if let (Some(emits), Some(accepts)) = (&kinds[from.node].1, &kinds[to.node].0) {
+                if !emits.iter().any(|kind| accepts.contains(kind)) {
+                    let (source, target) = (&def.nodes[from.node], &def.nodes[to.node]);
+                    return Err(manifest(
+                        format!("connections[{i}]"),
+                        format!(
+                            "node '{}' ({}) emits {} frames, but node '{}' ({}) takes {}",
+                            source.id,
+                            source.node_type,
+                            kind_names(emits),
+                            target.id,
+                            target.node_type,
+                            kind_names(accepts)
+                        ),
+                    ));
+                }
+            }
+        }
         let order = topological_order(&def.nodes, &edges)?;
         let fed: HashSet<&PortRef> = edges.iter().map(|(_, to)| to).collect();
         let feeding: HashSet<&PortRef> = edges.iter().map(|(from, _)| from).collect();
@@ -371,6 +599,35 @@ mod tests {
     }
 
     #[test]
+    fn kinds_that_overlap_or_are_unknown_pass() {
+        let g = graph(json!({
+            "name": "t",
+            "nodes": [
+                {"id": "a", "node_type": "A", "emits": ["text", "audio"]},
+                {"id": "c", "node_type": "AudioChunkerNode", "placement": "native"},
+                {"id": "p", "node_type": "PassThrough", "placement": "native"},
+                {"id": "u", "node_type": "U"},
+                {"id": "t", "node_type": "T", "accepts": ["text"]},
+            ],
+            "connections": [
+                {"from": "a", "to": "c"}, {"from": "c", "to": "p"},
+                {"from": "p", "to": "u"}, {"from": "u", "to": "t"},
+            ]
+        }));
+        assert!(g.is_ok(), "{g:?}");
+        // A Python node named like a native one declares nothing: no check.
+        let g = graph(json!({
+            "name": "t",
+            "nodes": [
+                {"id": "a", "node_type": "A", "emits": ["text"]},
+                {"id": "c", "node_type": "AudioChunkerNode"},
+            ],
+            "connections": [{"from": "a", "to": "c"}]
+        }));
+        assert!(g.is_ok(), "{g:?}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             (json!({"name": "t", "nodes": []}), "nodes: a pipeline needs"),
@@ -410,11 +667,114 @@ mod tests {
                        "connections": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}]}),
                 "cycle through a, b",
             ),
+            (
+                json!({"name": "t", "nodes": [
+                        {"id": "up", "node_type": "Up", "emits": ["text"]},
+                        {"id": "chunk", "node_type": "AudioChunkerNode", "placement": "native"}],
+                       "connections": [{"from": "up", "to": "chunk"}]}),
+                "connections[0]: node 'up' (Up) emits text frames, but node 'chunk' \
+                 (AudioChunkerNode) takes audio",
+            ),
+            (
+                json!({"name": "t", "nodes": [
+                        {"id": "r", "node_type": "FastResampleNode", "placement": "native"},
+                        {"id": "t", "node_type": "T", "accepts": ["json", "text"]}],
+                       "connections": [{"from": "r", "to": "t"}]}),
+                "emits audio frames, but node 't' (T) takes json or text",
+            ),
+            (
+                json!({"name": "t", "nodes": [{"id": "a", "node_type": "A", "accepts": ["sound"]}]}),
+                "nodes[0].accepts: unknown frame kind 'sound'",
+            ),
         ];
         for (def, expected) in cases {
             let err = graph(def).unwrap_err().to_string();
             assert!(
                 err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    fn routed(
+        offer: (bool, bool),
+        hint: Option<&str>,
+        executor: Option<&str>,
+        python: Placement,
+    ) -> std::result::Result<Placement, String> {
+        let offer = Offer {
+            native: offer.0,
+            python: offer.1,
+        };
+        route(2, "T", offer, hint, executor, python).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn routing_follows_the_registry_unless_the_manifest_says_otherwise() {
+        use Placement::{Inprocess, Multiprocess, Native};
+        let (native, python, both) = ((true, false), (false, true), (true, true));
+        let ok = [
+            (native, None, None, Multiprocess, Native),
+            (python, None, None, Multiprocess, Multiprocess),
+            (python, None, None, Inprocess, Inprocess),
+            (both, None, None, Multiprocess, Multiprocess),
+            (both, Some("rust"), None, Multiprocess, Native),
+            (
+                both,
+                Some("RUNTIME_HINT_CPYTHON"),
+                None,
+                Inprocess,
+                Inprocess,
+            ),
+            (both, None, Some("native"), Inprocess, Native),
+            (both, Some("Native"), Some("native"), Multiprocess, Native),
+            (
+                python,
+                Some("python"),
+                Some("inprocess"),
+                Inprocess,
+                Inprocess,
+            ),
+            (
+                python,
+                Some("auto"),
+                Some("multiprocess"),
+                Multiprocess,
+                Multiprocess,
+            ),
+            (native, Some(""), Some(""), Inprocess, Native),
+            (python, Some("rustpython"), None, Multiprocess, Multiprocess),
+        ];
+        for (offer, hint, executor, session, expected) in ok {
+            assert_eq!(
+                routed(offer, hint, executor, session),
+                Ok(expected),
+                "{offer:?} {hint:?} {executor:?} {session:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn contradictions_and_missing_implementations_name_the_field() {
+        use Placement::{Inprocess, Multiprocess};
+        let (native, python, both) = ((true, false), (false, true), (true, true));
+        let bad = [
+            (both, Some("wasm"), None, Multiprocess, "nodes[2].runtime_hint: unknown runtime_hint 'wasm'"),
+            (both, None, Some("thread"), Multiprocess, "nodes[2].executor: unknown executor 'thread'"),
+            (both, Some("python"), Some("native"), Multiprocess, "nodes[2].runtime_hint: runtime_hint 'python' contradicts executor 'native'"),
+            (both, Some("rust"), Some("inprocess"), Inprocess, "nodes[2].runtime_hint: runtime_hint 'rust' contradicts"),
+            (python, Some("native"), None, Multiprocess, "nodes[2].runtime_hint: 'T' has no native"),
+            (python, None, Some("native"), Multiprocess, "nodes[2].executor: 'T' has no native"),
+            (native, Some("cpython"), None, Multiprocess, "nodes[2].runtime_hint: 'T' is a native (Rust) node type"),
+            (native, None, Some("multiprocess"), Multiprocess, "nodes[2].executor: 'T' is a native"),
+            (python, None, Some("inprocess"), Multiprocess, "nodes[2].executor: the node asks for the inprocess executor, but this pipeline runs its Python nodes multiprocess"),
+            (python, None, Some("multiprocess"), Inprocess, "asks for the multiprocess executor"),
+            ((false, false), None, None, Multiprocess, "nodes[2].node_type: unknown node type 'T'"),
+        ];
+        for (offer, hint, executor, session, expected) in bad {
+            let err = routed(offer, hint, executor, session).unwrap_err();
+            assert!(
+                err.starts_with(expected) || err.contains(expected),
                 "{err:?} should contain {expected:?}"
             );
         }

@@ -111,6 +111,17 @@ pub fn create(node_type: &str, params: &Value) -> Result<Option<Box<dyn NativeNo
     Ok(Some(node))
 }
 
+/// The frame kinds a native node takes and emits, where they are fixed (`None`: any kind,
+/// or the same as its input), so that the graph can refuse a knowable mismatch.
+pub fn port_kinds(node_type: &str) -> (Option<&'static [Kind]>, Option<&'static [Kind]>) {
+    match node_type {
+        chunker::NODE_TYPE | resample::NODE_TYPE | format::NODE_TYPE => {
+            (Some(&[Kind::Audio]), Some(&[Kind::Audio]))
+        }
+        _ => (None, None),
+    }
+}
+
 /// Whether `header` is an end-of-stream marker rather than data.
 fn is_end_of_stream(header: &Header) -> bool {
     header.flags & FLAG_END_OF_STREAM != 0

@@ -4,6 +4,7 @@ mod blocking;
 mod channel;
 pub mod errors;
 mod frame;
+mod native_node;
 mod session;
 
 use pyo3::prelude::*;
@@ -14,12 +15,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::PySender>()?;
     m.add_class::<channel::PyReceiver>()?;
     m.add_class::<session::NativeSession>()?;
+    m.add_class::<native_node::PyNativeNode>()?;
     m.add_function(wrap_pyfunction!(frame::encode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(frame::decode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(channel::reclaim_dead, m)?)?;
     m.add_function(wrap_pyfunction!(session::validate_graph, m)?)?;
     m.add_function(wrap_pyfunction!(session::native_nodes, m)?)?;
     m.add_function(wrap_pyfunction!(session::check_native_params, m)?)?;
+    m.add_function(wrap_pyfunction!(session::route_node, m)?)?;
     for (name, value) in frame::constants(m.py())? {
         m.add(name, value)?;
     }

@@ -8,6 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::executor::graph::{self, Offer, Placement};
 use crate::executor::{Graph, Output, Session, SessionConfig};
 use crate::ipc::ChannelConfig;
 use crate::py::blocking::without_gil;
@@ -315,4 +316,31 @@ pub fn check_native_params(node_type: &str, params_json: &str) -> PyResult<()> {
         })
         .py_err(),
     }
+}
+
+/// Where node `index` runs: `"native"`, `"multiprocess"` or `"inprocess"`, from what the
+/// registry offers (`native`, `python`), the node's `runtime_hint` and `executor`, and
+/// whether this session runs Python nodes as processes (`multiprocess`). Raises
+/// ManifestError naming `nodes[index].runtime_hint` (or `.executor`) on a contradiction.
+#[pyfunction]
+#[pyo3(signature = (index, node_type, *, native, python, runtime_hint, executor, multiprocess))]
+#[allow(clippy::too_many_arguments)]
+pub fn route_node(
+    index: usize,
+    node_type: &str,
+    native: bool,
+    python: bool,
+    runtime_hint: Option<&str>,
+    executor: Option<&str>,
+    multiprocess: bool,
+) -> PyResult<&'static str> {
+    let session = if multiprocess {
+        Placement::Multiprocess
+    } else {
+        Placement::Inprocess
+    };
+    let offer = Offer { native, python };
+    graph::route(index, node_type, offer, runtime_hint, executor, session)
+        .map(graph::placement_name)
+        .py_err()
 }

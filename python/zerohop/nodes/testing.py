@@ -46,6 +46,8 @@ class Echo(MultiprocessNode):
 class UpperCase(MultiprocessNode):
     """Text → upper-case text."""
 
+    accepts = emits = ("text",)
+
     def process(self, frame: Text) -> Text:
         return Text(frame.text.upper())
 
@@ -53,6 +55,8 @@ class UpperCase(MultiprocessNode):
 @register_node
 class Suffix(MultiprocessNode):
     """Text → text with ``suffix`` appended."""
+
+    accepts = emits = ("text",)
 
     class Params(BaseModel):
         suffix: str = "!"
