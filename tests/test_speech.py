@@ -19,7 +19,6 @@ import pytest
 from zerohop import Audio, Json, NodeContext, Pipeline, Text
 from zerohop.errors import ManifestError, NodeCrashedError, NodeInitError
 from zerohop.manifest import load_manifest
-from zerohop.nodes.accumulator import AudioBufferAccumulatorNode
 from zerohop.nodes.intent import IntentReplyNode
 from zerohop.nodes.vad import SileroVADNode
 from zerohop.nodes.whisper import WhisperSTTNode
@@ -261,36 +260,22 @@ def test_run_reads_raw_pcm(tmp_path: Path) -> None:
     assert np.concatenate([c.samples for c in chunks]).tolist() == list(range(800))
 
 
-def test_accumulator_assembles_utterances_between_vad_events() -> None:
-    acc = AudioBufferAccumulatorNode(
-        {"minUtteranceDurationMs": 100, "max_utterance_duration_ms": 1000}
+def test_native_accumulator_assembles_utterances_between_vad_events() -> None:
+    """The Rust AudioBufferAccumulatorNode, as the in-process executor runs it (its own
+    cases are Rust unit tests in rust/nodes/accumulator.rs)."""
+    pipe = Pipeline("acc", executor="inprocess").node(
+        "acc", "AudioBufferAccumulatorNode", minUtteranceDurationMs=100
     )
-    acc.initialize(context())
-
-    def feed(*frames: Any) -> list[Audio]:
-        return [out for frame in frames for out in acc.process(frame)]
 
     def window(value: float, n: int = 800) -> Audio:
         return Audio(np.full(n, value, np.float32), 16_000)
 
     end = Json({"event": "speech_end"})
     end.timestamp_ns = 123
-    (utterance,) = feed(Json({"event": "speech_start"}), window(0.1), window(0.2), end)
-    assert utterance.timestamp_ns == 123 and len(utterance.samples) == 1600
-    assert utterance.samples[0] == np.float32(0.1) and utterance.samples[-1] == np.float32(0.2)
-    # Too short (50 ms), or discarded by the VAD: nothing.
-    assert feed(Json({"event": "speech_start"}), window(0.3), end) == []
-    assert (
-        feed(
-            Json({"event": "speech_start"}),
-            window(0.3, 4000),
-            Json({"event": "speech_discard"}),
-            end,
-        )
-        == []
-    )
-    # Reaching the maximum (1 s) emits at once.
-    (long,) = feed(Json({"event": "speech_start"}), *[window(0.4) for _ in range(20)])
-    assert len(long.samples) == 16_000
-    with pytest.raises(TypeError, match="takes audio and VAD events"):
-        feed(Text("hi"))
+    frames = [window(0.9), Json({"event": "speech_start"}), window(0.1), window(0.2), end]
+    frames += [Json({"event": "speech_start"}), window(0.3), Json({"event": "speech_end"})]
+    (utterance,) = pipe.run(frames)
+    assert isinstance(utterance, Audio) and utterance.timestamp_ns == 123
+    assert utterance.samples.tolist() == [np.float32(0.1)] * 800 + [np.float32(0.2)] * 800
+    with pytest.raises(ManifestError, match=r"params\.max_utterance_duration_ms"):
+        Pipeline("p").node("acc", "AudioBufferAccumulatorNode", max_utterance_duration_ms=1)
