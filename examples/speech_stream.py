@@ -1,6 +1,6 @@
 """A voice assistant listening to a long recording, 20 ms at a time, as it would a
 microphone: the speech-to-speech pipeline of ``speech_to_speech.json`` (VAD →
-utterances → Whisper → intent reply → Piper, each in its own process) fed through
+utterances → Whisper → intent reply → Piper, each model in its own process) fed through
 ``Session.stream``.
 
 The recording is made first: Piper speaks a few commands (one ``PiperTTSNode``
