@@ -11,8 +11,9 @@
 process), shows a progress bar per node while they initialize, streams the input through
 and writes the outputs. Inputs: a ``.wav`` file (sent as 20 ms audio chunks, as a
 microphone would), a ``.json`` file (one Json frame), or text (one Text frame per line);
-``-`` reads standard input (wav or text). Outputs: ``.wav`` (the audio outputs,
-concatenated), ``.json`` (every output), or ``-`` (printed).
+``-`` reads standard input (wav or text; raw int16 PCM with ``--pcm RATE``). Outputs:
+``.wav`` (the audio outputs, concatenated), ``.json`` (every output), or ``-`` (printed).
+Json outputs with a ``message`` (the speech nodes' reports) are printed as that message.
 """
 
 from __future__ import annotations
@@ -56,7 +57,18 @@ def read_wav(stream: BinaryIO, chunk_ms: float) -> Iterator[Audio]:
             yield Audio(samples.copy(), sample_rate=rate)
 
 
-def read_input(path: str, chunk_ms: float) -> Iterator[Frame]:
+def read_pcm(stream: BinaryIO, rate: int, chunk_ms: float) -> Iterator[Audio]:
+    """Audio frames of ``chunk_ms`` from raw mono little-endian int16 PCM at ``rate``."""
+    per_chunk = max(1, int(rate * chunk_ms / 1000))
+    while data := stream.read(2 * per_chunk):
+        yield Audio(np.frombuffer(data[: len(data) // 2 * 2], "<i2").copy(), sample_rate=rate)
+
+
+def read_input(path: str, chunk_ms: float, pcm_rate: int | None = None) -> Iterator[Frame]:
+    if pcm_rate is not None:
+        with open(sys.stdin.fileno() if path == "-" else path, "rb", closefd=path != "-") as f:
+            yield from read_pcm(f, pcm_rate, chunk_ms)
+        return
     if path == "-":
         data = sys.stdin.buffer.read()
         if data[:4] == b"RIFF":
@@ -150,6 +162,14 @@ def _progress_display() -> tuple[Any, Any]:
     return progress, on_event
 
 
+def _shown(value: Any) -> str:
+    """A Json output as printed while running: its ``message`` if it has one (the
+    speech nodes' reports), else the JSON."""
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        return str(value["message"])
+    return json.dumps(value)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
 
@@ -165,10 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs: list[Frame] = []
     with session:
         started = time.perf_counter()
-        for frame in session.stream(read_input(args.input, args.chunk_ms)):
+        for frame in session.stream(read_input(args.input, args.chunk_ms, args.pcm)):
             outputs.append(frame)
             if isinstance(frame, Text | Json):
-                shown = frame.text if isinstance(frame, Text) else json.dumps(frame.value)
+                shown = frame.text if isinstance(frame, Text) else _shown(frame.value)
                 print(
                     f"[{time.perf_counter() - started:7.3f} s] {frame.source}: {shown}",
                     file=sys.stderr,
@@ -256,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", "-i", default="-", help="wav, json or text file; - for stdin")
     run.add_argument("--output", "-o", default=None, help="wav or json file; - for stdout")
     run.add_argument("--chunk-ms", type=float, default=20.0, help="audio input chunk length")
+    run.add_argument(
+        "--pcm",
+        type=int,
+        metavar="RATE",
+        help="the input is raw mono int16 little-endian PCM at RATE Hz (e.g. a microphone pipe)",
+    )
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", nargs="+")
