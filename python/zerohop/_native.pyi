@@ -21,6 +21,7 @@ __all__ = [
     "encode_frame",
     "native_nodes",
     "reclaim_dead",
+    "serve",
     "validate_graph",
 ]
 
@@ -178,6 +179,18 @@ def reclaim_dead() -> int: ...
 def validate_graph(graph_json: str) -> None: ...
 def native_nodes() -> list[tuple[str, str, str]]: ...
 def check_native_params(node_type: str, params_json: str) -> None: ...
+def serve(
+    plan: Callable[[str], tuple[str, dict[str, Any]]],
+    node_types: Callable[[], list[str]],
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    max_sessions: int,
+    max_processes: int,
+    max_payload: int,
+    on_bound: Callable[[str], None],
+) -> None: ...
 
 @final
 class NativeSession:

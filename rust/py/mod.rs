@@ -4,6 +4,7 @@ mod blocking;
 mod channel;
 pub mod errors;
 mod frame;
+mod serve;
 mod session;
 
 use pyo3::prelude::*;
@@ -20,6 +21,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session::validate_graph, m)?)?;
     m.add_function(wrap_pyfunction!(session::native_nodes, m)?)?;
     m.add_function(wrap_pyfunction!(session::check_native_params, m)?)?;
+    m.add_function(wrap_pyfunction!(serve::serve, m)?)?;
     for (name, value) in frame::constants(m.py())? {
         m.add(name, value)?;
     }
