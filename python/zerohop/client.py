@@ -297,6 +297,8 @@ def _remote(error: common.ErrorResponse) -> RemoteError:
 _STATUS_TYPES = {
     grpc.StatusCode.UNAUTHENTICATED: "AUTHENTICATION",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "RESOURCE_LIMIT",
+    # tonic's answer to a message over the server's size limit
+    grpc.StatusCode.OUT_OF_RANGE: "RESOURCE_LIMIT",
     grpc.StatusCode.INVALID_ARGUMENT: "VALIDATION",
 }
 

@@ -36,6 +36,13 @@ use crate::ipc::Interrupt;
 const MESSAGE_HEADROOM: usize = 1 << 20;
 /// Responses a stream may queue for a slow client before its session waits.
 const QUEUED_RESPONSES: usize = 32;
+/// HTTP/2 flow control windows. h2 closes a connection whose peer makes it buffer too
+/// many small DATA frames (a budget of half the connection window, charged ~256 bytes
+/// per small frame): a client streaming tiny messages faster than its pipeline runs
+/// would trip that with a large stream window. A small stream window bounds what one
+/// blocked stream buffers; a large connection window keeps the budget for many.
+const STREAM_WINDOW: u32 = 64 << 10;
+const CONNECTION_WINDOW: u32 = 32 << 20;
 /// After the stop request, time the server gives connections and sessions to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -89,6 +96,8 @@ impl Service {
     pub fn router(&self) -> tonic::transport::server::Router {
         let limit = self.ctx.admission.limits.max_payload + MESSAGE_HEADROOM;
         Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(
                 PipelineExecutionServiceServer::new(self.clone())
                     .max_decoding_message_size(limit)

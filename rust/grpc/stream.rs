@@ -105,6 +105,15 @@ pub async fn serve(ctx: Arc<Context>, mut inbound: Streaming<StreamRequest>, tx:
                 let _ = chunks.send(Input::End).await;
                 return;
             }
+            // A message over the size limit (tonic refuses to decode it).
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                state.fail(Error::ResourceLimit(format!(
+                    "request message refused: {}",
+                    status.message()
+                )));
+                return;
+            }
+            // Anything else means the client is gone.
             Err(_) => {
                 state.cancelled.store(true, Ordering::Release);
                 return;
@@ -170,37 +179,30 @@ fn drive(
         Ok(())
     };
     let outcome = run(ctx, &init, queued, tx, state, &interrupt);
-    let last = match outcome {
-        Ok(summary) => Response::Closed(StreamClosed {
-            session_id: summary.session_id,
-            final_metrics: Some(summary.metrics),
-            reason: "completed".into(),
-        }),
-        Err(Error::Interrupted) => match state.failure() {
-            Some(err) => Response::Error(error_response(&err, init.manifest.as_ref())),
-            None if tx.is_closed() => return,
-            None => Response::Closed(StreamClosed {
-                reason: if ctx.stopping() {
-                    "server shutting down"
-                } else {
-                    "cancelled"
-                }
-                .into(),
-                ..StreamClosed::default()
-            }),
-        },
-        Err(err) => {
-            let _ = tx.blocking_send(respond(Response::Error(error_response(
-                &err,
-                init.manifest.as_ref(),
-            ))));
-            if let Some(status) = as_status(&err) {
-                let _ = tx.blocking_send(Err(status));
-            }
-            return;
+    let failed = |err: Error| {
+        let response = error_response(&err, init.manifest.as_ref());
+        let _ = tx.blocking_send(respond(Response::Error(response)));
+        if let Some(status) = as_status(&err) {
+            let _ = tx.blocking_send(Err(status));
         }
     };
-    let _ = tx.blocking_send(respond(last));
+    let closed = |session_id: String, metrics: Option<ExecutionMetrics>, reason: &str| {
+        let _ = tx.blocking_send(respond(Response::Closed(StreamClosed {
+            session_id,
+            final_metrics: metrics,
+            reason: reason.into(),
+        })));
+    };
+    match outcome {
+        Ok(summary) => closed(summary.session_id, Some(summary.metrics), "completed"),
+        Err(Error::Interrupted) => match state.failure() {
+            Some(err) => failed(err),
+            None if tx.is_closed() => {}
+            None if ctx.stopping() => closed(String::new(), None, "server shutting down"),
+            None => closed(String::new(), None, "cancelled"),
+        },
+        Err(err) => failed(err),
+    }
 }
 
 fn run(

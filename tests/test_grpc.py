@@ -1,0 +1,470 @@
+"""`zerohop serve` over real gRPC on loopback, driven by `zerohop.client`: batch and
+streaming runs of mixed native/Python pipelines with payloads equal end to end, init
+progress, node crashes, disconnects and cancels (every node process gone), concurrent
+sessions, bad manifests, authentication and payload limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+import zerohop
+from zerohop._proto import execution_pb2, streaming_pb2
+from zerohop.client import AsyncClient, Client, InitProgress, RemoteError, to_buffer
+from zerohop.manifest import Manifest
+
+TOKEN = "test-token-5d1f"
+MAX_PAYLOAD = 8 << 20
+RATE = 16000
+
+
+@dataclass
+class Server:
+    address: str
+    pid: int
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            for child in children:
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def node_pids(server: Server) -> set[int]:
+    """The server's node processes (`pgrep -f zerohop.runner`, below the server only:
+    other test runs on this machine have their own)."""
+    return {p for p in descendants(server.pid) if "zerohop.runner" in cmdline(p)}
+
+
+def wait_until(condition: Any, timeout: float) -> float | None:
+    """Seconds until ``condition()`` held, or None if it did not within ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.01)
+    return None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    config = tmp_path_factory.mktemp("serve") / "runtime.toml"
+    config.write_text(
+        f"[channel]\nmax_payload_bytes = {MAX_PAYLOAD}\n[server]\nmax_sessions = 16\n"
+    )
+    env = {**os.environ, "ZEROHOP_CONFIG": str(config), "ZEROHOP_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on 127.0.0.1:" in line, line
+    srv = Server(line.split("listening on ")[1].split()[0], proc.pid)
+    # grpcio creates its process-wide threads and fds on first use: not a test's leak.
+    with Client(srv.address, TOKEN) as client:
+        client.version()
+    yield srv
+    below = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    proc.stdout.close()
+    # Nothing the server started outlives it.
+    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 5.0) is not None
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[Client]:
+    with Client(server.address, TOKEN) as c:
+        yield c
+
+
+def manifest(*nodes: tuple[str, str, dict[str, Any]], name: str = "t") -> dict[str, Any]:
+    """A chain of ``(id, node_type, params)``."""
+    return {
+        "version": "v1",
+        "metadata": {"name": name},
+        "nodes": [{"id": i, "node_type": t, "params": p} for i, t, p in nodes],
+        "connections": [{"from": a[0], "to": b[0]} for a, b in zip(nodes, nodes[1:])],
+    }
+
+
+MIXED = manifest(
+    ("chunk", "AudioChunkerNode", {"chunk_size": 320}),
+    ("scale", "Scale", {"factor": 0.5}),
+    ("resample", "FastResampleNode", {"source_rate": RATE, "target_rate": 8000}),
+    ("echo", "Echo", {}),
+)
+
+
+def sine(seconds: float, rate: int = RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def sha(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def local_run(data: dict[str, Any], frames: list[zerohop.Frame]) -> list[zerohop.Frame]:
+    return Manifest.parse(data).to_pipeline().run(frames)
+
+
+def joined(frames: list[zerohop.Frame]) -> np.ndarray:
+    return np.concatenate([f.samples for f in frames if isinstance(f, zerohop.Audio)])
+
+
+def test_version_lists_the_registered_node_types(client: Client) -> None:
+    version = client.version()
+    assert version.protocol_version == "v1" and version.compatible
+    assert version.runtime_version == f"zerohop {zerohop.__version__}"
+    expected = {"AudioChunkerNode", "FastResampleNode", "PassThrough", "Echo", "SlowInit", "Crash"}
+    assert expected <= set(version.node_types)
+
+
+def test_batch_mixed_native_and_python_nodes(client: Client, server: Server) -> None:
+    audio = sine(2.0)
+    outputs = client.execute(MIXED, {"chunk": zerohop.Audio(audio, RATE)})
+    assert list(outputs) == ["echo"]
+    out = outputs["echo"]
+    assert isinstance(out, zerohop.Audio) and out.sample_rate == 8000
+    expected = joined(local_run(MIXED, [zerohop.Audio(audio, RATE)]))
+    assert sha(out.samples) == sha(expected)
+    assert abs(out.num_frames - len(audio) // 2) <= 320
+    assert not node_pids(server)
+
+
+def test_stream_mixed_native_and_python_nodes(client: Client) -> None:
+    audio = sine(1.0)
+    chunks = [zerohop.Audio(audio[i : i + 320], RATE) for i in range(0, len(audio), 320)]
+    frames = list(client.stream(MIXED, chunks))
+    assert frames and all(f.source == "echo" for f in frames)
+    assert sha(joined(frames)) == sha(joined(local_run(MIXED, chunks)))
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_large_audio_and_tensor_payloads_arrive_unchanged(client: Client, mode: str) -> None:
+    m = manifest(("echo", "Echo", {}), ("native", "PassThrough", {}))
+    rng = np.random.default_rng(7)
+    audio = rng.uniform(-1, 1, 960_000).astype(np.float32)  # 60 s at 16 kHz: 3.84 MB
+    tensor = rng.standard_normal((960, 1000)).astype(np.float32)  # 3.84 MB
+    assert audio.nbytes == tensor.nbytes == 3_840_000
+    for frame in (zerohop.Audio(audio, RATE), zerohop.Tensor(tensor)):
+        if mode == "batch":
+            out = client.execute(m, {"echo": frame})["native"]
+        else:
+            [out] = list(client.stream(m, [frame]))
+        got = out.samples if isinstance(out, zerohop.Audio) else out.array  # type: ignore[attr-defined]
+        sent = audio if isinstance(frame, zerohop.Audio) else tensor
+        assert got.shape == sent.shape and sha(got) == sha(sent)
+
+
+def test_init_progress_arrives_before_the_first_output(client: Client) -> None:
+    m = manifest(("slow", "SlowInit", {"seconds": 2.5, "steps": 5}))
+    seen: list[tuple[float, InitProgress]] = []
+    start = time.monotonic()
+    frames = list(
+        client.stream(
+            m,
+            [zerohop.Text("hi")],
+            on_progress=lambda p: seen.append((time.monotonic() - start, p)),
+        )
+    )
+    assert [f.text for f in frames] == ["hi"]  # type: ignore[attr-defined]
+    fractions = [p.fraction for _, p in seen if p.node_id == "slow"]
+    assert 0.0 in fractions and fractions[-1] == 1.0
+    assert any(p.message.startswith("loading part") for _, p in seen)
+    times = [t for t, _ in seen]
+    assert max(b - a for a, b in zip([0.0, *times], times)) < 2.0
+
+
+def test_crashing_node_is_named_and_all_its_processes_are_gone(
+    client: Client, server: Server
+) -> None:
+    m = manifest(
+        ("first", "Echo", {}),
+        ("crash", "Crash", {"mode": "exit", "after": 2}),
+        ("last", "Echo", {}),
+    )
+    with pytest.raises(RemoteError) as info:
+        list(client.stream(m, (zerohop.Text(str(i)) for i in range(50))))
+    assert info.value.error_type == "NODE_EXECUTION"
+    assert info.value.node_id == "crash"
+    assert "crash" in str(info.value)
+    # The server stops the session before it reports the error.
+    assert not node_pids(server)
+    m["nodes"][1]["params"] = {"mode": "process_exception", "after": 0}
+    with pytest.raises(RemoteError) as info:
+        client.execute(m, {"first": zerohop.Text("x")})
+    assert info.value.node_id == "crash" and "boom at frame 0" in str(info.value)
+    assert "ValueError" in info.value.traceback
+    assert not node_pids(server)
+
+
+CLIENT_THAT_DIES = """
+import sys, zerohop
+from zerohop.client import Client
+def frames():
+    while True:
+        yield zerohop.Text("x")
+with Client(sys.argv[1], sys.argv[2]) as client:
+    m = {"version": "v1", "metadata": {"name": "d"},
+         "nodes": [{"id": "a", "node_type": "Echo"}, {"id": "b", "node_type": "Echo"}],
+         "connections": [{"from": "a", "to": "b"}]}
+    for i, frame in enumerate(client.stream(m, frames())):
+        if i == 20:
+            print("streaming", flush=True)
+"""
+
+
+def test_client_that_disconnects_mid_stream_leaves_nothing(server: Server) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLIENT_THAT_DIES, server.address, TOKEN],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "streaming"
+    assert len(node_pids(server)) == 2
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    took = wait_until(lambda: not node_pids(server), 5.0)
+    assert took is not None, f"node processes still running: {node_pids(server)}"
+    print(f"cleanup after disconnect: {took * 1000:.0f} ms")
+
+
+def test_cancel_command_stops_the_session(server: Server) -> None:
+    m = Manifest.parse(manifest(("a", "Echo", {}), ("b", "Echo", {})))
+    from zerohop.client import _manifest_message
+
+    cancel = threading.Event()
+
+    def requests() -> Iterator[streaming_pb2.StreamRequest]:
+        yield streaming_pb2.StreamRequest(
+            init=streaming_pb2.StreamInit(manifest=_manifest_message(m))
+        )
+        chunk = streaming_pb2.DataChunk(node_id="a", buffer=to_buffer(zerohop.Text("x")))
+        yield streaming_pb2.StreamRequest(data_chunk=chunk)
+        cancel.wait(10)
+        command = streaming_pb2.StreamControl.COMMAND_CANCEL
+        yield streaming_pb2.StreamRequest(control=streaming_pb2.StreamControl(command=command))
+        time.sleep(5)  # keep the request stream open: the server must not wait for it
+
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.stream_stream(
+            "/remotemedia.v1.StreamingPipelineService/StreamPipeline",
+            request_serializer=streaming_pb2.StreamRequest.SerializeToString,
+            response_deserializer=streaming_pb2.StreamResponse.FromString,
+        )(requests(), metadata=[("authorization", f"Bearer {TOKEN}")])
+        kinds = []
+        for response in call:
+            kinds.append(response.WhichOneof("response"))
+            if kinds[-1] == "result":
+                assert node_pids(server)
+                cancel.set()
+            if kinds[-1] == "closed":
+                assert response.closed.reason == "cancelled"
+                assert not node_pids(server)
+                break
+        call.cancel()
+    assert kinds == ["ready", "result", "closed"]
+
+
+def test_ten_concurrent_streams_each_get_their_own_results(server: Server) -> None:
+    results: dict[int, Any] = {}
+
+    def one(k: int) -> None:
+        try:
+            with Client(server.address, TOKEN) as client:
+                m = manifest(("scale", "Scale", {"factor": float(k)}), ("out", "PassThrough", {}))
+                data = [np.full(64, i, dtype=np.float32) for i in range(30)]
+                frames = list(client.stream(m, [zerohop.Tensor(d) for d in data]))
+                got = [f.array for f in frames]  # type: ignore[attr-defined]
+                results[k] = len(got) == 30 and all(
+                    np.array_equal(g, d * k) for g, d in zip(got, data)
+                )
+        except Exception as err:
+            results[k] = err
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(1, 11)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(100)
+    assert results == {k: True for k in range(1, 11)}
+    assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "words"),
+    [
+        (manifest(("a", "EchoNode", {})), "nodes[0].node_type", "Echo"),
+        (manifest(("a", "Scale", {"factor": "loud"})), "nodes[0].params.factor", "number"),
+        (manifest(("a", "AudioChunkerNode", {"chunk_size": 0})), "nodes[0].params", "chunk"),
+        (
+            {
+                **manifest(("a", "Echo", {}), ("b", "Echo", {})),
+                "connections": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}],
+            },
+            "connections",
+            "cycle",
+        ),
+        (
+            {**manifest(("a", "Echo", {})), "connections": [{"from": "a", "to": "zz"}]},
+            "connections[0]",
+            "zz",
+        ),
+    ],
+)
+def test_bad_manifests_fail_validation_before_any_spawn(
+    client: Client, server: Server, data: dict[str, Any], path: str, words: str
+) -> None:
+    for run in (
+        lambda: client.execute(data, {}),
+        lambda: list(client.stream(data, [zerohop.Text("x")])),
+    ):
+        spawned: set[int] = set()
+        watching = threading.Event()
+
+        def watch() -> None:
+            while not watching.is_set():
+                spawned.update(node_pids(server))
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with pytest.raises(RemoteError) as info:
+                run()
+        finally:
+            watching.set()
+            watcher.join()
+        assert info.value.error_type == "VALIDATION", info.value
+        assert info.value.path is not None and info.value.path.startswith(path), info.value.path
+        assert words in str(info.value)
+        assert not spawned
+
+
+def test_unknown_node_type_names_the_node_and_suggests(client: Client) -> None:
+    with pytest.raises(RemoteError) as info:
+        client.execute(manifest(("x", "Echo", {}), ("up", "UpperCas", {})), {})
+    assert info.value.node_id == "up" and "UpperCase" in str(info.value)
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_missing_or_wrong_token_is_unauthenticated(server: Server, token: str | None) -> None:
+    with Client(server.address, token) as client:
+        with pytest.raises(RemoteError) as info:
+            client.version()
+        assert info.value.status == "UNAUTHENTICATED"
+        with pytest.raises(RemoteError) as info:
+            client.execute(manifest(("a", "Echo", {})), {"a": zerohop.Text("x")})
+        assert info.value.status == "UNAUTHENTICATED"
+        with pytest.raises(RemoteError) as info:
+            list(client.stream(manifest(("a", "Echo", {})), [zerohop.Text("x")]))
+        assert info.value.error_type == "AUTHENTICATION"
+    assert not node_pids(server)
+
+
+@pytest.mark.parametrize("nbytes", [MAX_PAYLOAD + 4096, MAX_PAYLOAD + (2 << 20)])
+def test_oversized_payload_is_refused_and_the_server_survives(
+    client: Client, server: Server, nbytes: int
+) -> None:
+    # Just over the payload cap (refused by the executor), and past the gRPC message
+    # limit (refused by tonic before decoding).
+    big = zerohop.Bytes(b"\0" * nbytes)
+    m = manifest(("a", "Echo", {}))
+    with pytest.raises(RemoteError) as info:
+        client.execute(m, {"a": big})
+    assert info.value.status in ("RESOURCE_EXHAUSTED", "OUT_OF_RANGE")
+    assert info.value.error_type == "RESOURCE_LIMIT"
+    assert "bytes" in str(info.value)
+    with pytest.raises(RemoteError):
+        list(client.stream(m, [big]))
+    assert client.version().protocol_version == "v1"
+    assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+def test_async_client_batch_and_stream(server: Server) -> None:
+    async def main() -> tuple[dict[str, zerohop.Frame], list[zerohop.Frame]]:
+        async with AsyncClient(server.address, TOKEN) as client:
+            version = await client.version()
+            assert "Echo" in version.node_types
+            m = manifest(("up", "UpperCase", {}), ("sfx", "Suffix", {"suffix": "?"}))
+            batch = await client.execute(m, {"up": zerohop.Text("hi")})
+
+            async def words() -> Any:
+                for w in ("a", "b", "c"):
+                    yield zerohop.Text(w)
+
+            streamed = [f async for f in client.stream(m, words())]
+            return batch, streamed
+
+    batch, streamed = asyncio.run(main())
+    assert batch["sfx"].text == "HI?"  # type: ignore[attr-defined]
+    assert [f.text for f in streamed] == ["A?", "B?", "C?"]  # type: ignore[attr-defined]
+
+
+def test_execute_request_accepts_raw_wire_messages(server: Server) -> None:
+    """A client that knows only the remotemedia.v1 protos (no zerohop.client) works."""
+    with grpc.insecure_channel(server.address) as channel:
+        execute = channel.unary_unary(
+            "/remotemedia.v1.PipelineExecutionService/ExecutePipeline",
+            request_serializer=execution_pb2.ExecuteRequest.SerializeToString,
+            response_deserializer=execution_pb2.ExecuteResponse.FromString,
+        )
+        request = execution_pb2.ExecuteRequest(
+            manifest=execution_pb2.PipelineManifest(
+                version="v1",
+                metadata=execution_pb2.ManifestMetadata(name="raw"),
+                nodes=[execution_pb2.NodeManifest(id="up", node_type="UpperCase", params="")],
+            ),
+            data_inputs={"up": to_buffer(zerohop.Text("wire"))},
+        )
+        response = execute(request, metadata=[("authorization", f"Bearer {TOKEN}")])
+    result = response.result
+    assert result.data_outputs["up"].text.text_data == b"WIRE"
+    assert result.status == 1  # EXECUTION_STATUS_SUCCESS
+    assert [r.node_id for r in result.node_results] == ["up"]
+    assert result.metrics.wall_time_ms > 0
+    assert result.metrics.node_metrics["up"].items_processed == 1
