@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
@@ -124,7 +125,7 @@ def manifest(*nodes: tuple[str, str, dict[str, Any]], name: str = "t") -> dict[s
         "version": "v1",
         "metadata": {"name": name},
         "nodes": [{"id": i, "node_type": t, "params": p} for i, t, p in nodes],
-        "connections": [{"from": a[0], "to": b[0]} for a, b in zip(nodes, nodes[1:])],
+        "connections": [{"from": a[0], "to": b[0]} for a, b in itertools.pairwise(nodes)],
     }
 
 
@@ -214,7 +215,7 @@ def test_init_progress_arrives_before_the_first_output(client: Client) -> None:
     assert 0.0 in fractions and fractions[-1] == 1.0
     assert any(p.message.startswith("loading part") for _, p in seen)
     times = [t for t, _ in seen]
-    assert max(b - a for a, b in zip([0.0, *times], times)) < 2.0
+    assert max(b - a for a, b in itertools.pairwise([0.0, *times])) < 2.0
 
 
 def test_crashing_node_is_named_and_all_its_processes_are_gone(
@@ -321,7 +322,7 @@ def test_ten_concurrent_streams_each_get_their_own_results(server: Server) -> No
                 frames = list(client.stream(m, [zerohop.Tensor(d) for d in data]))
                 got = [f.array for f in frames]  # type: ignore[attr-defined]
                 results[k] = len(got) == 30 and all(
-                    np.array_equal(g, d * k) for g, d in zip(got, data)
+                    np.array_equal(g, d * k) for g, d in zip(got, data, strict=True)
                 )
         except Exception as err:
             results[k] = err
@@ -333,6 +334,13 @@ def test_ten_concurrent_streams_each_get_their_own_results(server: Server) -> No
         t.join(100)
     assert results == {k: True for k in range(1, 11)}
     assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+def watch_spawns(server: Server, spawned: set[int], done: threading.Event) -> None:
+    """Collects every node process seen below the server until ``done``."""
+    while not done.is_set():
+        spawned.update(node_pids(server))
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize(
@@ -365,13 +373,7 @@ def test_bad_manifests_fail_validation_before_any_spawn(
     ):
         spawned: set[int] = set()
         watching = threading.Event()
-
-        def watch() -> None:
-            while not watching.is_set():
-                spawned.update(node_pids(server))
-                time.sleep(0.005)
-
-        watcher = threading.Thread(target=watch)
+        watcher = threading.Thread(target=watch_spawns, args=(server, spawned, watching))
         watcher.start()
         try:
             with pytest.raises(RemoteError) as info:

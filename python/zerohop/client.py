@@ -27,7 +27,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Self, TypeAlias, cast
 
 import grpc
 import grpc.aio
@@ -36,7 +36,7 @@ import numpy as np
 from ._proto import common_pb2 as common
 from ._proto import execution_pb2 as execution
 from ._proto import streaming_pb2 as streaming
-from .data import Audio, Bytes, Frame, Json, Tensor, Text, Video
+from .data import Audio, Bytes, Frame, Json, PixelFormat, Tensor, Text, Video
 from .errors import FrameError, ZerohopError
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ _TENSOR_DTYPES = {
     "uint8": common.TENSOR_DTYPE_U8,
 }
 _TENSOR_NAMES = {v: k for k, v in _TENSOR_DTYPES.items()}
-_PIXEL_FORMATS = {
+_PIXEL_FORMATS: dict[PixelFormat, Any] = {
     "rgb24": common.PIXEL_FORMAT_RGB24,
     "rgba": common.PIXEL_FORMAT_RGBA32,
     "yuv420p": common.PIXEL_FORMAT_YUV420P,
@@ -156,7 +156,7 @@ def to_buffer(frame: Frame) -> common.DataBuffer:
                 pixel_data=np.ascontiguousarray(frame.pixels).tobytes(),
                 width=frame.width,
                 height=frame.height,
-                format=_PIXEL_FORMATS[frame.pixel_format],
+                format=_PIXEL_FORMATS[cast(PixelFormat, frame.pixel_format)],
             )
         )
     if isinstance(frame, Tensor):

@@ -37,7 +37,7 @@ pub type Responses = mpsc::Sender<std::result::Result<StreamResponse, Status>>;
 const QUEUED_CHUNKS: usize = 16;
 
 enum Input {
-    Chunk(DataChunk),
+    Chunk(Box<DataChunk>),
     /// The client closed its input.
     End,
 }
@@ -120,9 +120,9 @@ pub async fn serve(ctx: Arc<Context>, mut inbound: Streaming<StreamRequest>, tx:
             }
         };
         let input = match request {
-            Some(Request::DataChunk(chunk)) => Input::Chunk(chunk),
+            Some(Request::DataChunk(chunk)) => Input::Chunk(Box::new(chunk)),
             #[allow(deprecated)] // still sent by older clients
-            Some(Request::AudioChunk(audio)) => Input::Chunk(DataChunk {
+            Some(Request::AudioChunk(audio)) => Input::Chunk(Box::new(DataChunk {
                 node_id: audio.node_id,
                 buffer: audio.buffer.map(|buffer| DataBuffer {
                     data_type: Some(super::proto::data_buffer::DataType::Audio(buffer)),
@@ -131,7 +131,7 @@ pub async fn serve(ctx: Arc<Context>, mut inbound: Streaming<StreamRequest>, tx:
                 named_buffers: HashMap::new(),
                 sequence: audio.sequence,
                 timestamp_ms: audio.timestamp_ms,
-            }),
+            })),
             Some(Request::Control(control)) => match Command::try_from(control.command) {
                 Ok(Command::Close) => Input::End,
                 Ok(Command::Cancel) => {
@@ -334,7 +334,7 @@ fn feed_in_background(
                 )?;
                 while let Some(input) = queued.blocking_recv() {
                     let chunk = match input {
-                        Input::Chunk(chunk) => chunk,
+                        Input::Chunk(chunk) => *chunk,
                         Input::End => return session.end_inputs(None, &interrupt),
                     };
                     if let Some(buffer) = chunk.buffer {
