@@ -368,6 +368,27 @@ class _Responses:
         return []
 
 
+def _methods(channel: Any) -> tuple[Any, Any, Any]:
+    """ExecutePipeline, GetVersion and StreamPipeline on ``channel`` (sync or aio)."""
+    return (
+        channel.unary_unary(
+            _EXECUTION + "ExecutePipeline",
+            request_serializer=execution.ExecuteRequest.SerializeToString,
+            response_deserializer=execution.ExecuteResponse.FromString,
+        ),
+        channel.unary_unary(
+            _EXECUTION + "GetVersion",
+            request_serializer=execution.VersionRequest.SerializeToString,
+            response_deserializer=execution.VersionResponse.FromString,
+        ),
+        channel.stream_stream(
+            _STREAMING,
+            request_serializer=streaming.StreamRequest.SerializeToString,
+            response_deserializer=streaming.StreamResponse.FromString,
+        ),
+    )
+
+
 def _channel_options(max_message: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", max_message),
@@ -389,21 +410,7 @@ class Client:
         self.address = address
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
         self._channel = grpc.insecure_channel(address, options=_channel_options(max_message_bytes))
-        self._execute = self._channel.unary_unary(
-            _EXECUTION + "ExecutePipeline",
-            request_serializer=execution.ExecuteRequest.SerializeToString,
-            response_deserializer=execution.ExecuteResponse.FromString,
-        )
-        self._version = self._channel.unary_unary(
-            _EXECUTION + "GetVersion",
-            request_serializer=execution.VersionRequest.SerializeToString,
-            response_deserializer=execution.VersionResponse.FromString,
-        )
-        self._stream = self._channel.stream_stream(
-            _STREAMING,
-            request_serializer=streaming.StreamRequest.SerializeToString,
-            response_deserializer=streaming.StreamResponse.FromString,
-        )
+        self._execute, self._version, self._stream = _methods(self._channel)
 
     def version(self, timeout: float | None = None) -> ServerVersion:
         """The server's protocol and runtime versions and its node types."""
@@ -486,21 +493,7 @@ class AsyncClient:
         self._channel = grpc.aio.insecure_channel(
             address, options=_channel_options(max_message_bytes)
         )
-        self._execute = self._channel.unary_unary(
-            _EXECUTION + "ExecutePipeline",
-            request_serializer=execution.ExecuteRequest.SerializeToString,
-            response_deserializer=execution.ExecuteResponse.FromString,
-        )
-        self._version = self._channel.unary_unary(
-            _EXECUTION + "GetVersion",
-            request_serializer=execution.VersionRequest.SerializeToString,
-            response_deserializer=execution.VersionResponse.FromString,
-        )
-        self._stream = self._channel.stream_stream(
-            _STREAMING,
-            request_serializer=streaming.StreamRequest.SerializeToString,
-            response_deserializer=streaming.StreamResponse.FromString,
-        )
+        self._execute, self._version, self._stream = _methods(self._channel)
 
     async def version(self, timeout: float | None = None) -> ServerVersion:
         """See :meth:`Client.version`."""
