@@ -199,8 +199,9 @@ def test_large_audio_and_tensor_payloads_arrive_unchanged(client: Client, mode: 
         assert got.shape == sent.shape and sha(got) == sha(sent)
 
 
-def test_init_progress_arrives_before_the_first_output(client: Client) -> None:
-    m = manifest(("slow", "SlowInit", {"seconds": 2.5, "steps": 5}))
+def test_init_progress_arrives_at_least_every_two_seconds(client: Client) -> None:
+    # One step: after "loading part 1/1" the node sleeps 3 s; heartbeats fill the gap.
+    m = manifest(("slow", "SlowInit", {"seconds": 3.0, "steps": 1}))
     seen: list[tuple[float, InitProgress]] = []
     start = time.monotonic()
     frames = list(
@@ -211,11 +212,34 @@ def test_init_progress_arrives_before_the_first_output(client: Client) -> None:
         )
     )
     assert [f.text for f in frames] == ["hi"]  # type: ignore[attr-defined]
-    fractions = [p.fraction for _, p in seen if p.node_id == "slow"]
-    assert 0.0 in fractions and fractions[-1] == 1.0
-    assert any(p.message.startswith("loading part") for _, p in seen)
+    assert all(p.node_id == "slow" for _, p in seen)
+    assert seen[0][1].fraction == 0.0 and seen[0][1].message == "loading part 1/1"
+    assert seen[-1][1].fraction == 1.0 and seen[-1][1].message.startswith("ready in")
     times = [t for t, _ in seen]
-    assert max(b - a for a, b in itertools.pairwise([0.0, *times])) < 2.0
+    assert times[-1] >= 3.0
+    assert max(b - a for a, b in itertools.pairwise(times)) < 2.0, times
+
+
+def test_client_leaving_during_init_stops_the_session(client: Client, server: Server) -> None:
+    m = manifest(("slow", "SlowInit", {"seconds": 30.0, "steps": 1}))
+    progress: list[InitProgress] = []
+    outputs = client.stream(m, [zerohop.Text("hi")], on_progress=progress.append)
+    ended: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            next(outputs, None)
+        except RemoteError as err:
+            ended.append(err)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert wait_until(lambda: progress and node_pids(server), 20.0) is not None
+    client.close()  # the connection goes away while the node initializes
+    thread.join(10)
+    assert ended and ended[0].status == "CANCELLED"  # type: ignore[attr-defined]
+    took = wait_until(lambda: not node_pids(server), 5.0)
+    assert took is not None, node_pids(server)
 
 
 def test_crashing_node_is_named_and_all_its_processes_are_gone(
@@ -470,3 +494,43 @@ def test_execute_request_accepts_raw_wire_messages(server: Server) -> None:
     assert [r.node_id for r in result.node_results] == ["up"]
     assert result.metrics.wall_time_ms > 0
     assert result.metrics.node_metrics["up"].items_processed == 1
+
+
+def test_sigterm_stops_running_sessions_and_the_server(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "ZEROHOP_TOKEN"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    srv = Server(line.split("listening on ")[1].split()[0], proc.pid)
+    seen: list[zerohop.Frame] = []
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        def endless() -> Iterator[zerohop.Frame]:
+            while True:
+                yield zerohop.Text("x")
+                time.sleep(0.01)
+
+        try:
+            with Client(srv.address) as client:
+                m = manifest(("a", "Echo", {}), ("b", "Echo", {}))
+                seen.extend(client.stream(m, endless()))
+        except RemoteError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert wait_until(lambda: len(seen) > 5, 20.0) is not None
+    below = descendants(proc.pid)
+    assert len(node_pids(srv)) == 2
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    proc.stdout.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    # The stream ended (closed by the server, or cut off with the connection).
+    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 5.0)
