@@ -22,6 +22,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import zerohop
 from zerohop._proto import execution_pb2, streaming_pb2
@@ -409,6 +411,33 @@ def test_bad_manifests_fail_validation_before_any_spawn(
         assert info.value.path is not None and info.value.path.startswith(path), info.value.path
         assert words in str(info.value)
         assert not spawned
+
+
+@given(
+    types=st.lists(st.sampled_from(["Echo", "PassThrough", "Nope", "echo", "Scale "]), min_size=1),
+    links=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), max_size=4),
+)
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_generated_bad_manifests_are_refused_before_any_spawn(
+    client: Client, server: Server, types: list[str], links: list[tuple[int, int]]
+) -> None:
+    bad_type = any(t not in ("Echo", "PassThrough") for t in types)
+    bad_link = any(a == b or max(a, b) >= len(types) for a, b in links)
+    assume(bad_type or bad_link)
+    data = {
+        "version": "v1",
+        "metadata": {"name": "generated"},
+        "nodes": [{"id": f"n{i}", "node_type": t} for i, t in enumerate(types)],
+        "connections": [{"from": f"n{a}", "to": f"n{b}"} for a, b in links],
+    }
+    with pytest.raises(RemoteError) as info:
+        client.execute(data, {})
+    assert info.value.error_type == "VALIDATION"
+    assert info.value.path is not None
+    assert info.value.path.startswith(("nodes[", "connections")), info.value.path
+    assert not node_pids(server)
 
 
 def test_unknown_node_type_names_the_node_and_suggests(client: Client) -> None:
