@@ -11,9 +11,9 @@
 //! driver's interrupt check fails within 50 ms and every node process is stopped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
@@ -43,10 +43,24 @@ enum Input {
 }
 
 /// Why a stream stops early, shared by its three parties.
-#[derive(Default)]
 struct StreamState {
     cancelled: AtomicBool,
     failure: Mutex<Option<Error>>,
+    /// When the stream started, and when the latest chunk entered the pipeline
+    /// (nanoseconds after it): `ChunkResult.processing_time_ms` is measured from there.
+    began: Instant,
+    last_input_ns: AtomicU64,
+}
+
+impl Default for StreamState {
+    fn default() -> Self {
+        StreamState {
+            cancelled: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            began: Instant::now(),
+            last_input_ns: AtomicU64::new(0),
+        }
+    }
 }
 
 impl StreamState {
@@ -56,6 +70,16 @@ impl StreamState {
 
     fn failure(&self) -> Option<Error> {
         self.failure.lock().expect("poisoned").clone()
+    }
+
+    fn input_sent(&self) {
+        let at = self.began.elapsed().as_nanos() as u64;
+        self.last_input_ns.store(at, Ordering::Release);
+    }
+
+    fn since_last_input_ms(&self) -> f64 {
+        let last = Duration::from_nanos(self.last_input_ns.load(Ordering::Acquire));
+        self.began.elapsed().saturating_sub(last).as_secs_f64() * 1e3
     }
 }
 
@@ -257,7 +281,7 @@ fn run(
                 reply(Response::Result(ChunkResult {
                     sequence: header.sequence,
                     data_outputs: HashMap::from([(label, buffer)]),
-                    processing_time_ms: 0.0,
+                    processing_time_ms: state.since_last_input_ms(),
                     total_items_processed: results,
                 }))?;
             }
@@ -357,6 +381,7 @@ fn feed_in_background(
                         &interrupt,
                         "data_chunk.named_buffers",
                     )?;
+                    state.input_sent();
                 }
                 Ok(())
             };

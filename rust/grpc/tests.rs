@@ -349,6 +349,7 @@ fn stream_ready_results_closed_and_the_session_cap() {
             match response.response.unwrap() {
                 StreamResp::Result(result) => {
                     kinds.push("result");
+                    assert!(result.processing_time_ms > 0.0 && result.processing_time_ms < 5e3);
                     values.extend(samples(&result.data_outputs["out"]));
                 }
                 StreamResp::Ready(ready) => {
