@@ -6,6 +6,7 @@ sessions, bad manifests, authentication and payload limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
@@ -27,7 +28,14 @@ from hypothesis import strategies as st
 
 import zerohop
 from zerohop._proto import execution_pb2, streaming_pb2
-from zerohop.client import AsyncClient, Client, InitProgress, RemoteError, to_buffer
+from zerohop.client import (
+    AsyncClient,
+    Client,
+    InitProgress,
+    RemoteError,
+    from_buffer,
+    to_buffer,
+)
 from zerohop.manifest import Manifest
 
 TOKEN = "test-token-5d1f"
@@ -86,13 +94,12 @@ def wait_until(condition: Any, timeout: float) -> float | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    config = tmp_path_factory.mktemp("serve") / "runtime.toml"
-    config.write_text(
-        f"[channel]\nmax_payload_bytes = {MAX_PAYLOAD}\n[server]\nmax_sessions = 16\n"
-    )
-    env = {**os.environ, "ZEROHOP_CONFIG": str(config), "ZEROHOP_TOKEN": TOKEN}
+def start_server(config: Path, token: str | None) -> tuple[subprocess.Popen[str], Server]:
+    """`zerohop serve --port 0` with ``config`` as its runtime.toml."""
+    env = {**os.environ, "ZEROHOP_CONFIG": str(config)}
+    env.pop("ZEROHOP_TOKEN", None)
+    if token:
+        env["ZEROHOP_TOKEN"] = token
     proc = subprocess.Popen(
         [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -102,17 +109,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "listening on 127.0.0.1:" in line, line
-    srv = Server(line.split("listening on ")[1].split()[0], proc.pid)
+    return proc, Server(line.split("listening on ")[1].split()[0], proc.pid)
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM; the server exits cleanly and nothing it started outlives it."""
+    below = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 5.0) is not None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    config = tmp_path_factory.mktemp("serve") / "runtime.toml"
+    config.write_text(
+        f"[channel]\nmax_payload_bytes = {MAX_PAYLOAD}\n[server]\nmax_sessions = 16\n"
+    )
+    proc, srv = start_server(config, TOKEN)
     # grpcio creates its process-wide threads and fds on first use: not a test's leak.
     with Client(srv.address, TOKEN) as client:
         client.version()
     yield srv
-    below = descendants(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
-    proc.stdout.close()
-    # Nothing the server started outlives it.
-    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 5.0) is not None
+    stop_server(proc)
 
 
 @pytest.fixture
@@ -528,17 +549,9 @@ def test_execute_request_accepts_raw_wire_messages(server: Server) -> None:
 
 
 def test_sigterm_stops_running_sessions_and_the_server(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "ZEROHOP_TOKEN"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    srv = Server(line.split("listening on ")[1].split()[0], proc.pid)
+    (tmp_path / "runtime.toml").write_text("")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
     seen: list[zerohop.Frame] = []
-    errors: list[BaseException] = []
 
     def stream() -> None:
         def endless() -> Iterator[zerohop.Frame]:
@@ -546,22 +559,68 @@ def test_sigterm_stops_running_sessions_and_the_server(tmp_path: Path) -> None:
                 yield zerohop.Text("x")
                 time.sleep(0.01)
 
-        try:
-            with Client(srv.address) as client:
-                m = manifest(("a", "Echo", {}), ("b", "Echo", {}))
-                seen.extend(client.stream(m, endless()))
-        except RemoteError as err:
-            errors.append(err)
+        # The stream ends either way: closed by the server, or cut off with the connection.
+        with contextlib.suppress(RemoteError), Client(srv.address) as client:
+            m = manifest(("a", "Echo", {}), ("b", "Echo", {}))
+            seen.extend(client.stream(m, endless()))
 
     thread = threading.Thread(target=stream)
     thread.start()
     assert wait_until(lambda: len(seen) > 5, 20.0) is not None
-    below = descendants(proc.pid)
     assert len(node_pids(srv)) == 2
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
-    proc.stdout.close()
+    stop_server(proc)
     thread.join(10)
     assert not thread.is_alive()
-    # The stream ended (closed by the server, or cut off with the connection).
-    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 5.0)
+
+
+def test_server_process_cap_is_resource_exhausted(tmp_path: Path) -> None:
+    (tmp_path / "runtime.toml").write_text("[server]\nmax_processes = 2\n")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    try:
+        with Client(srv.address) as client:
+            three = manifest(("a", "Echo", {}), ("b", "Echo", {}), ("c", "Echo", {}))
+            with pytest.raises(RemoteError) as info:
+                client.execute(three, {"a": zerohop.Text("x")})
+            assert info.value.status == "RESOURCE_EXHAUSTED"
+            assert "server.max_processes" in str(info.value)
+            assert not node_pids(srv)
+            two = manifest(("a", "Echo", {}), ("b", "PassThrough", {}))
+            assert client.execute(two, {"a": zerohop.Text("x")})["b"].text == "x"  # type: ignore[attr-defined]
+    finally:
+        stop_server(proc)
+
+
+def test_every_frame_kind_converts_both_ways() -> None:
+    rng = np.random.default_rng(3)
+    frames: list[zerohop.Frame] = [
+        zerohop.Audio(rng.standard_normal((100, 2)).astype(np.float32), 48000),
+        zerohop.Audio(rng.integers(-(2**15), 2**15, 160).astype(np.int16), 8000),
+        zerohop.Audio(rng.integers(-(2**31), 2**31, 16).astype(np.int32), 16000),
+        zerohop.Video(rng.integers(0, 256, (4, 6, 3)).astype(np.uint8), "rgb24"),
+        zerohop.Video(rng.integers(0, 256, (4, 6, 4)).astype(np.uint8), "rgba"),
+        zerohop.Video(rng.integers(0, 256, (4, 6)).astype(np.uint8), "gray"),
+        zerohop.Video(rng.integers(0, 256, 36).astype(np.uint8), "yuv420p", width=6, height=4),
+        zerohop.Tensor(rng.standard_normal((2, 3)).astype(np.float16)),
+        zerohop.Tensor(rng.integers(0, 9, (5,)).astype(np.uint8)),
+        zerohop.Tensor(rng.standard_normal((3, 2))),  # float64: a NumpyBuffer
+        zerohop.Tensor(rng.integers(0, 9, (2, 2)).astype(np.int64)),
+        zerohop.Text("grüße"),
+        zerohop.Json({"a": [1, 2.5, None]}),
+        zerohop.Bytes(b"\x00\xffraw"),
+    ]
+    for frame in frames:
+        back = from_buffer(to_buffer(frame))
+        assert type(back) is type(frame)
+        payload = slice(zerohop._native.HEADER_LEN, None)
+        assert back.to_bytes()[payload] == frame.to_bytes()[payload], frame
+
+
+def test_video_and_numpy_frames_through_the_server(client: Client) -> None:
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (48, 64, 3)).astype(np.uint8)
+    array = rng.standard_normal((7, 5))  # float64
+    m = manifest(("echo", "Echo", {}), ("out", "PassThrough", {}))
+    frames = list(client.stream(m, [zerohop.Video(pixels), zerohop.Tensor(array)]))
+    assert np.array_equal(frames[0].pixels, pixels)  # type: ignore[attr-defined]
+    assert frames[1].array.dtype == np.float64  # type: ignore[attr-defined]
+    assert np.array_equal(frames[1].array, array)  # type: ignore[attr-defined]
