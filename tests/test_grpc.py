@@ -323,6 +323,15 @@ def test_client_that_disconnects_mid_stream_leaves_nothing(server: Server) -> No
     print(f"cleanup after disconnect: {took * 1000:.0f} ms")
 
 
+def test_batch_deadline_stops_the_session(client: Client, server: Server) -> None:
+    m = manifest(("slow", "SlowInit", {"seconds": 30.0, "steps": 1}))
+    with pytest.raises(RemoteError) as info:
+        client.execute(m, {"slow": zerohop.Text("x")}, timeout=2.0)
+    assert info.value.status == "DEADLINE_EXCEEDED"
+    took = wait_until(lambda: not node_pids(server), 5.0)
+    assert took is not None, node_pids(server)
+
+
 def test_cancel_command_stops_the_session(server: Server) -> None:
     m = Manifest.parse(manifest(("a", "Echo", {}), ("b", "Echo", {})))
     from zerohop.client import _manifest_message
