@@ -327,9 +327,10 @@ def test_batch_deadline_stops_the_session(client: Client, server: Server) -> Non
     m = manifest(("slow", "SlowInit", {"seconds": 30.0, "steps": 1}))
     with pytest.raises(RemoteError) as info:
         client.execute(m, {"slow": zerohop.Text("x")}, timeout=2.0)
-    assert info.value.status == "DEADLINE_EXCEEDED"
+    assert info.value.status == "DEADLINE_EXCEEDED", info.value
     took = wait_until(lambda: not node_pids(server), 5.0)
     assert took is not None, node_pids(server)
+    print(f"deadline cleanup {took:.3f}")
 
 
 def test_cancel_command_stops_the_session(server: Server) -> None:
