@@ -634,3 +634,15 @@ def test_video_and_numpy_frames_through_the_server(client: Client) -> None:
     assert np.array_equal(frames[0].pixels, pixels)  # type: ignore[attr-defined]
     assert frames[1].array.dtype == np.float64  # type: ignore[attr-defined]
     assert np.array_equal(frames[1].array, array)  # type: ignore[attr-defined]
+
+
+def test_stream_into_a_node_with_two_inputs(client: Client) -> None:
+    m = manifest(("j", "Join", {}))
+    frames = list(client.stream(m, [("j.left", zerohop.Text("a")), ("j.right", zerohop.Text("b"))]))
+    assert sorted((f.value["port"], f.value["value"]) for f in frames) == [  # type: ignore[attr-defined]
+        ("left", "a"),
+        ("right", "b"),
+    ]
+    with pytest.raises(RemoteError) as info:
+        list(client.stream(m, [("j.middle", zerohop.Text("a"))]))
+    assert info.value.error_type == "VALIDATION" and "j.left, j.right" in str(info.value)
