@@ -357,13 +357,17 @@ def test_cancel_command_stops_the_session(server: Server) -> None:
             response_deserializer=streaming_pb2.StreamResponse.FromString,
         )(requests(), metadata=[("authorization", f"Bearer {TOKEN}")])
         kinds = []
+        session_id = None
         for response in call:
             kinds.append(response.WhichOneof("response"))
+            if kinds[-1] == "ready":
+                session_id = response.ready.session_id
             if kinds[-1] == "result":
                 assert node_pids(server)
                 cancel.set()
             if kinds[-1] == "closed":
                 assert response.closed.reason == "cancelled"
+                assert response.closed.session_id == session_id
                 assert not node_pids(server)
                 break
         call.cancel()

@@ -46,6 +46,8 @@ enum Input {
 struct StreamState {
     cancelled: AtomicBool,
     failure: Mutex<Option<Error>>,
+    /// Set once the session runs, for the StreamClosed of a stream that stops early.
+    session_id: Mutex<String>,
     /// When the stream started, and when the latest chunk entered the pipeline
     /// (nanoseconds after it): `ChunkResult.processing_time_ms` is measured from there.
     began: Instant,
@@ -57,6 +59,7 @@ impl Default for StreamState {
         StreamState {
             cancelled: AtomicBool::new(false),
             failure: Mutex::new(None),
+            session_id: Mutex::new(String::new()),
             began: Instant::now(),
             last_input_ns: AtomicU64::new(0),
         }
@@ -222,8 +225,14 @@ fn drive(
         Err(Error::Interrupted) => match state.failure() {
             Some(err) => failed(err),
             None if tx.is_closed() => {}
-            None if ctx.stopping() => closed(String::new(), None, "server shutting down"),
-            None => closed(String::new(), None, "cancelled"),
+            None => {
+                let session_id = state.session_id.lock().expect("poisoned").clone();
+                let reason = match ctx.stopping() {
+                    true => "server shutting down",
+                    false => "cancelled",
+                };
+                closed(session_id, None, reason)
+            }
         },
         Err(err) => failed(err),
     }
@@ -252,6 +261,9 @@ fn run(
     };
     let running = start(ctx, manifest, &mut on_event, interrupt)?;
     let session = &running.session;
+    session
+        .id
+        .clone_into(&mut state.session_id.lock().expect("poisoned"));
     reply(Response::Ready(StreamReady {
         session_id: session.id.clone(),
         recommended_chunk_size: init.expected_chunk_size,
