@@ -82,7 +82,12 @@ fn run(ctx: &Context, request: ExecuteRequest, interrupt: Interrupt) -> Result<E
                 outputs.entry(label).or_default().push(buffer);
             }
             Output::Event(_) => {}
-            Output::End => break,
+            // A node's failure report can trail the end of stream (it travels on the
+            // control socket, after the frames): a run is complete only if none came.
+            Output::End => {
+                session.check()?;
+                break;
+            }
         }
     }
     let statuses = session.status();

@@ -298,7 +298,12 @@ fn run(
                 }))?;
             }
             Output::Event(_) => {}
-            Output::End => break,
+            // A node's failure report can trail the end of stream (it travels on the
+            // control socket, after the frames): a run is complete only if none came.
+            Output::End => {
+                session.check()?;
+                break;
+            }
         }
     }
     let metrics = ExecutionMetrics {
