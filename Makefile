@@ -35,5 +35,6 @@ bench: ## benchmarks: IPC (Rust criterion, Python vs peers) and the executor
 	cargo bench --bench ipc_latency
 	$(PYTHON) benches/ipc.py
 	$(PYTHON) benches/executor.py
+	$(PYTHON) benches/grpc.py
 
 .PHONY: help install speech-models develop test lint bench

@@ -3,6 +3,7 @@
 ::
 
     zerohop run MANIFEST [--input FILE|-] [--output FILE|-]   run a pipeline locally
+    zerohop serve [--host H] [--port P] [--token T]           serve remotemedia.v1 over gRPC
     zerohop validate FILE...                                  check manifests
     zerohop nodes                                             list the registered node types
     zerohop schema                                            print the manifest JSON Schema
@@ -207,6 +208,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from .serve import serve
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM stops the server like Ctrl-C: every session's processes are stopped first.
+    signal.signal(signal.SIGTERM, stop)
+    token = args.token or os.environ.get("ZEROHOP_TOKEN") or None
+
+    def bound(address: str) -> None:
+        auth = "bearer token required" if token else "no authentication"
+        print(f"zerohop serve: listening on {address} ({auth})", flush=True)
+
+    try:
+        serve(host=args.host, port=args.port, token=token, on_bound=bound)
+    except KeyboardInterrupt:
+        print("zerohop serve: stopped", file=sys.stderr)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
 
@@ -283,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the input is raw mono int16 little-endian PCM at RATE Hz (e.g. a microphone pipe)",
     )
     run.set_defaults(func=cmd_run)
+    serve = sub.add_parser("serve", help="serve remotemedia.v1 manifests over gRPC")
+    serve.add_argument("--host", default=None, help="default: [server] host (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="0 picks a free port")
+    serve.add_argument("--token", default=None, help="bearer token (or env ZEROHOP_TOKEN)")
+    serve.set_defaults(func=cmd_serve)
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=cmd_validate)
