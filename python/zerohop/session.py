@@ -372,7 +372,9 @@ def start_session(
         from . import _native
 
         native = _native.NativeSession.start(
-            json.dumps(pipeline.graph("multiprocess")), **session_args(pipeline), on_event=on_progress
+            json.dumps(pipeline.graph("multiprocess")),
+            **session_args(pipeline),
+            on_event=on_progress,
         )
         session = MultiprocessSession(native, pipeline.name)
     session._on_frame_error = on_frame_error
