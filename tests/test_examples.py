@@ -36,3 +36,10 @@ def test_init_progress_example() -> None:
     out = run(str(EXAMPLES / "init_progress.py"), "--seconds", "2")
     assert "[model] [" in out and "loading weights 1/4" in out and "weights loaded" in out
     assert "ready after" in out and "['MODEL IS LOADED']" in out
+
+
+def test_speech_stream_example() -> None:
+    out = run(str(EXAMPLES / "speech_stream.py"), "--commands", "2", timeout=300)
+    assert "recording: 2 commands" in out
+    assert 'reply "Turning on the kitchen lights."' in out
+    assert "2 replies; multiprocess wall time" in out

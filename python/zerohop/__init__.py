@@ -6,6 +6,8 @@ The public API is re-exported here; see the submodules for details:
 :mod:`zerohop.config` (``runtime.toml``), :mod:`zerohop.errors` (exceptions).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import _native
 from .channel import Receiver, Sender
 from .config import ChannelConfig, RuntimeConfig, load_config
@@ -33,14 +35,19 @@ from .node import MultiprocessNode, NodeContext, node_class, register_node, regi
 from .pipeline import Pipeline
 from .session import NodeStatus, Session
 
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client, RemoteError
+
 __version__: str = _native.__version__
 
 __all__ = [
+    "AsyncClient",
     "Audio",
     "Bytes",
     "ChannelClosedError",
     "ChannelConfig",
     "ChannelError",
+    "Client",
     "ConfigError",
     "Frame",
     "FrameError",
@@ -58,6 +65,7 @@ __all__ = [
     "PayloadTooLargeError",
     "Pipeline",
     "Receiver",
+    "RemoteError",
     "ResourceLimitError",
     "RuntimeConfig",
     "Sender",
@@ -83,3 +91,16 @@ def reclaim_dead() -> int:
     """Removes shared memory left behind by processes that died without cleaning up
     (e.g. killed with SIGKILL). Returns the number of dead processes reclaimed."""
     return _native.reclaim_dead()
+
+
+_LAZY = ("AsyncClient", "Client", "RemoteError")
+
+
+def __getattr__(name: str) -> Any:
+    """The gRPC client (:mod:`zerohop.client`) is imported on first use, so that node
+    processes, which import zerohop too, never load grpcio."""
+    if name in _LAZY:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'zerohop' has no attribute {name!r}")

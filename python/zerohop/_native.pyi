@@ -23,6 +23,7 @@ __all__ = [
     "native_nodes",
     "reclaim_dead",
     "route_node",
+    "serve",
     "validate_graph",
 ]
 
@@ -200,6 +201,19 @@ class NativeNode:
     def node_type(self) -> str: ...
     def process(self, frame: RawFrame | Buffer) -> list[RawFrame]: ...
     def flush(self) -> list[RawFrame]: ...
+
+def serve(
+    plan: Callable[[str], tuple[str, dict[str, Any]]],
+    node_types: Callable[[], list[str]],
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    max_sessions: int,
+    max_processes: int,
+    max_payload: int,
+    on_bound: Callable[[str], None],
+) -> None: ...
 
 @final
 class NativeSession:

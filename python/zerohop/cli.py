@@ -3,6 +3,7 @@
 ::
 
     zerohop run MANIFEST [--input FILE|-] [--output FILE|-]   run a pipeline locally
+    zerohop serve [--host H] [--port P] [--token T]           serve remotemedia.v1 over gRPC
     zerohop validate FILE...                                  check manifests
     zerohop nodes                                             list the registered node types
     zerohop schema                                            print the manifest JSON Schema
@@ -11,8 +12,9 @@
 process), shows a progress bar per node while they initialize, streams the input through
 and writes the outputs. Inputs: a ``.wav`` file (sent as 20 ms audio chunks, as a
 microphone would), a ``.json`` file (one Json frame), or text (one Text frame per line);
-``-`` reads standard input (wav or text). Outputs: ``.wav`` (the audio outputs,
-concatenated), ``.json`` (every output), or ``-`` (printed).
+``-`` reads standard input (wav or text; raw int16 PCM with ``--pcm RATE``). Outputs:
+``.wav`` (the audio outputs, concatenated), ``.json`` (every output), or ``-`` (printed).
+Json outputs with a ``message`` (the speech nodes' reports) are printed as that message.
 """
 
 from __future__ import annotations
@@ -56,7 +58,18 @@ def read_wav(stream: BinaryIO, chunk_ms: float) -> Iterator[Audio]:
             yield Audio(samples.copy(), sample_rate=rate)
 
 
-def read_input(path: str, chunk_ms: float) -> Iterator[Frame]:
+def read_pcm(stream: BinaryIO, rate: int, chunk_ms: float) -> Iterator[Audio]:
+    """Audio frames of ``chunk_ms`` from raw mono little-endian int16 PCM at ``rate``."""
+    per_chunk = max(1, int(rate * chunk_ms / 1000))
+    while data := stream.read(2 * per_chunk):
+        yield Audio(np.frombuffer(data[: len(data) // 2 * 2], "<i2").copy(), sample_rate=rate)
+
+
+def read_input(path: str, chunk_ms: float, pcm_rate: int | None = None) -> Iterator[Frame]:
+    if pcm_rate is not None:
+        with open(sys.stdin.fileno() if path == "-" else path, "rb", closefd=path != "-") as f:
+            yield from read_pcm(f, pcm_rate, chunk_ms)
+        return
     if path == "-":
         data = sys.stdin.buffer.read()
         if data[:4] == b"RIFF":
@@ -150,6 +163,14 @@ def _progress_display() -> tuple[Any, Any]:
     return progress, on_event
 
 
+def _shown(value: Any) -> str:
+    """A Json output as printed while running: its ``message`` if it has one (the
+    speech nodes' reports), else the JSON."""
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        return str(value["message"])
+    return json.dumps(value)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
 
@@ -165,10 +186,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs: list[Frame] = []
     with session:
         started = time.perf_counter()
-        for frame in session.stream(read_input(args.input, args.chunk_ms)):
+        for frame in session.stream(read_input(args.input, args.chunk_ms, args.pcm)):
             outputs.append(frame)
             if isinstance(frame, Text | Json):
-                shown = frame.text if isinstance(frame, Text) else json.dumps(frame.value)
+                shown = frame.text if isinstance(frame, Text) else _shown(frame.value)
                 print(
                     f"[{time.perf_counter() - started:7.3f} s] {frame.source}: {shown}",
                     file=sys.stderr,
@@ -184,6 +205,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             out.write_text(json.dumps([describe(f) for f in outputs], indent=2))
             print(f"wrote {len(outputs)} outputs to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from .serve import serve
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM stops the server like Ctrl-C: every session's processes are stopped first.
+    signal.signal(signal.SIGTERM, stop)
+    token = args.token or os.environ.get("ZEROHOP_TOKEN") or None
+
+    def bound(address: str) -> None:
+        auth = "bearer token required" if token else "no authentication"
+        print(f"zerohop serve: listening on {address} ({auth})", flush=True)
+
+    try:
+        serve(host=args.host, port=args.port, token=token, on_bound=bound)
+    except KeyboardInterrupt:
+        print("zerohop serve: stopped", file=sys.stderr)
     return 0
 
 
@@ -256,7 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", "-i", default="-", help="wav, json or text file; - for stdin")
     run.add_argument("--output", "-o", default=None, help="wav or json file; - for stdout")
     run.add_argument("--chunk-ms", type=float, default=20.0, help="audio input chunk length")
+    run.add_argument(
+        "--pcm",
+        type=int,
+        metavar="RATE",
+        help="the input is raw mono int16 little-endian PCM at RATE Hz (e.g. a microphone pipe)",
+    )
     run.set_defaults(func=cmd_run)
+    serve = sub.add_parser("serve", help="serve remotemedia.v1 manifests over gRPC")
+    serve.add_argument("--host", default=None, help="default: [server] host (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="0 picks a free port")
+    serve.add_argument("--token", default=None, help="bearer token (or env ZEROHOP_TOKEN)")
+    serve.set_defaults(func=cmd_serve)
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=cmd_validate)

@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-__all__ = ["ChannelConfig", "NodesConfig", "ProcessConfig", "RuntimeConfig", "load_config"]
+__all__ = [
+    "ChannelConfig",
+    "NodesConfig",
+    "ProcessConfig",
+    "RuntimeConfig",
+    "ServerConfig",
+    "load_config",
+]
 
 
 class _Section(BaseModel):
@@ -85,12 +92,24 @@ class NodesConfig(_Section):
     modules: tuple[str, ...] = ()
 
 
+class ServerConfig(_Section):
+    """``zerohop serve`` (``[server]``): where it listens and the caps over all its
+    sessions, which no manifest can raise. The largest payload is ``channel.max_payload_bytes``;
+    the bearer token comes from ``--token`` or ``ZEROHOP_TOKEN``, never from this file."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    max_sessions: int = Field(32, ge=1)
+    max_processes: int = Field(0, ge=0)
+
+
 class RuntimeConfig(_Section):
     """The whole ``runtime.toml``."""
 
     channel: ChannelConfig = ChannelConfig()
     process: ProcessConfig = ProcessConfig()
     nodes: NodesConfig = NodesConfig()
+    server: ServerConfig = ServerConfig()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> RuntimeConfig:

@@ -326,6 +326,35 @@ def _sys_path() -> list[str]:
     return entries
 
 
+def session_args(pipeline: Pipeline) -> dict[str, Any]:
+    """The settings ``NativeSession.start`` takes besides the graph, from the pipeline's
+    runtime configuration."""
+    cfg = pipeline.config
+    program, args, env = _launch_command(pipeline)
+    return {
+        "program": program,
+        "args": args,
+        "env": env,
+        "cwd": os.getcwd(),
+        "channel": (
+            cfg.channel.capacity,
+            cfg.channel.max_payload_bytes,
+            cfg.channel.initial_payload_bytes,
+            cfg.channel.max_borrowed,
+            cfg.channel.max_loans,
+        ),
+        "init_timeout": cfg.process.init_timeout_secs,
+        "grace": cfg.process.grace_period_secs,
+        "term_grace": cfg.process.term_grace_secs,
+        "liveness_timeout": cfg.process.liveness_timeout(),
+        "max_processes": cfg.process.max_processes(),
+        "heartbeat_secs": cfg.process.heartbeat_secs,
+        "imports": pipeline._imports.specs(),
+        "sys_path": _sys_path(),
+        "spawn_method": cfg.process.spawn_method,
+    }
+
+
 def start_session(
     pipeline: Pipeline,
     *,
@@ -343,31 +372,10 @@ def start_session(
     else:
         from . import _native
 
-        cfg = pipeline.config
-        program, args, env = _launch_command(pipeline)
         native = _native.NativeSession.start(
             json.dumps(pipeline.graph("multiprocess")),
-            program=program,
-            args=args,
-            env=env,
-            cwd=os.getcwd(),
-            channel=(
-                cfg.channel.capacity,
-                cfg.channel.max_payload_bytes,
-                cfg.channel.initial_payload_bytes,
-                cfg.channel.max_borrowed,
-                cfg.channel.max_loans,
-            ),
-            init_timeout=cfg.process.init_timeout_secs,
-            grace=cfg.process.grace_period_secs,
-            term_grace=cfg.process.term_grace_secs,
-            max_processes=cfg.process.max_processes(),
-            heartbeat_secs=cfg.process.heartbeat_secs,
-            imports=pipeline._imports.specs(),
-            sys_path=_sys_path(),
-            spawn_method=cfg.process.spawn_method,
+            **session_args(pipeline),
             on_event=on_progress,
-            liveness_timeout=cfg.process.liveness_timeout(),
         )
         session = MultiprocessSession(native, pipeline.name)
     session._on_frame_error = on_frame_error

@@ -1,8 +1,24 @@
-//! gRPC: the `remotemedia.v1` protocol (generated from `proto/` by `build.rs`) and the
-//! conversions between its messages and zerohop frames. The tonic service over the
-//! executor builds on these.
+//! gRPC: the `remotemedia.v1` protocol (generated from `proto/` by `build.rs`), the
+//! conversions between its messages and zerohop frames, and the tonic server that runs
+//! manifests on the executor (`zerohop serve`).
+//!
+//! The executor blocks (poll-based threads), tonic is async: each session gets its own
+//! threads, and channels carry requests and responses between them and the runtime.
 
+mod batch;
 pub mod convert;
+pub mod limits;
+pub mod plan;
+mod run;
+pub mod server;
+mod status;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub use limits::Limits;
+pub use plan::{Plan, Planner};
+pub use server::{serve, ServerConfig, Service};
 
 /// Messages, enums and services of package `remotemedia.v1`, generated at build time.
 ///

@@ -26,6 +26,7 @@
 //!   kind, a format change mid-stream): apply the node's `on_error` policy. Nodes are
 //!   `Send` but not `Sync`: drive each from one thread at a time.
 
+mod accumulator;
 mod chunker;
 mod format;
 mod params;
@@ -40,6 +41,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::frame::{Header, Kind, FLAG_END_OF_STREAM};
 
+pub use accumulator::AudioBufferAccumulator;
 pub use chunker::AudioChunker;
 pub use format::{AudioFormat, SampleFormat};
 pub use passthrough::PassThrough;
@@ -88,6 +90,7 @@ pub fn registry() -> &'static [NodeInfo] {
             resample::info(),
             format::info(),
             passthrough::info(),
+            accumulator::info(),
         ]
     })
 }
@@ -106,6 +109,7 @@ pub fn create(node_type: &str, params: &Value) -> Result<Option<Box<dyn NativeNo
         resample::NODE_TYPE => Box::new(FastResample::from_params(params)?),
         format::NODE_TYPE => Box::new(AudioFormat::from_params(params)?),
         passthrough::NODE_TYPE => Box::new(PassThrough::from_params(params)?),
+        accumulator::NODE_TYPE => Box::new(AudioBufferAccumulator::from_params(params)?),
         _ => return Ok(None),
     };
     Ok(Some(node))
@@ -118,6 +122,7 @@ pub fn port_kinds(node_type: &str) -> (Option<&'static [Kind]>, Option<&'static 
         chunker::NODE_TYPE | resample::NODE_TYPE | format::NODE_TYPE => {
             (Some(&[Kind::Audio]), Some(&[Kind::Audio]))
         }
+        accumulator::NODE_TYPE => (Some(&[Kind::Audio, Kind::Json]), Some(&[Kind::Audio])),
         _ => (None, None),
     }
 }
@@ -182,6 +187,7 @@ mod tests {
             ("FastResampleNode", json!({"target_rate": 16_000})),
             ("AudioFormatNode", json!(null)),
             ("PassThrough", json!({})),
+            ("AudioBufferAccumulatorNode", json!({})),
         ];
         assert_eq!(registry().len(), defaults.len());
         for (node_type, params) in defaults {
@@ -237,6 +243,11 @@ mod tests {
                 "params.format",
             ),
             ("PassThrough", json!({"anything": 1}), "params.anything"),
+            (
+                "AudioBufferAccumulatorNode",
+                json!({"maxUtteranceDurationMs": 50}),
+                "params.maxUtteranceDurationMs",
+            ),
             ("PassThrough", json!("yes"), "params"),
         ];
         for (node_type, params, expected) in cases {

@@ -107,6 +107,36 @@ pub fn to_pyerr(err: Error) -> PyErr {
     })
 }
 
+/// The core error for an exception Python code raised on the core's behalf (the
+/// manifest planner of `zerohop serve`): a `ManifestError` keeps its path.
+pub fn from_pyerr(py: Python<'_>, err: PyErr) -> Error {
+    let value = err.value(py);
+    let message = value.str().map(|s| s.to_string()).unwrap_or_default();
+    if err.is_instance_of::<classes::ManifestError>(py) {
+        let path = value
+            .getattr("path")
+            .and_then(|p| p.extract::<Option<String>>())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "$".to_owned());
+        // The message repeats the path ("manifest: nodes[1].id: ..."): keep what follows.
+        let message = match message.split_once(&format!("{path}: ")) {
+            Some((_, rest)) => rest.to_owned(),
+            None => message,
+        };
+        return Error::Manifest { path, message };
+    }
+    if err.is_instance_of::<classes::ResourceLimitError>(py) {
+        return Error::ResourceLimit(message);
+    }
+    let name = value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    Error::Config(format!("{name}: {message}"))
+}
+
 /// `?`-friendly conversion for results of the core.
 pub trait IntoPyResult<T> {
     fn py_err(self) -> PyResult<T>;

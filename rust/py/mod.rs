@@ -5,6 +5,7 @@ mod channel;
 pub mod errors;
 mod frame;
 mod native_node;
+mod serve;
 mod session;
 
 use pyo3::prelude::*;
@@ -23,6 +24,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session::native_nodes, m)?)?;
     m.add_function(wrap_pyfunction!(session::check_native_params, m)?)?;
     m.add_function(wrap_pyfunction!(session::route_node, m)?)?;
+    m.add_function(wrap_pyfunction!(serve::serve, m)?)?;
     for (name, value) in frame::constants(m.py())? {
         m.add(name, value)?;
     }

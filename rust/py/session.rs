@@ -81,6 +81,88 @@ fn status_to_py(py: Python<'_>, status: NodeStatus) -> PyResult<Bound<'_, PyDict
     Ok(out)
 }
 
+/// The settings of a session as Python gives them (`NativeSession.start`'s keyword
+/// arguments, or the dict `zerohop.serve.plan` returns).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct SessionArgs {
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
+    /// (capacity, max_payload, initial_payload, max_borrowed, max_loans)
+    channel: (usize, usize, usize, usize, usize),
+    init_timeout: f64,
+    grace: f64,
+    term_grace: f64,
+    /// Seconds a ready node may stay silent (None: no liveness check).
+    liveness_timeout: Option<f64>,
+    max_processes: Option<usize>,
+    heartbeat_secs: f64,
+    imports: Vec<(String, String, Vec<String>)>,
+    sys_path: Vec<String>,
+    spawn_method: String,
+}
+
+impl SessionArgs {
+    pub fn into_config(self) -> PyResult<SessionConfig> {
+        let (capacity, max_payload, initial_payload, max_borrowed, max_loans) = self.channel;
+        let imports = self
+            .imports
+            .into_iter()
+            .map(|(kind, value, classes)| match kind.as_str() {
+                "module" => Ok(ImportSpec::Module {
+                    name: value,
+                    classes,
+                }),
+                "main_script" => Ok(ImportSpec::MainScript {
+                    path: value,
+                    classes,
+                }),
+                other => Err(PyValueError::new_err(format!(
+                    "unknown import kind {other:?}"
+                ))),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(SessionConfig {
+            channel: ChannelConfig {
+                capacity,
+                max_payload,
+                initial_payload,
+                max_borrowed,
+                max_loans,
+            },
+            timing: Timing {
+                init_timeout: seconds(self.init_timeout, "init_timeout")?,
+                grace: seconds(self.grace, "grace")?,
+                term_grace: seconds(self.term_grace, "term_grace")?,
+                liveness_timeout: self
+                    .liveness_timeout
+                    .map(|secs| seconds(secs, "liveness_timeout"))
+                    .transpose()?,
+            },
+            launch: LaunchSpec {
+                program: self.program.into(),
+                args: self.args.into_iter().map(OsString::from).collect(),
+                env: self
+                    .env
+                    .into_iter()
+                    .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                    .collect(),
+                cwd: self.cwd.map(Into::into),
+            },
+            spawn_method: self
+                .spawn_method
+                .parse::<SpawnMethod>()
+                .map_err(PyValueError::new_err)?,
+            max_processes: self.max_processes,
+            heartbeat_secs: self.heartbeat_secs,
+            imports,
+            sys_path: self.sys_path,
+        })
+    }
+}
+
 /// One running session of the multiprocess executor.
 #[pyclass(module = "zerohop._native", name = "NativeSession", frozen)]
 pub struct NativeSession {
@@ -116,56 +198,23 @@ impl NativeSession {
         liveness_timeout: Option<f64>,
     ) -> PyResult<NativeSession> {
         let graph = Graph::from_json(graph_json).py_err()?;
-        let (capacity, max_payload, initial_payload, max_borrowed, max_loans) = channel;
-        let imports = imports
-            .into_iter()
-            .map(|(kind, value, classes)| match kind.as_str() {
-                "module" => Ok(ImportSpec::Module {
-                    name: value,
-                    classes,
-                }),
-                "main_script" => Ok(ImportSpec::MainScript {
-                    path: value,
-                    classes,
-                }),
-                other => Err(PyValueError::new_err(format!(
-                    "unknown import kind {other:?}"
-                ))),
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let config = SessionConfig {
-            channel: ChannelConfig {
-                capacity,
-                max_payload,
-                initial_payload,
-                max_borrowed,
-                max_loans,
-            },
-            timing: Timing {
-                init_timeout: seconds(init_timeout, "init_timeout")?,
-                grace: seconds(grace, "grace")?,
-                term_grace: seconds(term_grace, "term_grace")?,
-                liveness_timeout: liveness_timeout
-                    .map(|secs| seconds(secs, "liveness_timeout"))
-                    .transpose()?,
-            },
-            launch: LaunchSpec {
-                program: program.into(),
-                args: args.into_iter().map(OsString::from).collect(),
-                env: env
-                    .into_iter()
-                    .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-                    .collect(),
-                cwd: cwd.map(Into::into),
-            },
-            spawn_method: spawn_method
-                .parse::<SpawnMethod>()
-                .map_err(PyValueError::new_err)?,
+        let config = SessionArgs {
+            program,
+            args,
+            env,
+            cwd,
+            channel,
+            init_timeout,
+            grace,
+            term_grace,
+            liveness_timeout,
             max_processes,
             heartbeat_secs,
             imports,
             sys_path,
-        };
+            spawn_method: spawn_method.to_owned(),
+        }
+        .into_config()?;
         let session = without_gil(py, |gate| {
             let mut forward = |event: Event| match &on_event {
                 Some(callback) => gate.call(|py| {

@@ -1,0 +1,1 @@
+"""Generated protobuf messages of ``remotemedia.v1`` (see ``regen.py``; do not edit)."""

@@ -1,0 +1,583 @@
+"""A Python client for ``zerohop serve`` (or any ``remotemedia.v1`` server): batch and
+streaming runs of a manifest, sync (:class:`Client`) and asyncio (:class:`AsyncClient`).
+
+Frames in and out are zerohop data objects (:class:`~zerohop.Audio`,
+:class:`~zerohop.Tensor`, :class:`~zerohop.Text`, ...), converted to and from the
+protocol's ``DataBuffer``. A manifest is a :class:`~zerohop.manifest.Manifest`, a dict
+in manifest.v1 form, a path to a JSON/YAML file, or a :class:`~zerohop.Pipeline`.
+
+Examples
+--------
+>>> from zerohop.client import Client
+>>> with Client("127.0.0.1:50051", token="s3cret") as client:  # doctest: +SKIP
+...     outputs = client.execute("pipeline.yaml", {"chunker": zerohop.Audio(pcm, 16000)})
+...     for frame in client.stream("pipeline.yaml", chunks, on_progress=print):
+...         play(frame)
+
+Errors: an ``ErrorResponse`` from the server, or a call that fails with a gRPC status,
+raises :class:`RemoteError`; ``error_type`` says which (``VALIDATION``,
+``NODE_EXECUTION``, ``RESOURCE_LIMIT``, ``AUTHENTICATION``, ...), ``node_id`` names the
+failing node and ``path`` the manifest field where the server knows them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeAlias, cast
+
+import grpc
+import grpc.aio
+import numpy as np
+
+from ._proto import common_pb2 as common
+from ._proto import execution_pb2 as execution
+from ._proto import streaming_pb2 as streaming
+from .data import Audio, Bytes, Frame, Json, PixelFormat, Tensor, Text, Video
+from .errors import FrameError, ZerohopError
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+    from .pipeline import Pipeline
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "InitProgress",
+    "ManifestLike",
+    "RemoteError",
+    "ServerVersion",
+    "from_buffer",
+    "to_buffer",
+]
+
+ManifestLike: TypeAlias = "Manifest | Pipeline | Mapping[str, Any] | str | Path"
+ProgressCallback: TypeAlias = "Callable[[InitProgress], None]"
+#: What ``stream`` sends: a frame for the pipeline's only input, or (input node id, frame).
+StreamItem: TypeAlias = "Frame | tuple[str, Frame]"
+
+_EXECUTION = "/remotemedia.v1.PipelineExecutionService/"
+_STREAMING = "/remotemedia.v1.StreamingPipelineService/StreamPipeline"
+#: Default gRPC message limit: the server's default max payload (64 MiB) plus headroom.
+DEFAULT_MAX_MESSAGE = (64 << 20) + (1 << 20)
+
+
+class RemoteError(ZerohopError):
+    """The server reported an error (an ``ErrorResponse`` or a gRPC status)."""
+
+    kind = "remote"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str = "INTERNAL",
+        node_id: str | None = None,
+        path: str | None = None,
+        traceback: str = "",
+        status: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.node_id = node_id
+        self.path = path
+        self.traceback = traceback
+        #: The gRPC status code name (``UNAUTHENTICATED``) when the call failed with one.
+        self.status = status
+
+
+@dataclass(frozen=True)
+class InitProgress:
+    """One node's initialization progress, reported while a stream starts."""
+
+    node_id: str
+    fraction: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ServerVersion:
+    """What ``GetVersion`` reports."""
+
+    protocol_version: str
+    runtime_version: str
+    node_types: list[str]
+    compatible: bool
+
+
+# ---------------------------------------------------------------------- conversions
+
+_AUDIO_FORMATS = {
+    "float32": common.AUDIO_FORMAT_F32,
+    "int16": common.AUDIO_FORMAT_I16,
+    "int32": common.AUDIO_FORMAT_I32,
+}
+_AUDIO_DTYPES = {v: k for k, v in _AUDIO_FORMATS.items()}
+_TENSOR_DTYPES = {
+    "float32": common.TENSOR_DTYPE_F32,
+    "float16": common.TENSOR_DTYPE_F16,
+    "int32": common.TENSOR_DTYPE_I32,
+    "int8": common.TENSOR_DTYPE_I8,
+    "uint8": common.TENSOR_DTYPE_U8,
+}
+_TENSOR_NAMES = {v: k for k, v in _TENSOR_DTYPES.items()}
+_PIXEL_FORMATS: dict[PixelFormat, Any] = {
+    "rgb24": common.PIXEL_FORMAT_RGB24,
+    "rgba": common.PIXEL_FORMAT_RGBA32,
+    "yuv420p": common.PIXEL_FORMAT_YUV420P,
+    "gray": common.PIXEL_FORMAT_GRAY8,
+}
+_PIXEL_NAMES = {v: k for k, v in _PIXEL_FORMATS.items()}
+_PIXEL_NAMES[common.PIXEL_FORMAT_I420] = "yuv420p"
+
+
+def to_buffer(frame: Frame) -> common.DataBuffer:
+    """The ``DataBuffer`` that carries ``frame`` (float64 audio is sent as float32)."""
+    if isinstance(frame, Audio):
+        samples = frame.samples
+        if samples.dtype == np.float64:
+            samples = samples.astype(np.float32)
+        data = np.ascontiguousarray(samples, dtype=samples.dtype.newbyteorder("<"))
+        return common.DataBuffer(
+            audio=common.AudioBuffer(
+                samples=data.tobytes(),
+                sample_rate=frame.sample_rate,
+                channels=frame.channels,
+                format=_AUDIO_FORMATS[str(data.dtype)],
+                num_samples=frame.num_frames,
+            )
+        )
+    if isinstance(frame, Video):
+        return common.DataBuffer(
+            video=common.VideoFrame(
+                pixel_data=np.ascontiguousarray(frame.pixels).tobytes(),
+                width=frame.width,
+                height=frame.height,
+                format=_PIXEL_FORMATS[cast(PixelFormat, frame.pixel_format)],
+            )
+        )
+    if isinstance(frame, Tensor):
+        array = np.ascontiguousarray(frame.array)
+        name = str(array.dtype)
+        if name in _TENSOR_DTYPES:
+            return common.DataBuffer(
+                tensor=common.TensorBuffer(
+                    data=array.tobytes(), shape=array.shape, dtype=_TENSOR_DTYPES[name]
+                )
+            )
+        return common.DataBuffer(
+            numpy=common.NumpyBuffer(
+                data=array.tobytes(),
+                shape=array.shape,
+                dtype=array.dtype.str,
+                c_contiguous=True,
+            )
+        )
+    if isinstance(frame, Text):
+        return common.DataBuffer(
+            text=common.TextBuffer(text_data=frame.text.encode(), encoding="utf-8")
+        )
+    if isinstance(frame, Json):
+        return common.DataBuffer(json=common.JsonData(json_payload=json.dumps(frame.value)))
+    if isinstance(frame, Bytes):
+        return common.DataBuffer(binary=common.BinaryBuffer(data=bytes(frame)))
+    raise FrameError(f"cannot send a {type(frame).__name__} frame")
+
+
+def from_buffer(buffer: common.DataBuffer) -> Frame:
+    """The zerohop frame a ``DataBuffer`` carries."""
+    which = buffer.WhichOneof("data_type")
+    if which == "audio":
+        audio = buffer.audio
+        dtype = _AUDIO_DTYPES.get(audio.format)
+        if dtype is None:
+            raise FrameError(f"unsupported audio format {audio.format}")
+        samples = np.frombuffer(audio.samples, dtype=np.dtype(dtype).newbyteorder("<"))
+        if audio.channels > 1:
+            samples = samples.reshape(-1, audio.channels)
+        return Audio(samples, audio.sample_rate)
+    if which == "video":
+        video = buffer.video
+        pixel_format = _PIXEL_NAMES.get(video.format)
+        if pixel_format is None:
+            raise FrameError(f"unsupported pixel format {video.format}")
+        pixels = np.frombuffer(video.pixel_data, dtype=np.uint8)
+        if pixel_format == "yuv420p":
+            return Video(pixels, "yuv420p", width=video.width, height=video.height)
+        planes = {"rgb24": (3,), "rgba": (4,), "gray": ()}[pixel_format]
+        return Video(pixels.reshape(video.height, video.width, *planes), pixel_format)
+    if which == "tensor":
+        name = _TENSOR_NAMES.get(buffer.tensor.dtype)
+        if name is None:
+            raise FrameError(f"unsupported tensor dtype {buffer.tensor.dtype}")
+        return _array(buffer.tensor.data, name, buffer.tensor.shape)
+    if which == "numpy":
+        return _array(buffer.numpy.data, buffer.numpy.dtype, buffer.numpy.shape)
+    if which == "text":
+        return Text(buffer.text.text_data.decode(buffer.text.encoding or "utf-8"))
+    if which == "json":
+        return Json(json.loads(buffer.json.json_payload))
+    if which == "binary":
+        return Bytes(buffer.binary.data)
+    raise FrameError(f"cannot receive a DataBuffer of type {which!r}")
+
+
+def _array(data: bytes, dtype: str, shape: Iterable[int]) -> Tensor:
+    return Tensor(np.frombuffer(data, dtype=np.dtype(dtype)).reshape(tuple(shape)))
+
+
+def _manifest_message(manifest: ManifestLike) -> execution.PipelineManifest:
+    """A ``PipelineManifest`` from any manifest form (validated locally first, so that
+    a typo fails here with the field's path rather than on the server)."""
+    from .manifest import Manifest, load_manifest
+    from .pipeline import Pipeline
+
+    if isinstance(manifest, Pipeline):
+        parsed = Manifest.parse(manifest.to_manifest())
+    elif isinstance(manifest, Manifest):
+        parsed = manifest
+    elif isinstance(manifest, str | Path):
+        parsed = load_manifest(manifest)
+    else:
+        parsed = Manifest.parse(dict(manifest))
+    meta = parsed.metadata
+    return execution.PipelineManifest(
+        version=parsed.version,
+        metadata=execution.ManifestMetadata(
+            name=meta.name, description=meta.description or "", created_at=meta.created_at or ""
+        ),
+        nodes=[
+            execution.NodeManifest(
+                id=node.id,
+                node_type=node.node_type,
+                params=json.dumps(node.params),
+                is_streaming=bool(node.is_streaming),
+            )
+            for node in parsed.nodes
+        ],
+        connections=[
+            execution.Connection(**{"from": c.source, "to": c.target}) for c in parsed.connections
+        ],
+    )
+
+
+def _execute_request(manifest: ManifestLike, inputs: Mapping[str, Frame]) -> Any:
+    return execution.ExecuteRequest(
+        manifest=_manifest_message(manifest),
+        data_inputs={node: to_buffer(frame) for node, frame in inputs.items()},
+        client_version="zerohop-client",
+    )
+
+
+def _outputs(response: execution.ExecuteResponse) -> dict[str, Frame]:
+    if response.WhichOneof("outcome") == "error":
+        raise _remote(response.error)
+    outputs = {}
+    for label, buffer in response.result.data_outputs.items():
+        frame = from_buffer(buffer)
+        frame.source = label
+        outputs[label] = frame
+    return outputs
+
+
+def _remote(error: common.ErrorResponse) -> RemoteError:
+    error_type = common.ErrorType.Name(error.error_type).removeprefix("ERROR_TYPE_")
+    return RemoteError(
+        error.message,
+        error_type=error_type,
+        node_id=error.failing_node_id or None,
+        path=error.context or None,
+        traceback=error.stack_trace,
+    )
+
+
+_STATUS_TYPES = {
+    grpc.StatusCode.UNAUTHENTICATED: "AUTHENTICATION",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "RESOURCE_LIMIT",
+    # tonic's answer to a message over the server's size limit
+    grpc.StatusCode.OUT_OF_RANGE: "RESOURCE_LIMIT",
+    grpc.StatusCode.INVALID_ARGUMENT: "VALIDATION",
+}
+
+
+def _status_error(err: grpc.RpcError) -> RemoteError:
+    code = err.code()
+    return RemoteError(
+        f"{code.name}: {err.details()}",
+        error_type=_STATUS_TYPES.get(code, "INTERNAL"),
+        status=code.name,
+    )
+
+
+def _stream_requests(
+    manifest: ManifestLike, frames: Iterable[StreamItem], chunk_size: int
+) -> Iterator[streaming.StreamRequest]:
+    yield streaming.StreamRequest(
+        init=streaming.StreamInit(
+            manifest=_manifest_message(manifest),
+            client_version="zerohop-client",
+            expected_chunk_size=chunk_size,
+            report_progress=True,
+        )
+    )
+    for sequence, item in enumerate(frames):
+        yield _chunk(item, sequence)
+    yield streaming.StreamRequest(
+        control=streaming.StreamControl(command=streaming.StreamControl.COMMAND_CLOSE)
+    )
+
+
+def _chunk(item: StreamItem, sequence: int) -> streaming.StreamRequest:
+    node_id, frame = item if isinstance(item, tuple) else ("", item)
+    return streaming.StreamRequest(
+        data_chunk=streaming.DataChunk(node_id=node_id, buffer=to_buffer(frame), sequence=sequence)
+    )
+
+
+class _Responses:
+    """Turns stream responses into frames, progress callbacks and errors."""
+
+    def __init__(self, on_progress: ProgressCallback | None) -> None:
+        self.on_progress = on_progress
+        self.session_id: str | None = None
+        self.closed_reason: str | None = None
+
+    def frames(self, response: streaming.StreamResponse) -> list[Frame]:
+        which = response.WhichOneof("response")
+        if which == "result":
+            out = []
+            for label, buffer in response.result.data_outputs.items():
+                frame = from_buffer(buffer)
+                frame.source = label
+                out.append(frame)
+            return out
+        if which == "init_progress":
+            p = response.init_progress
+            if self.on_progress is not None:
+                fraction = p.fraction if p.HasField("fraction") else None
+                self.on_progress(InitProgress(p.node_id, fraction, p.message))
+        elif which == "ready":
+            self.session_id = response.ready.session_id
+        elif which == "error":
+            raise _remote(response.error)
+        elif which == "closed":
+            self.closed_reason = response.closed.reason
+        return []
+
+
+def _methods(channel: Any) -> tuple[Any, Any, Any]:
+    """ExecutePipeline, GetVersion and StreamPipeline on ``channel`` (sync or aio)."""
+    return (
+        channel.unary_unary(
+            _EXECUTION + "ExecutePipeline",
+            request_serializer=execution.ExecuteRequest.SerializeToString,
+            response_deserializer=execution.ExecuteResponse.FromString,
+        ),
+        channel.unary_unary(
+            _EXECUTION + "GetVersion",
+            request_serializer=execution.VersionRequest.SerializeToString,
+            response_deserializer=execution.VersionResponse.FromString,
+        ),
+        channel.stream_stream(
+            _STREAMING,
+            request_serializer=streaming.StreamRequest.SerializeToString,
+            response_deserializer=streaming.StreamResponse.FromString,
+        ),
+    )
+
+
+def _channel_options(max_message: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message),
+        ("grpc.max_receive_message_length", max_message),
+    ]
+
+
+class Client:
+    """A blocking client. ``address`` is ``host:port``; ``token`` is sent as a bearer
+    token. Use it as a context manager (or call :meth:`close`)."""
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        self.address = address
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+        self._channel = grpc.insecure_channel(address, options=_channel_options(max_message_bytes))
+        self._execute, self._version, self._stream = _methods(self._channel)
+
+    def version(self, timeout: float | None = None) -> ServerVersion:
+        """The server's protocol and runtime versions and its node types."""
+        try:
+            response = self._version(
+                execution.VersionRequest(client_version="zerohop-client"),
+                metadata=self._metadata,
+                timeout=timeout,
+            )
+        except grpc.RpcError as err:
+            raise _status_error(err) from None
+        return _version(response)
+
+    def execute(
+        self,
+        manifest: ManifestLike,
+        inputs: Mapping[str, Frame],
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Frame]:
+        """Runs ``manifest`` once: ``inputs`` maps input node ids to frames; returns the
+        outputs by output label (each frame's ``source``). Several frames of one output
+        come back concatenated (audio) or as ``label[1]``, ``label[2]``, ..."""
+        request = _execute_request(manifest, inputs)
+        try:
+            response = self._execute(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as err:
+            raise _status_error(err) from None
+        return _outputs(response)
+
+    def stream(
+        self,
+        manifest: ManifestLike,
+        frames: Iterable[StreamItem],
+        *,
+        on_progress: ProgressCallback | None = None,
+        chunk_size: int = 0,
+    ) -> Iterator[Frame]:
+        """Streams ``frames`` (a frame, or ``(input node id, frame)`` when the pipeline
+        has several inputs) through a session and yields the output frames as they come
+        (``frame.source`` names the output). ``on_progress`` sees each node's
+        initialization. Leaving the loop early cancels the session on the server."""
+        call = self._stream(_stream_requests(manifest, frames, chunk_size), metadata=self._metadata)
+        handler = _Responses(on_progress)
+        try:
+            for response in call:
+                yield from handler.frames(response)
+        except grpc.RpcError as err:
+            raise _status_error(err) from None
+        finally:
+            call.cancel()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """:class:`Client` for asyncio (``grpc.aio``); use ``async with``."""
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        self.address = address
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+        self._channel = grpc.aio.insecure_channel(
+            address, options=_channel_options(max_message_bytes)
+        )
+        self._execute, self._version, self._stream = _methods(self._channel)
+
+    async def version(self, timeout: float | None = None) -> ServerVersion:
+        """See :meth:`Client.version`."""
+        try:
+            response = await self._version(
+                execution.VersionRequest(client_version="zerohop-client"),
+                metadata=self._metadata,
+                timeout=timeout,
+            )
+        except grpc.RpcError as err:
+            raise _status_error(err) from None
+        return _version(response)
+
+    async def execute(
+        self,
+        manifest: ManifestLike,
+        inputs: Mapping[str, Frame],
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Frame]:
+        """See :meth:`Client.execute`."""
+        request = _execute_request(manifest, inputs)
+        try:
+            response = await self._execute(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as err:
+            raise _status_error(err) from None
+        return _outputs(response)
+
+    async def stream(
+        self,
+        manifest: ManifestLike,
+        frames: AsyncIterable[StreamItem] | Iterable[StreamItem],
+        *,
+        on_progress: ProgressCallback | None = None,
+        chunk_size: int = 0,
+    ) -> AsyncIterator[Frame]:
+        """See :meth:`Client.stream`; ``frames`` may be an async iterable."""
+
+        async def requests() -> AsyncIterator[streaming.StreamRequest]:
+            head = _stream_requests(manifest, (), chunk_size)
+            yield next(head)
+            sequence = 0
+            if isinstance(frames, AsyncIterable):
+                async for item in frames:
+                    yield _chunk(item, sequence)
+                    sequence += 1
+            else:
+                for item in frames:
+                    yield _chunk(item, sequence)
+                    sequence += 1
+            for request in head:
+                yield request
+
+        call = self._stream(requests(), metadata=self._metadata)
+        handler = _Responses(on_progress)
+        try:
+            async for response in call:
+                for frame in handler.frames(response):
+                    yield frame
+        except grpc.RpcError as err:
+            raise _status_error(err) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _version(response: execution.VersionResponse) -> ServerVersion:
+    info = response.version_info
+    return ServerVersion(
+        protocol_version=info.protocol_version,
+        runtime_version=info.runtime_version,
+        node_types=list(info.supported_node_types),
+        compatible=response.compatible,
+    )

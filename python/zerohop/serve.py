@@ -1,0 +1,80 @@
+"""``zerohop serve``: the ``remotemedia.v1`` gRPC services over the executor.
+
+The server is Rust (tonic, in ``zerohop._native``); this module gives it what only
+Python has: the node registry and the params models. Every manifest a client sends goes
+through :func:`plan`, the same validation as ``zerohop validate`` and
+:meth:`Manifest.to_pipeline` — so a manifest can only name registered node types, and
+nothing is spawned for one that is invalid.
+
+Examples
+--------
+Serve on a free port until Ctrl-C, printing the address::
+
+    from zerohop.serve import serve
+    serve(port=0, token="s3cret", on_bound=print)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .config import RuntimeConfig, load_config
+from .errors import ConfigError
+from .manifest import Manifest
+
+__all__ = ["node_types", "plan", "serve"]
+
+
+def plan(manifest_json: str, config: RuntimeConfig | None = None) -> tuple[str, dict[str, Any]]:
+    """Validates a manifest.v1 document and returns what the executor needs to run it:
+    the graph (JSON) and the session settings. Raises :class:`ManifestError` naming the
+    field, :class:`~zerohop.errors.ResourceLimitError` past a limit."""
+    from .session import session_args
+
+    try:
+        data = json.loads(manifest_json)
+    except json.JSONDecodeError as err:
+        from .errors import ManifestError
+
+        raise ManifestError(f"$: not valid JSON: {err}", path="$") from None
+    pipeline = Manifest.parse(data).to_pipeline(config)
+    if pipeline.executor != "multiprocess":
+        raise ConfigError("zerohop serve runs pipelines on the multiprocess executor only")
+    return json.dumps(pipeline.graph()), session_args(pipeline)
+
+
+def node_types() -> list[str]:
+    """Every node type a manifest may name: registered Python nodes and native nodes."""
+    from .node import native_node_types, registered_nodes
+
+    return sorted(set(registered_nodes()) | set(native_node_types()))
+
+
+def serve(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    token: str | None = None,
+    config: RuntimeConfig | None = None,
+    on_bound: Callable[[str], None] | None = None,
+) -> None:
+    """Serves until Ctrl-C (``KeyboardInterrupt``) or another exception raised by a
+    signal handler; every session is stopped and its processes gone before it returns.
+    ``host``/``port`` default to ``[server]`` of runtime.toml (port 0: a free port);
+    ``on_bound("host:port")`` is called once connections are accepted."""
+    from . import _native
+
+    cfg = config or load_config()
+    _native.serve(
+        lambda manifest_json: plan(manifest_json, cfg),
+        node_types,
+        host=cfg.server.host if host is None else host,
+        port=cfg.server.port if port is None else port,
+        token=token or None,
+        max_sessions=cfg.server.max_sessions,
+        max_processes=cfg.server.max_processes,
+        max_payload=cfg.channel.max_payload_bytes,
+        on_bound=on_bound or (lambda address: None),
+    )

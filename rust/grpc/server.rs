@@ -1,0 +1,270 @@
+//! The tonic server: both `remotemedia.v1` services over one listener, the optional
+//! bearer token, the message size limits, and a blocking [`serve`] that returns once
+//! its `stop` check fails and every session is gone.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::batch::execute;
+use super::limits::{Admission, Limits};
+use super::plan::Planner;
+use super::proto::pipeline_execution_service_server::{
+    PipelineExecutionService, PipelineExecutionServiceServer,
+};
+use super::proto::streaming_pipeline_service_server::{
+    StreamingPipelineService, StreamingPipelineServiceServer,
+};
+use super::proto::{
+    ExecuteRequest, ExecuteResponse, StreamRequest, StreamResponse, VersionInfo, VersionRequest,
+    VersionResponse,
+};
+use super::run::Context;
+use super::stream;
+use crate::error::{Error, Result};
+use crate::ipc::Interrupt;
+
+/// Room for the protobuf framing around the largest payload.
+const MESSAGE_HEADROOM: usize = 1 << 20;
+/// Responses a stream may queue for a slow client before its session waits.
+const QUEUED_RESPONSES: usize = 32;
+/// HTTP/2 flow control windows. h2 closes a connection whose peer makes it buffer too
+/// many small DATA frames (a budget of half the connection window, charged ~256 bytes
+/// per small frame): a client streaming tiny messages faster than its pipeline runs
+/// would trip that with a large stream window. A small stream window bounds what one
+/// blocked stream buffers; a large connection window keeps the budget for many.
+const STREAM_WINDOW: u32 = 64 << 10;
+const CONNECTION_WINDOW: u32 = 32 << 20;
+/// After the stop request, time the server gives connections and sessions to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    /// 0 picks a free port ([`serve`] reports the one bound).
+    pub port: u16,
+    /// When set, every call must carry `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    pub limits: Limits,
+}
+
+/// Both services; cheap to clone (one per service).
+#[derive(Clone)]
+pub struct Service {
+    ctx: Arc<Context>,
+    token: Option<Arc<str>>,
+}
+
+impl Service {
+    pub fn new(planner: Arc<dyn Planner>, limits: Limits, token: Option<String>) -> Service {
+        Service {
+            ctx: Arc::new(Context {
+                planner,
+                admission: Admission::new(limits),
+                shutdown: AtomicBool::new(false),
+            }),
+            token: token.map(Into::into),
+        }
+    }
+
+    fn authorize(&self, metadata: &MetadataMap) -> std::result::Result<(), Status> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(Status::unauthenticated("invalid bearer token")),
+            None => Err(Status::unauthenticated(
+                "this server needs a bearer token (authorization: Bearer <token>)",
+            )),
+        }
+    }
+
+    /// The routes of both services, with message limits fitting the largest payload.
+    pub fn router(&self) -> tonic::transport::server::Router {
+        let limit = self.ctx.admission.limits.max_payload + MESSAGE_HEADROOM;
+        Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .add_service(
+                PipelineExecutionServiceServer::new(self.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            )
+            .add_service(
+                StreamingPipelineServiceServer::new(self.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            )
+    }
+
+    /// Stops every session; new calls are refused.
+    pub fn shut_down(&self) {
+        self.ctx.shutdown.store(true, Ordering::Release);
+    }
+
+    /// Sessions running now.
+    pub fn sessions(&self) -> usize {
+        self.ctx.admission.sessions()
+    }
+}
+
+/// Compares without stopping at the first difference (the time does not tell how much
+/// of a guessed token was right).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refuse_when_stopping(ctx: &Context) -> std::result::Result<(), Status> {
+    if ctx.stopping() {
+        return Err(Status::unavailable("the server is shutting down"));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl PipelineExecutionService for Service {
+    async fn execute_pipeline(
+        &self,
+        request: Request<ExecuteRequest>,
+    ) -> std::result::Result<Response<ExecuteResponse>, Status> {
+        self.authorize(request.metadata())?;
+        refuse_when_stopping(&self.ctx)?;
+        let request = request.into_inner();
+        let ctx = Arc::clone(&self.ctx);
+        let (reply, replied) = oneshot::channel();
+        // The session blocks: it gets a thread of the blocking pool. If the client goes
+        // away, this future is dropped with `replied`, which the interrupt check sees.
+        tokio::task::spawn_blocking(move || {
+            let gone = || {
+                if reply.is_closed() || ctx.stopping() {
+                    return Err(Error::Interrupted);
+                }
+                Ok(())
+            };
+            let outcome = execute(&ctx, request, &gone);
+            let _ = reply.send(outcome);
+        });
+        match replied.await {
+            Ok(outcome) => outcome.map(Response::new),
+            Err(_) => Err(Status::internal("the session ended without a reply")),
+        }
+    }
+
+    async fn get_version(
+        &self,
+        request: Request<VersionRequest>,
+    ) -> std::result::Result<Response<VersionResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let planner = Arc::clone(&self.ctx.planner);
+        let types = tokio::task::spawn_blocking(move || planner.node_types())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(VersionResponse {
+            version_info: Some(VersionInfo {
+                protocol_version: "v1".into(),
+                runtime_version: format!("zerohop {}", env!("CARGO_PKG_VERSION")),
+                supported_node_types: types,
+                supported_protocols: vec!["grpc".into()],
+                build_timestamp: String::new(),
+            }),
+            compatible: true,
+            compatibility_message: String::new(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl StreamingPipelineService for Service {
+    type StreamPipelineStream = ReceiverStream<std::result::Result<StreamResponse, Status>>;
+
+    async fn stream_pipeline(
+        &self,
+        request: Request<Streaming<StreamRequest>>,
+    ) -> std::result::Result<Response<Self::StreamPipelineStream>, Status> {
+        self.authorize(request.metadata())?;
+        refuse_when_stopping(&self.ctx)?;
+        let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
+        tokio::spawn(stream::serve(
+            Arc::clone(&self.ctx),
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Serves until `stop` fails (it is called every 100 ms on this thread), then stops
+/// every session and returns once they are all gone. `on_bound` hears the address
+/// bound (the port when 0 was asked for) once the server accepts connections.
+pub fn serve(
+    planner: Arc<dyn Planner>,
+    cfg: ServerConfig,
+    on_bound: &mut dyn FnMut(SocketAddr) -> Result<()>,
+    stop: Interrupt,
+) -> Result<()> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| Error::Config(format!("{what}: {e}"))
+    };
+    let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .map_err(io(&format!("cannot listen on {}:{}", cfg.host, cfg.port)))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("listening socket"))?;
+    let addr = listener.local_addr().map_err(io("listening socket"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("zerohop-grpc")
+        .enable_all()
+        .build()
+        .map_err(io("cannot start the gRPC runtime"))?;
+    let service = Service::new(planner, cfg.limits, cfg.token);
+    let stopped = Arc::new(Notify::new());
+    let outcome = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(io("listener"))?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let signal = Arc::clone(&stopped);
+        let server = tokio::spawn(
+            service
+                .router()
+                .serve_with_incoming_shutdown(incoming, async move { signal.notified().await }),
+        );
+        on_bound(addr)?;
+        let outcome = loop {
+            if server.is_finished() {
+                break Ok(());
+            }
+            if let Err(err) = stop() {
+                break Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        service.shut_down();
+        stopped.notify_one();
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(Ok(Err(err))) => Err(Error::Config(format!("gRPC server: {err}"))),
+            _ => outcome,
+        }
+    });
+    // Sessions see the shutdown flag within 50 ms and stop their nodes.
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while service.sessions() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}

@@ -1,0 +1,408 @@
+//! The server's pieces, and the whole server on loopback driven by tonic's client with
+//! a pure-Rust planner (native nodes only: no Python here).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+
+use super::limits::{Admission, Limits};
+use super::plan::{failing_node, manifest_json, Plan, Planner};
+use super::proto::pipeline_execution_service_client::PipelineExecutionServiceClient;
+use super::proto::streaming_pipeline_service_client::StreamingPipelineServiceClient;
+use super::proto::{
+    data_buffer::DataType, execute_response::Outcome, stream_control::Command,
+    stream_request::Request as StreamReq, stream_response::Response as StreamResp, AudioBuffer,
+    AudioFormat, Connection, DataBuffer, DataChunk, ErrorType, ExecuteRequest, NodeManifest,
+    PipelineManifest, StreamControl, StreamInit, StreamRequest, VersionRequest,
+};
+use super::server::{serve, ServerConfig};
+use crate::error::{Error, Result};
+use crate::executor::{Graph, SessionConfig};
+use crate::ipc::ChannelConfig;
+use crate::supervisor::{LaunchSpec, SpawnMethod, Timing};
+
+/// Plans manifests of native nodes only.
+struct NativePlanner;
+
+impl Planner for NativePlanner {
+    fn plan(&self, manifest_json: &str) -> Result<Plan> {
+        let doc: Value = serde_json::from_str(manifest_json).expect("valid JSON");
+        let known = self.node_types()?;
+        let mut nodes = Vec::new();
+        for (i, node) in doc["nodes"].as_array().expect("nodes").iter().enumerate() {
+            let node_type = node["node_type"].as_str().unwrap_or_default();
+            if !known.iter().any(|k| k == node_type) {
+                return Err(Error::Manifest {
+                    path: format!("nodes[{i}].node_type"),
+                    message: format!("unknown node type '{node_type}'"),
+                });
+            }
+            nodes.push(json!({
+                "id": node["id"], "node_type": node_type, "params": node["params"],
+                "placement": "native",
+            }));
+        }
+        let def = json!({"name": "test", "nodes": nodes, "connections": doc["connections"]});
+        Ok(Plan {
+            graph: Graph::from_json(&def.to_string())?,
+            config: SessionConfig {
+                channel: ChannelConfig::default(),
+                timing: Timing {
+                    init_timeout: Duration::from_secs(5),
+                    grace: Duration::from_secs(1),
+                    term_grace: Duration::from_secs(1),
+                    liveness_timeout: Some(Duration::from_secs(10)),
+                },
+                launch: LaunchSpec {
+                    program: "/bin/false".into(),
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    cwd: None,
+                },
+                spawn_method: SpawnMethod::Exec,
+                max_processes: None,
+                heartbeat_secs: 1.0,
+                imports: Vec::new(),
+                sys_path: Vec::new(),
+            },
+        })
+    }
+
+    fn node_types(&self) -> Result<Vec<String>> {
+        Ok(crate::nodes::registry()
+            .iter()
+            .map(|info| info.node_type.to_owned())
+            .collect())
+    }
+}
+
+fn node(id: &str, node_type: &str, params: Value) -> NodeManifest {
+    NodeManifest {
+        id: id.into(),
+        node_type: node_type.into(),
+        params: params.to_string(),
+        ..NodeManifest::default()
+    }
+}
+
+fn chain(nodes: Vec<NodeManifest>) -> PipelineManifest {
+    let connections = nodes
+        .windows(2)
+        .map(|pair| Connection {
+            from: pair[0].id.clone(),
+            to: pair[1].id.clone(),
+        })
+        .collect();
+    PipelineManifest {
+        version: "v1".into(),
+        metadata: None,
+        nodes,
+        connections,
+    }
+}
+
+fn audio(samples: &[f32], rate: u32) -> DataBuffer {
+    DataBuffer {
+        data_type: Some(DataType::Audio(AudioBuffer {
+            samples: samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            sample_rate: rate,
+            channels: 1,
+            format: AudioFormat::F32 as i32,
+            num_samples: samples.len() as u64,
+            metadata_json: None,
+        })),
+        metadata: Default::default(),
+    }
+}
+
+fn samples(buffer: &DataBuffer) -> Vec<f32> {
+    match &buffer.data_type {
+        Some(DataType::Audio(a)) => a
+            .samples
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        other => panic!("not audio: {other:?}"),
+    }
+}
+
+#[test]
+fn manifest_json_parses_params_and_names_bad_ones() {
+    let mut m = chain(vec![
+        node("a", "PassThrough", json!({})),
+        node("b", "AudioChunkerNode", json!({"chunk_size": 4})),
+    ]);
+    m.nodes[0].params = String::new();
+    let doc: Value = serde_json::from_str(&manifest_json(&m).unwrap()).unwrap();
+    assert_eq!(doc["nodes"][0]["params"], json!({}));
+    assert_eq!(doc["nodes"][1]["params"], json!({"chunk_size": 4}));
+    assert_eq!(doc["connections"], json!([{"from": "a", "to": "b"}]));
+    m.nodes[1].params = "{not json".into();
+    let err = manifest_json(&m).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("nodes[1].params: not valid JSON"),
+        "{err}"
+    );
+    assert_eq!(failing_node(&err, Some(&m)), "b");
+}
+
+#[test]
+fn admission_enforces_the_caps_and_gives_back_on_drop() {
+    let admission = Admission::new(Limits {
+        max_sessions: 2,
+        max_processes: 3,
+        max_payload: 1024,
+    });
+    let first = admission.admit(2).unwrap();
+    let err = admission.admit(2).err().expect("over the process cap");
+    assert!(err.to_string().contains("server.max_processes"), "{err}");
+    let second = admission.admit(1).unwrap();
+    let err = admission.admit(0).err().expect("over the session cap");
+    assert!(err.to_string().contains("server.max_sessions"), "{err}");
+    drop(first);
+    assert_eq!(admission.sessions(), 1);
+    let _third = admission.admit(2).unwrap();
+    drop(second);
+    assert_eq!(admission.sessions(), 1);
+}
+
+/// A server on a free loopback port, stopped when dropped.
+struct TestServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl TestServer {
+    fn start(token: Option<&str>, max_sessions: usize) -> TestServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bound, addr) = mpsc::channel();
+        let cfg = ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            token: token.map(Into::into),
+            limits: Limits {
+                max_sessions,
+                max_processes: 0,
+                max_payload: 1 << 20,
+            },
+        };
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut on_bound = |addr| {
+                bound.send(addr).expect("test waits");
+                Ok(())
+            };
+            let stop = || match flag.load(Ordering::Acquire) {
+                true => Err(Error::Interrupted),
+                false => Ok(()),
+            };
+            serve(Arc::new(NativePlanner), cfg, &mut on_bound, &stop)
+        });
+        let addr = addr.recv_timeout(Duration::from_secs(10)).expect("bound");
+        TestServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let result = self.thread.take().unwrap().join().unwrap();
+        assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+#[test]
+fn version_batch_and_token() {
+    let server = TestServer::start(Some("t0ken"), 4);
+    block_on(async {
+        let mut client = PipelineExecutionServiceClient::new(server.channel().await);
+        let err = client
+            .get_version(VersionRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let err = client
+            .get_version(authed(VersionRequest::default(), "nope"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let version = client
+            .get_version(authed(VersionRequest::default(), "t0ken"))
+            .await
+            .unwrap()
+            .into_inner();
+        let types = version.version_info.unwrap().supported_node_types;
+        assert!(types.iter().any(|t| t == "PassThrough"), "{types:?}");
+
+        let input: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.01).sin()).collect();
+        let request = ExecuteRequest {
+            manifest: Some(chain(vec![
+                node("chunk", "AudioChunkerNode", json!({"chunk_size": 300})),
+                node("out", "PassThrough", json!({})),
+            ])),
+            data_inputs: [("chunk".to_owned(), audio(&input, 16000))].into(),
+            ..ExecuteRequest::default()
+        };
+        let response = client
+            .execute_pipeline(authed(request, "t0ken"))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(Outcome::Result(result)) = response.outcome else {
+            panic!("{response:?}")
+        };
+        // Four chunks (the last one padded or not) joined back into one buffer.
+        let out = samples(&result.data_outputs["out"]);
+        assert_eq!(&out[..1000], &input[..]);
+        assert_eq!(result.node_results.len(), 2);
+
+        let request = ExecuteRequest {
+            manifest: Some(chain(vec![node("x", "NoSuchNode", json!({}))])),
+            ..ExecuteRequest::default()
+        };
+        let response = client
+            .execute_pipeline(authed(request, "t0ken"))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(Outcome::Error(error)) = response.outcome else {
+            panic!("{response:?}")
+        };
+        assert_eq!(error.error_type, ErrorType::Validation as i32);
+        assert_eq!(error.failing_node_id, "x");
+        assert_eq!(error.context, "nodes[0].node_type");
+    });
+}
+
+fn stream_requests(chunks: usize) -> Vec<StreamRequest> {
+    let init = StreamRequest {
+        request: Some(StreamReq::Init(StreamInit {
+            manifest: Some(chain(vec![
+                node("chunk", "AudioChunkerNode", json!({"chunk_size": 160})),
+                node("out", "PassThrough", json!({})),
+            ])),
+            ..StreamInit::default()
+        })),
+    };
+    let data = (0..chunks).map(|i| StreamRequest {
+        request: Some(StreamReq::DataChunk(DataChunk {
+            node_id: "chunk".into(),
+            buffer: Some(audio(&[i as f32; 320], 16000)),
+            sequence: i as u64,
+            ..DataChunk::default()
+        })),
+    });
+    let close = StreamRequest {
+        request: Some(StreamReq::Control(StreamControl {
+            command: Command::Close as i32,
+        })),
+    };
+    std::iter::once(init).chain(data).chain([close]).collect()
+}
+
+#[test]
+fn stream_ready_results_closed_and_the_session_cap() {
+    let server = TestServer::start(None, 1);
+    block_on(async {
+        let mut client = StreamingPipelineServiceClient::new(server.channel().await);
+        let mut responses = client
+            .stream_pipeline(tokio_stream::iter(stream_requests(5)))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut kinds = Vec::new();
+        let mut values = Vec::new();
+        while let Some(response) = responses.message().await.unwrap() {
+            match response.response.unwrap() {
+                StreamResp::Result(result) => {
+                    kinds.push("result");
+                    assert!(result.processing_time_ms > 0.0 && result.processing_time_ms < 5e3);
+                    values.extend(samples(&result.data_outputs["out"]));
+                }
+                StreamResp::Ready(ready) => {
+                    assert_eq!(ready.session_id.len(), 32);
+                    kinds.push("ready")
+                }
+                StreamResp::Closed(closed) => {
+                    assert_eq!(closed.reason, "completed");
+                    kinds.push("closed")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(kinds.first(), Some(&"ready"));
+        assert_eq!(kinds.last(), Some(&"closed"));
+        assert_eq!(kinds.iter().filter(|k| **k == "result").count(), 10);
+        let expected: Vec<f32> = (0..5).flat_map(|i| [i as f32; 320]).collect();
+        assert_eq!(values, expected);
+
+        // One session at a time: a stream that is held open blocks a second one.
+        let (hold, held) = tokio::sync::mpsc::channel(1);
+        hold.send(stream_requests(0).remove(0)).await.unwrap();
+        let mut first = client
+            .stream_pipeline(tokio_stream::wrappers::ReceiverStream::new(held))
+            .await
+            .unwrap()
+            .into_inner();
+        let ready = first.message().await.unwrap().unwrap();
+        assert!(matches!(ready.response, Some(StreamResp::Ready(_))));
+        let mut second = client
+            .stream_pipeline(tokio_stream::iter(stream_requests(1)))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut statuses = Vec::new();
+        loop {
+            match second.message().await {
+                Ok(Some(response)) => {
+                    let Some(StreamResp::Error(error)) = response.response else {
+                        panic!("{response:?}")
+                    };
+                    assert_eq!(error.error_type, ErrorType::ResourceLimit as i32);
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    statuses.push(status.code());
+                    break;
+                }
+            }
+        }
+        assert_eq!(statuses, [Code::ResourceExhausted]);
+        drop(hold);
+        while first.message().await.unwrap().is_some() {}
+    });
+}

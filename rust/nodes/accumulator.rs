@@ -1,0 +1,307 @@
+//! `AudioBufferAccumulatorNode`: assembles the utterances a VAD marks into one audio frame
+//! each, for a speech recognizer that wants whole utterances.
+//!
+//! It reads what the `SileroVADNode` emits on its one output (one channel, so in order):
+//! audio between Json events `{"event": "speech_start"}` and `{"event": "speech_end"}`.
+//! At `speech_end` it emits the utterance — the audio's bytes joined, in the input's
+//! dtype, rate and channels — stamped with the event's timestamp (the end of speech),
+//! unless it is shorter than `min_utterance_duration_ms`; `speech_start` and
+//! `speech_discard` drop what is buffered. An utterance that reaches
+//! `max_utterance_duration_ms` is emitted at once and a new one begins; at the end of
+//! the stream what is buffered is emitted (if long enough). Other Json is ignored.
+
+use serde_json::{json, Value};
+
+use super::params::{ranged, Params};
+use super::{
+    check_payload, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame,
+};
+use crate::error::{Error, Result};
+use crate::frame::{DType, Header, Kind};
+
+pub const NODE_TYPE: &str = "AudioBufferAccumulatorNode";
+const DEFAULT_MIN_MS: u32 = 250;
+const DEFAULT_MAX_MS: u32 = 30_000;
+const LIMIT_MS: u32 = 3_600_000;
+
+const MIN_MS: &[&str] = &["min_utterance_duration_ms", "minUtteranceDurationMs"];
+const MAX_MS: &[&str] = &["max_utterance_duration_ms", "maxUtteranceDurationMs"];
+
+pub fn info() -> NodeInfo {
+    NodeInfo {
+        node_type: NODE_TYPE,
+        description: "Audio between VAD speech_start/speech_end events -> one utterance frame \
+                      each (stamped with the end of speech).",
+        params_schema: json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "min_utterance_duration_ms": property(json!({
+                    "type": "integer", "minimum": 0, "maximum": LIMIT_MS,
+                    "default": DEFAULT_MIN_MS,
+                    "description": "Shorter utterances are dropped."
+                }), &MIN_MS[1..]),
+                "max_utterance_duration_ms": property(json!({
+                    "type": "integer", "minimum": 100, "maximum": LIMIT_MS,
+                    "default": DEFAULT_MAX_MS,
+                    "description": "An utterance this long is emitted without waiting for its end."
+                }), &MAX_MS[1..]),
+            }
+        }),
+    }
+}
+
+/// The format of the audio being accumulated (from its first frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Format {
+    dtype: DType,
+    channels: u32,
+    sample_rate: u32,
+}
+
+#[derive(Debug)]
+pub struct AudioBufferAccumulator {
+    min_ms: u32,
+    max_ms: u32,
+    format: Option<Format>,
+    bytes: Vec<u8>,
+    frames: u64,
+    session_id: u64,
+    last_timestamp_ns: u64,
+}
+
+impl AudioBufferAccumulator {
+    pub fn new(min_ms: u32, max_ms: u32) -> Self {
+        AudioBufferAccumulator {
+            min_ms,
+            max_ms,
+            format: None,
+            bytes: Vec::new(),
+            frames: 0,
+            session_id: 0,
+            last_timestamp_ns: 0,
+        }
+    }
+
+    pub fn from_params(params: &Value) -> Result<Self> {
+        let p = Params::new(NODE_TYPE, params, &[MIN_MS, MAX_MS])?;
+        let min_ms = match p.get::<u32>(MIN_MS)? {
+            Some(field) => {
+                ranged(&field, 0, LIMIT_MS, " ms")?;
+                field.value
+            }
+            None => DEFAULT_MIN_MS,
+        };
+        let max_ms = match p.get::<u32>(MAX_MS)? {
+            Some(field) => {
+                ranged(&field, 100, LIMIT_MS, " ms")?;
+                field.value
+            }
+            None => DEFAULT_MAX_MS,
+        };
+        Ok(AudioBufferAccumulator::new(min_ms, max_ms))
+    }
+
+    /// Whether `frames` at the buffered rate last at least `ms`.
+    fn lasts(&self, ms: u32) -> bool {
+        let rate = self.format.map_or(0, |f| u64::from(f.sample_rate));
+        self.frames * 1000 >= u64::from(ms) * rate
+    }
+
+    fn clear(&mut self) {
+        self.format = None;
+        self.bytes.clear();
+        self.frames = 0;
+    }
+
+    /// Emits the buffered utterance (if long enough) stamped `timestamp_ns`, and clears.
+    fn utterance(&mut self, timestamp_ns: u64, out: &mut Vec<OutFrame>) -> Result<()> {
+        if let Some(format) = self.format.filter(|_| self.frames > 0) {
+            if self.lasts(self.min_ms) {
+                let mut header = Header::audio(
+                    format.dtype,
+                    self.frames,
+                    format.channels,
+                    format.sample_rate,
+                )?;
+                header.session_id = self.session_id;
+                header.timestamp_ns = timestamp_ns;
+                out.push(OutFrame {
+                    header,
+                    payload: std::mem::take(&mut self.bytes),
+                });
+            }
+        }
+        self.clear();
+        Ok(())
+    }
+
+    fn event(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
+        check_payload(NODE_TYPE, header, payload)?;
+        let value: Value = serde_json::from_slice(payload).map_err(|e| {
+            Error::Frame(format!("{NODE_TYPE}: a Json frame that is not JSON: {e}"))
+        })?;
+        match value.get("event").and_then(Value::as_str) {
+            Some("speech_end") => self.utterance(header.timestamp_ns, out),
+            Some("speech_start" | "speech_discard") => {
+                self.clear();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn audio(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
+        expect_audio(NODE_TYPE, header, payload)?;
+        let format = Format {
+            dtype: header.dtype,
+            channels: header.channels,
+            sample_rate: header.sample_rate,
+        };
+        if self.format.is_some_and(|f| f != format) {
+            return Err(Error::Frame(format!(
+                "{NODE_TYPE}: the audio format changed within an utterance"
+            )));
+        }
+        self.format = Some(format);
+        self.session_id = header.session_id;
+        self.last_timestamp_ns = header.timestamp_ns;
+        self.bytes.extend_from_slice(payload);
+        self.frames += header.dims()[0];
+        if self.lasts(self.max_ms) {
+            self.utterance(header.timestamp_ns, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl NativeNode for AudioBufferAccumulator {
+    fn node_type(&self) -> &'static str {
+        NODE_TYPE
+    }
+
+    fn process(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
+        if is_end_of_stream(header) {
+            return self.flush(out);
+        }
+        match header.kind {
+            Kind::Json => self.event(header, payload, out),
+            Kind::Audio => self.audio(header, payload, out),
+            other => Err(Error::Frame(format!(
+                "{NODE_TYPE} takes audio and VAD events (json), got a {other} frame"
+            ))),
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<OutFrame>) -> Result<()> {
+        let stamp = self.last_timestamp_ns;
+        self.utterance(stamp, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FLAG_END_OF_STREAM;
+
+    fn event(name: &str, timestamp_ns: u64) -> (Header, Vec<u8>) {
+        let payload = json!({"event": name}).to_string().into_bytes();
+        let mut header = Header::bytes_like(Kind::Json, payload.len() as u64).unwrap();
+        header.timestamp_ns = timestamp_ns;
+        (header, payload)
+    }
+
+    fn audio(value: f32, frames: u64) -> (Header, Vec<u8>) {
+        let mut header = Header::audio(DType::F32, frames, 1, 16_000).unwrap();
+        header.timestamp_ns = 7;
+        header.session_id = 3;
+        let payload = (0..frames).flat_map(|_| value.to_le_bytes()).collect();
+        (header, payload)
+    }
+
+    fn feed(node: &mut AudioBufferAccumulator, frames: &[(Header, Vec<u8>)]) -> Vec<OutFrame> {
+        let mut out = Vec::new();
+        for (header, payload) in frames {
+            node.process(header, payload, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn an_utterance_is_the_audio_between_start_and_end() {
+        let mut node = AudioBufferAccumulator::from_params(&json!({
+            "minUtteranceDurationMs": 100, "max_utterance_duration_ms": 1000
+        }))
+        .unwrap();
+        let out = feed(
+            &mut node,
+            &[
+                audio(0.9, 800), // before speech_start: dropped
+                event("speech_start", 1),
+                audio(0.1, 800),
+                audio(0.2, 800),
+                event("noise", 2),
+                event("speech_end", 123),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        let frame = &out[0];
+        assert_eq!(frame.header.dims(), [1600]);
+        assert_eq!(frame.header.timestamp_ns, 123);
+        assert_eq!(frame.header.session_id, 3);
+        assert_eq!(frame.header.dtype, DType::F32);
+        assert_eq!(frame.payload.len(), 1600 * 4);
+        assert_eq!(frame.payload[..4], 0.1f32.to_le_bytes());
+        assert_eq!(frame.payload[6396..], 0.2f32.to_le_bytes());
+    }
+
+    #[test]
+    fn short_discarded_and_overlong_utterances() {
+        let mut node = AudioBufferAccumulator::new(100, 1000);
+        // 50 ms: too short; a discarded one: nothing.
+        let short = [
+            event("speech_start", 1),
+            audio(0.3, 800),
+            event("speech_end", 2),
+        ];
+        assert!(feed(&mut node, &short).is_empty());
+        let discarded = [
+            event("speech_start", 1),
+            audio(0.3, 4000),
+            event("speech_discard", 2),
+            event("speech_end", 3),
+        ];
+        assert!(feed(&mut node, &discarded).is_empty());
+        // 1 s reached: emitted at once, stamped with the audio that completed it.
+        let mut long = vec![event("speech_start", 1)];
+        long.extend((0..20).map(|_| audio(0.4, 800)));
+        let out = feed(&mut node, &long);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].header.dims(), [16_000]);
+        // The end of the stream emits what is buffered.
+        let mut eos = Header::bytes_like(Kind::Bytes, 0).unwrap();
+        eos.flags = FLAG_END_OF_STREAM;
+        let out = feed(&mut node, &[audio(0.5, 3200), (eos, Vec::new())]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].header.timestamp_ns, 7);
+    }
+
+    #[test]
+    fn wrong_frames_are_frame_errors() {
+        let mut node = AudioBufferAccumulator::new(0, 1000);
+        let text = Header::bytes_like(Kind::Text, 2).unwrap();
+        let err = node.process(&text, b"hi", &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("takes audio and VAD events"),
+            "{err}"
+        );
+        let json = Header::bytes_like(Kind::Json, 3).unwrap();
+        let err = node.process(&json, b"{x:", &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::Frame(_)), "{err}");
+        let (header, payload) = audio(0.1, 10);
+        node.process(&header, &payload, &mut Vec::new()).unwrap();
+        let stereo = Header::audio(DType::F32, 1, 2, 16_000).unwrap();
+        let err = node.process(&stereo, &[0; 8], &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("format changed"), "{err}");
+    }
+}

@@ -1,0 +1,88 @@
+//! `_native.serve`: the gRPC server of `zerohop serve`, with manifests validated and
+//! planned by Python (`zerohop.serve.plan`), which owns the node registry and the
+//! params models. The server itself (`crate::grpc`) knows nothing of Python.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::executor::Graph;
+use crate::grpc::{Limits, Plan, Planner, ServerConfig};
+use crate::py::blocking::without_gil;
+use crate::py::errors::from_pyerr;
+use crate::py::session::SessionArgs;
+
+/// Calls the Python planner under the GIL (from the server's blocking threads).
+struct PyPlanner {
+    plan: Py<PyAny>,
+    node_types: Py<PyAny>,
+}
+
+impl Planner for PyPlanner {
+    fn plan(&self, manifest_json: &str) -> Result<Plan> {
+        let (graph_json, config) = Python::attach(|py| {
+            let planned = self
+                .plan
+                .call1(py, (manifest_json,))
+                .map_err(|e| from_pyerr(py, e))?;
+            let (graph_json, args) = planned
+                .extract::<(String, SessionArgs)>(py)
+                .map_err(|e| from_pyerr(py, e))?;
+            let config = args.into_config().map_err(|e| from_pyerr(py, e))?;
+            Ok::<_, Error>((graph_json, config))
+        })?;
+        Ok(Plan {
+            graph: Graph::from_json(&graph_json)?,
+            config,
+        })
+    }
+
+    fn node_types(&self) -> Result<Vec<String>> {
+        Python::attach(|py| {
+            self.node_types
+                .call0(py)
+                .and_then(|types| types.extract::<Vec<String>>(py))
+                .map_err(|e| from_pyerr(py, e))
+        })
+    }
+}
+
+/// Serves `remotemedia.v1` on `host:port` until Ctrl-C / SIGTERM (raised here as the
+/// signal handler's exception once every session is stopped). `plan(manifest_json)`
+/// returns `(graph_json, session_args)`; `node_types()` the registered type names;
+/// `on_bound("host:port")` is called once the server accepts connections.
+#[pyfunction]
+#[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
+                    max_payload, on_bound))]
+#[allow(clippy::too_many_arguments)]
+pub fn serve(
+    py: Python<'_>,
+    plan: Py<PyAny>,
+    node_types: Py<PyAny>,
+    host: String,
+    port: u16,
+    token: Option<String>,
+    max_sessions: usize,
+    max_processes: usize,
+    max_payload: usize,
+    on_bound: Py<PyAny>,
+) -> PyResult<()> {
+    let planner = Arc::new(PyPlanner { plan, node_types });
+    let cfg = ServerConfig {
+        host,
+        port,
+        token,
+        limits: Limits {
+            max_sessions,
+            max_processes,
+            max_payload,
+        },
+    };
+    without_gil(py, |gate| {
+        let mut bound = |addr: std::net::SocketAddr| {
+            gate.call(|py| on_bound.call1(py, (addr.to_string(),)).map(drop))
+        };
+        crate::grpc::serve(planner, cfg, &mut bound, &|| gate.check_signals())
+    })
+}

@@ -1,0 +1,670 @@
+"""`zerohop serve` over real gRPC on loopback, driven by `zerohop.client`: batch and
+streaming runs of mixed native/Python pipelines with payloads equal end to end, init
+progress, node crashes, disconnects and cancels (every node process gone), concurrent
+sessions, bad manifests, authentication and payload limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import zerohop
+from zerohop._proto import execution_pb2, streaming_pb2
+from zerohop.client import (
+    AsyncClient,
+    Client,
+    InitProgress,
+    RemoteError,
+    from_buffer,
+    to_buffer,
+)
+from zerohop.manifest import Manifest
+
+TOKEN = "test-token-5d1f"
+MAX_PAYLOAD = 8 << 20
+RATE = 16000
+
+
+@dataclass
+class Server:
+    address: str
+    pid: int
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            for child in children:
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def node_pids(server: Server) -> set[int]:
+    """The server's node processes (`pgrep -f zerohop.runner`, below the server only:
+    other test runs on this machine have their own)."""
+    return {p for p in descendants(server.pid) if "zerohop.runner" in cmdline(p)}
+
+
+def wait_until(condition: Any, timeout: float) -> float | None:
+    """Seconds until ``condition()`` held, or None if it did not within ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.01)
+    return None
+
+
+def start_server(config: Path, token: str | None) -> tuple[subprocess.Popen[str], Server]:
+    """`zerohop serve --port 0` with ``config`` as its runtime.toml."""
+    env = {**os.environ, "ZEROHOP_CONFIG": str(config)}
+    env.pop("ZEROHOP_TOKEN", None)
+    if token:
+        env["ZEROHOP_TOKEN"] = token
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on 127.0.0.1:" in line, line
+    return proc, Server(line.split("listening on ")[1].split()[0], proc.pid)
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM; the server exits cleanly and nothing it started outlives it."""
+    below = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 5.0) is not None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    config = tmp_path_factory.mktemp("serve") / "runtime.toml"
+    config.write_text(
+        f"[channel]\nmax_payload_bytes = {MAX_PAYLOAD}\n[server]\nmax_sessions = 16\n"
+    )
+    proc, srv = start_server(config, TOKEN)
+    # grpcio creates its process-wide threads and fds on first use: not a test's leak.
+    with Client(srv.address, TOKEN) as client:
+        client.version()
+    yield srv
+    stop_server(proc)
+
+
+def sockets() -> set[int]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                found.add(int(fd))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _grpc_sockets_closed() -> Iterator[None]:
+    """grpcio closes a closed channel's sockets from its own threads, a moment later:
+    give it that moment before the leak check counts file descriptors."""
+    before = sockets()
+    yield
+    wait_until(lambda: sockets() <= before, 5.0)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[Client]:
+    with Client(server.address, TOKEN) as c:
+        yield c
+
+
+def manifest(*nodes: tuple[str, str, dict[str, Any]], name: str = "t") -> dict[str, Any]:
+    """A chain of ``(id, node_type, params)``."""
+    return {
+        "version": "v1",
+        "metadata": {"name": name},
+        "nodes": [{"id": i, "node_type": t, "params": p} for i, t, p in nodes],
+        "connections": [{"from": a[0], "to": b[0]} for a, b in itertools.pairwise(nodes)],
+    }
+
+
+MIXED = manifest(
+    ("chunk", "AudioChunkerNode", {"chunk_size": 320}),
+    ("scale", "Scale", {"factor": 0.5}),
+    ("resample", "FastResampleNode", {"source_rate": RATE, "target_rate": 8000}),
+    ("echo", "Echo", {}),
+)
+
+
+def sine(seconds: float, rate: int = RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def sha(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def local_run(data: dict[str, Any], frames: list[zerohop.Frame]) -> list[zerohop.Frame]:
+    return Manifest.parse(data).to_pipeline().run(frames)
+
+
+def joined(frames: list[zerohop.Frame]) -> np.ndarray:
+    return np.concatenate([f.samples for f in frames if isinstance(f, zerohop.Audio)])
+
+
+def test_version_lists_the_registered_node_types(client: Client) -> None:
+    version = client.version()
+    assert version.protocol_version == "v1" and version.compatible
+    assert version.runtime_version == f"zerohop {zerohop.__version__}"
+    expected = {"AudioChunkerNode", "FastResampleNode", "PassThrough", "Echo", "SlowInit", "Crash"}
+    assert expected <= set(version.node_types)
+
+
+def test_batch_mixed_native_and_python_nodes(client: Client, server: Server) -> None:
+    audio = sine(2.0)
+    outputs = client.execute(MIXED, {"chunk": zerohop.Audio(audio, RATE)})
+    assert list(outputs) == ["echo"]
+    out = outputs["echo"]
+    assert isinstance(out, zerohop.Audio) and out.sample_rate == 8000
+    expected = joined(local_run(MIXED, [zerohop.Audio(audio, RATE)]))
+    assert sha(out.samples) == sha(expected)
+    assert abs(out.num_frames - len(audio) // 2) <= 320
+    assert not node_pids(server)
+
+
+def test_stream_mixed_native_and_python_nodes(client: Client) -> None:
+    audio = sine(1.0)
+    chunks = [zerohop.Audio(audio[i : i + 320], RATE) for i in range(0, len(audio), 320)]
+    frames = list(client.stream(MIXED, chunks))
+    assert frames and all(f.source == "echo" for f in frames)
+    assert sha(joined(frames)) == sha(joined(local_run(MIXED, chunks)))
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_large_audio_and_tensor_payloads_arrive_unchanged(client: Client, mode: str) -> None:
+    m = manifest(("echo", "Echo", {}), ("native", "PassThrough", {}))
+    rng = np.random.default_rng(7)
+    audio = rng.uniform(-1, 1, 960_000).astype(np.float32)  # 60 s at 16 kHz: 3.84 MB
+    tensor = rng.standard_normal((960, 1000)).astype(np.float32)  # 3.84 MB
+    assert audio.nbytes == tensor.nbytes == 3_840_000
+    for frame in (zerohop.Audio(audio, RATE), zerohop.Tensor(tensor)):
+        if mode == "batch":
+            out = client.execute(m, {"echo": frame})["native"]
+        else:
+            [out] = list(client.stream(m, [frame]))
+        got = out.samples if isinstance(out, zerohop.Audio) else out.array  # type: ignore[attr-defined]
+        sent = audio if isinstance(frame, zerohop.Audio) else tensor
+        assert got.shape == sent.shape and sha(got) == sha(sent)
+
+
+def test_init_progress_arrives_at_least_every_two_seconds(client: Client) -> None:
+    # One step: after "loading part 1/1" the node sleeps 3 s; heartbeats fill the gap.
+    m = manifest(("slow", "SlowInit", {"seconds": 3.0, "steps": 1}))
+    seen: list[tuple[float, InitProgress]] = []
+    start = time.monotonic()
+    frames = list(
+        client.stream(
+            m,
+            [zerohop.Text("hi")],
+            on_progress=lambda p: seen.append((time.monotonic() - start, p)),
+        )
+    )
+    assert [f.text for f in frames] == ["hi"]  # type: ignore[attr-defined]
+    assert all(p.node_id == "slow" for _, p in seen)
+    # Heartbeats (no fraction) may come first, e.g. while the process starts.
+    reported = [p for _, p in seen if p.fraction is not None]
+    assert reported[0].fraction == 0.0 and reported[0].message == "loading part 1/1"
+    assert seen[-1][1].fraction == 1.0 and seen[-1][1].message.startswith("ready in")
+    times = [t for t, _ in seen]
+    assert times[-1] >= 3.0
+    assert max(b - a for a, b in itertools.pairwise(times)) < 2.0, times
+
+
+def test_client_leaving_during_init_stops_the_session(client: Client, server: Server) -> None:
+    m = manifest(("slow", "SlowInit", {"seconds": 30.0, "steps": 1}))
+    progress: list[InitProgress] = []
+    outputs = client.stream(m, [zerohop.Text("hi")], on_progress=progress.append)
+    ended: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            next(outputs, None)
+        except RemoteError as err:
+            ended.append(err)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert wait_until(lambda: progress and node_pids(server), 20.0) is not None
+    client.close()  # the connection goes away while the node initializes
+    thread.join(10)
+    assert ended and ended[0].status == "CANCELLED"  # type: ignore[attr-defined]
+    took = wait_until(lambda: not node_pids(server), 5.0)
+    assert took is not None, node_pids(server)
+
+
+def test_crashing_node_is_named_and_all_its_processes_are_gone(
+    client: Client, server: Server
+) -> None:
+    m = manifest(
+        ("first", "Echo", {}),
+        ("crash", "Crash", {"mode": "exit", "after": 2}),
+        ("last", "Echo", {}),
+    )
+    with pytest.raises(RemoteError) as info:
+        list(client.stream(m, (zerohop.Text(str(i)) for i in range(50))))
+    assert info.value.error_type == "NODE_EXECUTION"
+    assert info.value.node_id == "crash"
+    assert "crash" in str(info.value)
+    # The server stops the session before it reports the error.
+    assert not node_pids(server)
+    m["nodes"][1]["params"] = {"mode": "process_exception", "after": 0}
+    with pytest.raises(RemoteError) as info:
+        client.execute(m, {"first": zerohop.Text("x")})
+    assert info.value.node_id == "crash" and "boom at frame 0" in str(info.value)
+    assert "ValueError" in info.value.traceback
+    assert not node_pids(server)
+
+
+CLIENT_THAT_DIES = """
+import sys, zerohop
+from zerohop.client import Client
+def frames():
+    while True:
+        yield zerohop.Text("x")
+with Client(sys.argv[1], sys.argv[2]) as client:
+    m = {"version": "v1", "metadata": {"name": "d"},
+         "nodes": [{"id": "a", "node_type": "Echo"}, {"id": "b", "node_type": "Echo"}],
+         "connections": [{"from": "a", "to": "b"}]}
+    for i, frame in enumerate(client.stream(m, frames())):
+        if i == 20:
+            print("streaming", flush=True)
+"""
+
+
+def test_client_that_disconnects_mid_stream_leaves_nothing(server: Server) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLIENT_THAT_DIES, server.address, TOKEN],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "streaming"
+    assert len(node_pids(server)) == 2
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    took = wait_until(lambda: not node_pids(server), 5.0)
+    assert took is not None, f"node processes still running: {node_pids(server)}"
+    print(f"cleanup after disconnect: {took * 1000:.0f} ms")
+
+
+def test_batch_deadline_stops_the_session(client: Client, server: Server) -> None:
+    m = manifest(("slow", "SlowInit", {"seconds": 30.0, "steps": 1}))
+    with pytest.raises(RemoteError) as info:
+        client.execute(m, {"slow": zerohop.Text("x")}, timeout=2.0)
+    assert info.value.status == "DEADLINE_EXCEEDED", info.value
+    took = wait_until(lambda: not node_pids(server), 5.0)
+    assert took is not None, node_pids(server)
+    print(f"deadline cleanup {took:.3f}")
+
+
+def test_cancel_command_stops_the_session(server: Server) -> None:
+    m = Manifest.parse(manifest(("a", "Echo", {}), ("b", "Echo", {})))
+    from zerohop.client import _manifest_message
+
+    cancel = threading.Event()
+
+    def requests() -> Iterator[streaming_pb2.StreamRequest]:
+        yield streaming_pb2.StreamRequest(
+            init=streaming_pb2.StreamInit(manifest=_manifest_message(m))
+        )
+        chunk = streaming_pb2.DataChunk(node_id="a", buffer=to_buffer(zerohop.Text("x")))
+        yield streaming_pb2.StreamRequest(data_chunk=chunk)
+        cancel.wait(10)
+        command = streaming_pb2.StreamControl.COMMAND_CANCEL
+        yield streaming_pb2.StreamRequest(control=streaming_pb2.StreamControl(command=command))
+        time.sleep(5)  # keep the request stream open: the server must not wait for it
+
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.stream_stream(
+            "/remotemedia.v1.StreamingPipelineService/StreamPipeline",
+            request_serializer=streaming_pb2.StreamRequest.SerializeToString,
+            response_deserializer=streaming_pb2.StreamResponse.FromString,
+        )(requests(), metadata=[("authorization", f"Bearer {TOKEN}")])
+        kinds = []
+        session_id = None
+        for response in call:
+            kinds.append(response.WhichOneof("response"))
+            if kinds[-1] == "ready":
+                session_id = response.ready.session_id
+            if kinds[-1] == "result":
+                assert node_pids(server)
+                cancel.set()
+            if kinds[-1] == "closed":
+                assert response.closed.reason == "cancelled"
+                assert response.closed.session_id == session_id
+                assert not node_pids(server)
+                break
+        call.cancel()
+    assert kinds == ["ready", "result", "closed"]
+
+
+def test_ten_concurrent_streams_each_get_their_own_results(server: Server) -> None:
+    results: dict[int, Any] = {}
+
+    def one(k: int) -> None:
+        try:
+            with Client(server.address, TOKEN) as client:
+                m = manifest(("scale", "Scale", {"factor": float(k)}), ("out", "PassThrough", {}))
+                data = [np.full(64, i, dtype=np.float32) for i in range(30)]
+                frames = list(client.stream(m, [zerohop.Tensor(d) for d in data]))
+                got = [f.array for f in frames]  # type: ignore[attr-defined]
+                results[k] = len(got) == 30 and all(
+                    np.array_equal(g, d * k) for g, d in zip(got, data, strict=True)
+                )
+        except Exception as err:
+            results[k] = err
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(1, 11)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(100)
+    assert results == {k: True for k in range(1, 11)}
+    assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+def watch_spawns(server: Server, spawned: set[int], done: threading.Event) -> None:
+    """Collects every node process seen below the server until ``done``."""
+    while not done.is_set():
+        spawned.update(node_pids(server))
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "words"),
+    [
+        (manifest(("a", "EchoNode", {})), "nodes[0].node_type", "Echo"),
+        (manifest(("a", "Scale", {"factor": "loud"})), "nodes[0].params.factor", "number"),
+        (manifest(("a", "AudioChunkerNode", {"chunk_size": 0})), "nodes[0].params", "chunk"),
+        (
+            {
+                **manifest(("a", "Echo", {}), ("b", "Echo", {})),
+                "connections": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}],
+            },
+            "connections",
+            "cycle",
+        ),
+        (
+            {**manifest(("a", "Echo", {})), "connections": [{"from": "a", "to": "zz"}]},
+            "connections[0]",
+            "zz",
+        ),
+    ],
+)
+def test_bad_manifests_fail_validation_before_any_spawn(
+    client: Client, server: Server, data: dict[str, Any], path: str, words: str
+) -> None:
+    for run in (
+        lambda: client.execute(data, {}),
+        lambda: list(client.stream(data, [zerohop.Text("x")])),
+    ):
+        spawned: set[int] = set()
+        watching = threading.Event()
+        watcher = threading.Thread(target=watch_spawns, args=(server, spawned, watching))
+        watcher.start()
+        try:
+            with pytest.raises(RemoteError) as info:
+                run()
+        finally:
+            watching.set()
+            watcher.join()
+        assert info.value.error_type == "VALIDATION", info.value
+        assert info.value.path is not None and info.value.path.startswith(path), info.value.path
+        assert words in str(info.value)
+        assert not spawned
+
+
+@given(
+    types=st.lists(st.sampled_from(["Echo", "PassThrough", "Nope", "echo", "Scale "]), min_size=1),
+    links=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), max_size=4),
+)
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_generated_bad_manifests_are_refused_before_any_spawn(
+    client: Client, server: Server, types: list[str], links: list[tuple[int, int]]
+) -> None:
+    bad_type = any(t not in ("Echo", "PassThrough") for t in types)
+    bad_link = any(a == b or max(a, b) >= len(types) for a, b in links)
+    assume(bad_type or bad_link)
+    data = {
+        "version": "v1",
+        "metadata": {"name": "generated"},
+        "nodes": [{"id": f"n{i}", "node_type": t} for i, t in enumerate(types)],
+        "connections": [{"from": f"n{a}", "to": f"n{b}"} for a, b in links],
+    }
+    with pytest.raises(RemoteError) as info:
+        client.execute(data, {})
+    assert info.value.error_type == "VALIDATION"
+    assert info.value.path is not None
+    assert info.value.path.startswith(("nodes[", "connections")), info.value.path
+    assert not node_pids(server)
+
+
+def test_unknown_node_type_names_the_node_and_suggests(client: Client) -> None:
+    with pytest.raises(RemoteError) as info:
+        client.execute(manifest(("x", "Echo", {}), ("up", "UpperCas", {})), {})
+    assert info.value.node_id == "up" and "UpperCase" in str(info.value)
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_missing_or_wrong_token_is_unauthenticated(server: Server, token: str | None) -> None:
+    with Client(server.address, token) as client:
+        with pytest.raises(RemoteError) as info:
+            client.version()
+        assert info.value.status == "UNAUTHENTICATED"
+        with pytest.raises(RemoteError) as info:
+            client.execute(manifest(("a", "Echo", {})), {"a": zerohop.Text("x")})
+        assert info.value.status == "UNAUTHENTICATED"
+        with pytest.raises(RemoteError) as info:
+            list(client.stream(manifest(("a", "Echo", {})), [zerohop.Text("x")]))
+        assert info.value.error_type == "AUTHENTICATION"
+    assert not node_pids(server)
+
+
+@pytest.mark.parametrize("nbytes", [MAX_PAYLOAD + 4096, MAX_PAYLOAD + (2 << 20)])
+def test_oversized_payload_is_refused_and_the_server_survives(
+    client: Client, server: Server, nbytes: int
+) -> None:
+    # Just over the payload cap (refused by the executor), and past the gRPC message
+    # limit (refused by tonic before decoding).
+    big = zerohop.Bytes(b"\0" * nbytes)
+    m = manifest(("a", "Echo", {}))
+    with pytest.raises(RemoteError) as info:
+        client.execute(m, {"a": big})
+    assert info.value.status in ("RESOURCE_EXHAUSTED", "OUT_OF_RANGE")
+    assert info.value.error_type == "RESOURCE_LIMIT"
+    assert "bytes" in str(info.value)
+    with pytest.raises(RemoteError):
+        list(client.stream(m, [big]))
+    assert client.version().protocol_version == "v1"
+    assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+def test_async_client_batch_and_stream(server: Server) -> None:
+    async def main() -> tuple[dict[str, zerohop.Frame], list[zerohop.Frame]]:
+        async with AsyncClient(server.address, TOKEN) as client:
+            version = await client.version()
+            assert "Echo" in version.node_types
+            m = manifest(("up", "UpperCase", {}), ("sfx", "Suffix", {"suffix": "?"}))
+            batch = await client.execute(m, {"up": zerohop.Text("hi")})
+
+            async def words() -> Any:
+                for w in ("a", "b", "c"):
+                    yield zerohop.Text(w)
+
+            streamed = [f async for f in client.stream(m, words())]
+            return batch, streamed
+
+    batch, streamed = asyncio.run(main())
+    assert batch["sfx"].text == "HI?"  # type: ignore[attr-defined]
+    assert [f.text for f in streamed] == ["A?", "B?", "C?"]  # type: ignore[attr-defined]
+
+
+def test_execute_request_accepts_raw_wire_messages(server: Server) -> None:
+    """A client that knows only the remotemedia.v1 protos (no zerohop.client) works."""
+    with grpc.insecure_channel(server.address) as channel:
+        execute = channel.unary_unary(
+            "/remotemedia.v1.PipelineExecutionService/ExecutePipeline",
+            request_serializer=execution_pb2.ExecuteRequest.SerializeToString,
+            response_deserializer=execution_pb2.ExecuteResponse.FromString,
+        )
+        request = execution_pb2.ExecuteRequest(
+            manifest=execution_pb2.PipelineManifest(
+                version="v1",
+                metadata=execution_pb2.ManifestMetadata(name="raw"),
+                nodes=[execution_pb2.NodeManifest(id="up", node_type="UpperCase", params="")],
+            ),
+            data_inputs={"up": to_buffer(zerohop.Text("wire"))},
+        )
+        response = execute(request, metadata=[("authorization", f"Bearer {TOKEN}")])
+    result = response.result
+    assert result.data_outputs["up"].text.text_data == b"WIRE"
+    assert result.status == 1  # EXECUTION_STATUS_SUCCESS
+    assert [r.node_id for r in result.node_results] == ["up"]
+    assert result.metrics.wall_time_ms > 0
+    assert result.metrics.node_metrics["up"].items_processed == 1
+
+
+def test_sigterm_stops_running_sessions_and_the_server(tmp_path: Path) -> None:
+    (tmp_path / "runtime.toml").write_text("")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    seen: list[zerohop.Frame] = []
+
+    def stream() -> None:
+        def endless() -> Iterator[zerohop.Frame]:
+            while True:
+                yield zerohop.Text("x")
+                time.sleep(0.01)
+
+        # The stream ends either way: closed by the server, or cut off with the connection.
+        with contextlib.suppress(RemoteError), Client(srv.address) as client:
+            m = manifest(("a", "Echo", {}), ("b", "Echo", {}))
+            seen.extend(client.stream(m, endless()))
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert wait_until(lambda: len(seen) > 5, 20.0) is not None
+    assert len(node_pids(srv)) == 2
+    stop_server(proc)
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_server_process_cap_is_resource_exhausted(tmp_path: Path) -> None:
+    (tmp_path / "runtime.toml").write_text("[server]\nmax_processes = 2\n")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    try:
+        with Client(srv.address) as client:
+            three = manifest(("a", "Echo", {}), ("b", "Echo", {}), ("c", "Echo", {}))
+            with pytest.raises(RemoteError) as info:
+                client.execute(three, {"a": zerohop.Text("x")})
+            assert info.value.status == "RESOURCE_EXHAUSTED"
+            assert "server.max_processes" in str(info.value)
+            assert not node_pids(srv)
+            two = manifest(("a", "Echo", {}), ("b", "PassThrough", {}))
+            assert client.execute(two, {"a": zerohop.Text("x")})["b"].text == "x"  # type: ignore[attr-defined]
+    finally:
+        stop_server(proc)
+
+
+def test_every_frame_kind_converts_both_ways() -> None:
+    rng = np.random.default_rng(3)
+    frames: list[zerohop.Frame] = [
+        zerohop.Audio(rng.standard_normal((100, 2)).astype(np.float32), 48000),
+        zerohop.Audio(rng.integers(-(2**15), 2**15, 160).astype(np.int16), 8000),
+        zerohop.Audio(rng.integers(-(2**31), 2**31, 16).astype(np.int32), 16000),
+        zerohop.Video(rng.integers(0, 256, (4, 6, 3)).astype(np.uint8), "rgb24"),
+        zerohop.Video(rng.integers(0, 256, (4, 6, 4)).astype(np.uint8), "rgba"),
+        zerohop.Video(rng.integers(0, 256, (4, 6)).astype(np.uint8), "gray"),
+        zerohop.Video(rng.integers(0, 256, 36).astype(np.uint8), "yuv420p", width=6, height=4),
+        zerohop.Tensor(rng.standard_normal((2, 3)).astype(np.float16)),
+        zerohop.Tensor(rng.integers(0, 9, (5,)).astype(np.uint8)),
+        zerohop.Tensor(rng.standard_normal((3, 2))),  # float64: a NumpyBuffer
+        zerohop.Tensor(rng.integers(0, 9, (2, 2)).astype(np.int64)),
+        zerohop.Text("grüße"),
+        zerohop.Json({"a": [1, 2.5, None]}),
+        zerohop.Bytes(b"\x00\xffraw"),
+    ]
+    for frame in frames:
+        back = from_buffer(to_buffer(frame))
+        assert type(back) is type(frame)
+        payload = slice(zerohop._native.HEADER_LEN, None)
+        assert back.to_bytes()[payload] == frame.to_bytes()[payload], frame
+
+
+def test_video_and_numpy_frames_through_the_server(client: Client) -> None:
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (48, 64, 3)).astype(np.uint8)
+    array = rng.standard_normal((7, 5))  # float64
+    m = manifest(("echo", "Echo", {}), ("out", "PassThrough", {}))
+    frames = list(client.stream(m, [zerohop.Video(pixels), zerohop.Tensor(array)]))
+    assert np.array_equal(frames[0].pixels, pixels)  # type: ignore[attr-defined]
+    assert frames[1].array.dtype == np.float64  # type: ignore[attr-defined]
+    assert np.array_equal(frames[1].array, array)  # type: ignore[attr-defined]
+
+
+def test_stream_into_a_node_with_two_inputs(client: Client) -> None:
+    m = manifest(("j", "Join", {}))
+    frames = list(client.stream(m, [("j.left", zerohop.Text("a")), ("j.right", zerohop.Text("b"))]))
+    assert sorted((f.value["port"], f.value["value"]) for f in frames) == [  # type: ignore[attr-defined]
+        ("left", "a"),
+        ("right", "b"),
+    ]
+    with pytest.raises(RemoteError) as info:
+        list(client.stream(m, [("j.middle", zerohop.Text("a"))]))
+    assert info.value.error_type == "VALIDATION" and "j.left, j.right" in str(info.value)

@@ -1,0 +1,282 @@
+"""Speech to speech with the real models of the ``speech`` extra (installed by .ci/run):
+Piper makes the speech, the pipeline of examples/speech_to_speech.json hears it and
+answers, and Whisper listens to the answer."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from zerohop import Audio, Json, NodeContext, Pipeline, Text
+from zerohop.errors import ManifestError, NodeCrashedError, NodeInitError
+from zerohop.manifest import load_manifest
+from zerohop.nodes.intent import IntentReplyNode
+from zerohop.nodes.vad import SileroVADNode
+from zerohop.nodes.whisper import WhisperSTTNode
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+import speech_stream as s2s  # noqa: E402
+
+pytestmark = pytest.mark.speech
+
+SENTENCES = ["please turn on the kitchen lights", "set a timer for five minutes"]
+REPLIES = ["Turning on the kitchen lights.", "Timer set for five minutes."]
+_NUMBERS = dict(
+    enumerate(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    )
+)
+
+
+def words(text: str) -> list[str]:
+    found = re.findall(r"[a-z0-9']+", text.lower())
+    return [_NUMBERS.get(int(w), w) if w.isdigit() else w for w in found]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level edit distance / reference length."""
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(len(ref), 1)
+
+
+def context() -> NodeContext:
+    return NodeContext("node", "test", progress=lambda *_: None, emit=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def utterances() -> list[np.ndarray[Any, Any]]:
+    """SENTENCES spoken by Piper, 16 kHz float32 (one Piper session for the module)."""
+    return s2s.say(SENTENCES)
+
+
+def transcribe(clips: list[tuple[np.ndarray[Any, Any], int]]) -> list[str]:
+    """What Whisper hears in each (samples, rate) clip, in its own session."""
+    pipe = Pipeline("listen").node("asr", "WhisperSTTNode")
+    inputs = [Audio(s2s.resample(samples, rate, 16_000), 16_000) for samples, rate in clips]
+    return [
+        f.value["transcript"]
+        for f in pipe.run(inputs)
+        if isinstance(f, Json) and f.source == "asr.info"
+    ]
+
+
+def test_wer_is_word_level_edit_distance() -> None:
+    assert wer("set a timer for ten minutes", "Set a timer for 10 minutes.") == 0
+    assert wer("a b c d", "a x c") == 0.5
+
+
+@pytest.mark.timeout(400)
+def test_pipeline_hears_answers_and_speaks(utterances: list[np.ndarray[Any, Any]]) -> None:
+    pipe = load_manifest(EXAMPLES / "speech_to_speech.json").to_pipeline()
+    turns, _ = s2s.converse(pipe, s2s.microphone(s2s.recording(utterances)))
+    assert len(turns) == len(SENTENCES), [t.transcript for t in turns]
+    for turn, sentence, reply in zip(turns, SENTENCES, REPLIES, strict=True):
+        assert wer(sentence, turn.transcript) <= 0.25, (sentence, turn.transcript)
+        assert words(turn.reply) == words(reply), turn.reply
+        assert turn.first_audio_ns > turn.heard_ns > turn.end_of_speech_ns > 0
+        assert turn.asr_ms > 0 and turn.tts_first_ms > 0
+        audio = np.concatenate(turn.reply_audio).astype(np.float32) / 32768
+        assert turn.reply_rate == 22_050 and len(audio) > 0.5 * turn.reply_rate
+        assert np.sqrt(np.mean(audio**2)) > 0.01  # not silence
+    # The replies are speech: Whisper hears them back. Judged over all replies together
+    # (corpus WER): Piper samples noise, so one short reply may lose a word in a run.
+    heard = transcribe([(np.concatenate(t.reply_audio) / 32768, t.reply_rate) for t in turns])
+    assert len(heard) == len(REPLIES), heard
+    assert wer(" ".join(REPLIES), " ".join(heard)) <= 0.25, list(zip(REPLIES, heard, strict=True))
+
+
+@pytest.mark.timeout(300)
+def test_inprocess_baseline_runs_the_same_manifest(utterances: list[np.ndarray[Any, Any]]) -> None:
+    pipe = load_manifest(EXAMPLES / "speech_to_speech.json").to_pipeline()
+    recording = s2s.recording(utterances[:1])
+    turns, _ = s2s.converse(pipe, s2s.microphone(recording), executor="inprocess")
+    assert [words(t.reply) for t in turns] == [words(REPLIES[0])]
+    assert wer(SENTENCES[0], turns[0].transcript) <= 0.25
+
+
+@pytest.mark.timeout(200)
+def test_espeak_voice_is_understood() -> None:
+    sentence = "please turn on the kitchen lights and set a timer for ten minutes"
+    outputs = Pipeline("espeak").node("tts", "EspeakTTSNode").run([Text(sentence)])
+    (audio,) = [f for f in outputs if isinstance(f, Audio)]
+    assert audio.sample_rate == 22_050 and audio.samples.dtype == np.int16
+    (heard,) = transcribe([(audio.samples / 32768, audio.sample_rate)])
+    assert wer(sentence, heard) <= 0.25, heard
+
+
+def test_vad_marks_each_utterance(utterances: list[np.ndarray[Any, Any]]) -> None:
+    vad = SileroVADNode({"min_silence_duration_ms": 300})
+    vad.initialize(context())
+    recording = s2s.recording(utterances, pause_s=1.0)
+    events, speech = [], 0
+    for chunk in s2s.microphone(recording):
+        for frame in vad.process(chunk):
+            if isinstance(frame, Json):
+                events.append(frame.value)
+            else:
+                speech += len(frame.samples)
+    events += [f.value for f in vad.flush() if isinstance(f, Json)]
+    assert [e["event"] for e in events] == ["speech_start", "speech_end"] * 2
+    for (start, end), clip, offset in zip(
+        zip(events[::2], events[1::2], strict=True),
+        utterances,
+        [1.0, 2.0 + len(utterances[0]) / 16_000],
+        strict=True,
+    ):
+        # Within 0.4 s of where each clip's speech is (Piper leaves short silences).
+        assert offset - 0.1 <= start["start_s"] <= offset + 0.4
+        assert (
+            offset + len(clip) / 16_000 - 0.6 <= end["end_s"] <= offset + len(clip) / 16_000 + 0.4
+        )
+    assert speech >= sum(e["speech_ms"] for e in events[1::2]) * 16
+
+
+def test_intent_reply_matches_clauses_and_fills_slots() -> None:
+    manifest = load_manifest(EXAMPLES / "speech_to_speech.json")
+    (params,) = [n.params for n in manifest.nodes if n.id == "reply"]
+    node = IntentReplyNode(params)
+    node.initialize(context())
+    text, matched = node.reply("Switch the hallway lights off, then play some jazz.")
+    assert text == "Turning off the hallway lights. Playing some music."
+    assert [m["intent"] for m in matched] == ["lights_off", "music"]
+    text, matched = node.reply("What is the capital of France?")
+    assert matched == [] and text.startswith("Sorry")
+
+
+def test_params_take_both_spellings_and_name_bad_fields() -> None:
+    pipe = Pipeline("p").node("vad", "SileroVADNode", minSilenceDurationMs=200)
+    pipe.node("vad2", "SileroVADNode", min_silence_duration_ms=200)
+    with pytest.raises(ManifestError, match=r"params\.threshold") as err:
+        Pipeline("p").node("vad", "SileroVADNode", threshold=2)
+    assert err.value.node_id == "vad"
+    with pytest.raises(ManifestError, match="thresold"):
+        Pipeline("p").node("vad", "SileroVADNode", thresold=0.4)
+    bad = {"name": "x", "examples": ["hi"], "reply": "{transcript.__class__}"}
+    with pytest.raises(ManifestError, match="reply template"):
+        Pipeline("p").node("reply", "IntentReplyNode", intents=[bad])
+
+
+class WhisperWithoutPackage(WhisperSTTNode):
+    """WhisperSTTNode in a process where faster-whisper cannot be imported."""
+
+    def initialize(self, ctx: NodeContext) -> None:
+        sys.modules["faster_whisper"] = None  # type: ignore[assignment]  # import → ImportError
+        super().initialize(ctx)
+
+
+def test_missing_speech_packages_are_clear_init_errors() -> None:
+    pipe = Pipeline("no-whisper").node("asr", WhisperWithoutPackage)
+    with pytest.raises(
+        NodeInitError, match=r"'faster-whisper'.*pip install 'zerohop\[speech\]'"
+    ) as e:
+        pipe.session()
+    assert e.value.node_id == "asr"
+    missing = Pipeline("no-model").node(
+        "reply",
+        "IntentReplyNode",
+        intents=[{"name": "x", "examples": ["hi"], "reply": "hello"}],
+        model_path="/nonexistent/minilm.onnx",
+    )
+    with pytest.raises(NodeInitError, match=r"no such file /nonexistent/minilm\.onnx") as e:
+        missing.session()
+    assert e.value.node_id == "reply"
+
+
+def test_a_changed_model_file_is_refused() -> None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("silero_vad")
+    assert spec is not None and spec.submodule_search_locations
+    model = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad_half.onnx"
+    pipe = Pipeline("p").node("vad", "SileroVADNode", model_path=str(model), model_sha256="0" * 64)
+    with pytest.raises(NodeInitError, match="sha256"):
+        pipe.session()
+
+
+@pytest.mark.timeout(300)
+def test_a_model_node_crashing_mid_stream_ends_the_session(
+    utterances: list[np.ndarray[Any, Any]],
+) -> None:
+    pipe = load_manifest(EXAMPLES / "speech_to_speech.json").to_pipeline()
+    recording = s2s.recording(utterances * 3)
+    with pytest.raises(NodeCrashedError) as err, pipe.session() as session:
+        (asr,) = [s.pid for s in session.status() if s.node_id == "asr"]
+        assert asr is not None
+        for frame in session.stream(s2s.microphone(recording)):
+            if frame.source == "asr.info":  # the first utterance is done: kill Whisper
+                os.kill(asr, signal.SIGKILL)
+    assert err.value.node_id == "asr" and err.value.signal == signal.SIGKILL
+    assert "asr" in str(err.value)
+
+
+@pytest.mark.timeout(300)
+def test_readme_first_command_speaks_the_reply(tmp_path: Path) -> None:
+    """`zerohop run examples/speech_to_speech.json --input examples/hello.wav --output
+    reply.wav`: progress, the transcript and reply with timings, the spoken reply."""
+    reply = tmp_path / "reply.wav"
+    out = subprocess.run(
+        [sys.executable, "-m", "zerohop.cli", "run", str(EXAMPLES / "speech_to_speech.json"),
+         "--input", str(EXAMPLES / "hello.wav"), "--output", str(reply)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "5 nodes ready in" in out.stderr
+    heard = re.search(r'asr\.info: heard "(.*?)" \(.*Whisper \d+ ms\)', out.stderr)
+    assert heard, out.stderr
+    assert (
+        wer("please turn on the kitchen lights and set a timer for ten minutes", heard[1]) <= 0.25
+    )
+    assert re.search(
+        r'reply\.info: reply "Turning on the kitchen lights\. Timer set for', out.stderr
+    )
+    assert re.search(r"tts\.info: spoke \d\.\d s \(first audio after \d+ ms", out.stderr)
+    with wave.open(str(reply)) as w:
+        assert w.getframerate() == 22_050 and w.getnframes() > 22_050
+
+
+def test_run_reads_raw_pcm(tmp_path: Path) -> None:
+    """`zerohop run --pcm 16000`: raw int16 PCM (a microphone pipe) in 20 ms chunks."""
+    from zerohop.cli import read_input
+
+    pcm = tmp_path / "mic.raw"
+    pcm.write_bytes(np.arange(800, dtype="<i2").tobytes())
+    chunks = list(read_input(str(pcm), 20, pcm_rate=16_000))
+    assert [len(c.samples) for c in chunks] == [320, 320, 160]
+    assert all(c.sample_rate == 16_000 and c.samples.dtype == np.int16 for c in chunks)
+    assert np.concatenate([c.samples for c in chunks]).tolist() == list(range(800))
+
+
+def test_native_accumulator_assembles_utterances_between_vad_events() -> None:
+    """The Rust AudioBufferAccumulatorNode, as the in-process executor runs it (its own
+    cases are Rust unit tests in rust/nodes/accumulator.rs)."""
+    pipe = Pipeline("acc", executor="inprocess").node(
+        "acc", "AudioBufferAccumulatorNode", minUtteranceDurationMs=100
+    )
+
+    def window(value: float, n: int = 800) -> Audio:
+        return Audio(np.full(n, value, np.float32), 16_000)
+
+    end = Json({"event": "speech_end"})
+    end.timestamp_ns = 123
+    frames = [window(0.9), Json({"event": "speech_start"}), window(0.1), window(0.2), end]
+    frames += [Json({"event": "speech_start"}), window(0.3), Json({"event": "speech_end"})]
+    (utterance,) = pipe.run(frames)
+    assert isinstance(utterance, Audio) and utterance.timestamp_ns == 123
+    assert utterance.samples.tolist() == [np.float32(0.1)] * 800 + [np.float32(0.2)] * 800
+    with pytest.raises(ManifestError, match=r"params\.max_utterance_duration_ms"):
+        Pipeline("p").node("acc", "AudioBufferAccumulatorNode", max_utterance_duration_ms=1)
