@@ -60,6 +60,11 @@ pub enum Error {
     #[error("node '{node}' was not ready within {secs} s (init timeout)")]
     NodeInitTimeout { node: String, secs: f64 },
 
+    /// A running node stopped answering: no heartbeat on its control socket within the
+    /// liveness timeout (a frozen — SIGSTOPped, deadlocked in native code — process).
+    #[error("node '{node}' is unresponsive: no heartbeat for {secs} s (liveness timeout)")]
+    NodeUnresponsive { node: String, secs: f64 },
+
     /// A node process died (crash, signal, `os._exit`) while the session ran.
     #[error("node '{node}' crashed: {exit}")]
     NodeCrashed {

@@ -167,3 +167,45 @@ def test_mutated_headers_never_give_a_wrong_array(
     raw = frame.raw
     assert raw is not None
     assert memoryview(raw).nbytes == raw.nbytes == len(data) - HEADER
+
+
+_DIM = st.one_of(st.integers(0, 6), st.sampled_from([2**31, 2**32 - 1, 2**62, 2**64 - 1]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    kind=st.integers(0, 8),
+    dtype=st.integers(0, 12),
+    ndim=st.integers(0, 10),
+    pixel_format=st.integers(0, 6),
+    fields=st.lists(st.integers(0, 2**32 - 1), min_size=4, max_size=4),
+    shape=st.lists(_DIM, min_size=8, max_size=8),
+    payload=st.binary(max_size=64),
+    declared=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+)
+def test_structured_headers_decode_consistently_or_fail_cleanly(
+    kind: int,
+    dtype: int,
+    ndim: int,
+    pixel_format: int,
+    fields: list[int],
+    shape: list[int],
+    payload: bytes,
+    declared: int | None,
+) -> None:
+    """Valid magic, version and header length, every other field random (huge dims,
+    lying payload lengths): the decoder either builds a frame that matches its bytes or
+    raises FrameError — never another exception, never an allocation from a header."""
+    data = bytearray(Bytes(b"").to_bytes())
+    data[6], data[7], data[8], data[9] = kind, dtype, ndim, pixel_format
+    struct.pack_into("<4I", data, 16, *fields)
+    struct.pack_into("<Q", data, 56, len(payload) if declared is None else declared)
+    struct.pack_into("<8Q", data, 64, *shape)
+    data += payload
+    try:
+        frame = from_bytes(bytes(data), max_payload=1 << 20)
+    except FrameError:
+        return
+    assert frame.to_bytes() == bytes(data)
+    raw = frame.raw
+    assert raw is not None and memoryview(raw).nbytes == len(payload)

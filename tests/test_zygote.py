@@ -366,12 +366,16 @@ class _Reader:
         self.buffer = b""
 
     def next(self) -> dict[str, Any]:
+        """The next runner message; liveness heartbeats (``alive``) are skipped."""
         while True:
             if len(self.buffer) >= 4:
                 (length,) = _LENGTH.unpack_from(self.buffer)
                 if len(self.buffer) >= 4 + length:
                     body, self.buffer = self.buffer[4 : 4 + length], self.buffer[4 + length :]
-                    return json.loads(body)  # type: ignore[no-any-return]
+                    message: dict[str, Any] = json.loads(body)
+                    if message.get("type") != "alive":
+                        return message
+                    continue
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise EOFError

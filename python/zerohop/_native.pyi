@@ -237,6 +237,7 @@ class NativeSession:
         sys_path: Sequence[str],
         spawn_method: str = "exec",
         on_event: Callable[[dict[str, Any]], object] | None = None,
+        liveness_timeout: float | None = None,
     ) -> NativeSession: ...
     @property
     def id(self) -> str: ...

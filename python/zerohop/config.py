@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -60,6 +60,7 @@ class ProcessConfig(_Section):
     term_grace_secs: float = Field(1.0, ge=0, le=300)
     max_processes_per_session: int = Field(0, ge=0)
     heartbeat_secs: float = Field(1.0, gt=0, le=2.0)
+    liveness_timeout_secs: float = Field(10.0, ge=0, le=3600)
     python_executable: str = ""
     spawn_method: Literal["zygote", "exec"] = "zygote"
     #: ``False`` turns multiprocess execution off: Python nodes run as threads of the
@@ -69,6 +70,20 @@ class ProcessConfig(_Section):
     def max_processes(self) -> int | None:
         """The process limit, None when unlimited (0 in the file)."""
         return self.max_processes_per_session or None
+
+    def liveness_timeout(self) -> float | None:
+        """Seconds a ready node may stay silent before it counts as frozen; None when
+        the check is off (0 in the file)."""
+        return self.liveness_timeout_secs or None
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_liveness(self) -> ProcessConfig:
+        if 0 < self.liveness_timeout_secs <= 2 * self.heartbeat_secs:
+            raise ValueError(
+                f"liveness_timeout_secs ({self.liveness_timeout_secs}) must exceed twice "
+                f"heartbeat_secs ({self.heartbeat_secs}), or be 0 to turn the check off"
+            )
+        return self
 
 
 class NodesConfig(_Section):

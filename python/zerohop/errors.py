@@ -17,6 +17,7 @@ situation too, the class also derives from it, so ``except TimeoutError`` keeps 
         ├── SpawnError                 its process could not be started
         ├── NodeInitError              import, params or ``initialize`` failed; ``.traceback``
         ├── NodeInitTimeout            (also TimeoutError) not ready within the init timeout
+        ├── NodeUnresponsiveError      (also TimeoutError) no heartbeat within the liveness timeout
         ├── NodeCrashedError           its process died; ``.exit_code`` or ``.signal``
         └── NodeError                  ``process`` raised (policy ``fail``); ``.traceback``
 
@@ -37,6 +38,7 @@ __all__ = [
     "NodeFailure",
     "NodeInitError",
     "NodeInitTimeout",
+    "NodeUnresponsiveError",
     "PayloadTooLargeError",
     "ResourceLimitError",
     "SpawnError",
@@ -174,6 +176,14 @@ class NodeInitTimeout(NodeFailure, TimeoutError):
     """The node was not ready within the init timeout."""
 
     kind = "node_init_timeout"
+
+
+class NodeUnresponsiveError(NodeFailure, TimeoutError):
+    """The node's process stopped sending heartbeats for longer than the liveness
+    timeout (it is frozen: stopped by a signal, or stuck holding the GIL); the session
+    was stopped and the process killed."""
+
+    kind = "node_unresponsive"
 
 
 class NodeCrashedError(NodeFailure):

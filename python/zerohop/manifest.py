@@ -153,6 +153,7 @@ class Manifest(_Model):
             )
         process = base.process.model_dump()
         channel = base.channel.model_dump()
+        _refuse_escalation(mp, base)
         if mp.max_processes_per_session is not None:
             process["max_processes_per_session"] = mp.max_processes_per_session
         if mp.init_timeout_secs is not None:
@@ -195,6 +196,27 @@ class Manifest(_Model):
             pipe.connect(c.source, c.target, from_port=c.from_port, to_port=c.to_port)
         pipe.validate()
         return pipe
+
+
+def _refuse_escalation(mp: MultiprocessSettings, base: RuntimeConfig) -> None:
+    """A manifest may come from a remote client: it can tighten the operator's
+    runtime.toml, never loosen it or pick the program node processes run."""
+    limit = base.process.max_processes()
+    wanted = mp.max_processes_per_session
+    if limit is not None and wanted is not None and not 0 < wanted <= limit:
+        path = "metadata.multiprocess.max_processes_per_session"
+        raise ManifestError(
+            f"{path}: {wanted} would raise runtime.toml's limit of {limit} processes",
+            path=path,
+        )
+    executable = mp.python_executable
+    if executable and executable != base.process.python_executable:
+        path = "metadata.multiprocess.python_executable"
+        raise ManifestError(
+            f"{path}: the node interpreter is set in runtime.toml "
+            "(process.python_executable), not by a manifest",
+            path=path,
+        )
 
 
 def _json_path(loc: tuple[int | str, ...]) -> str:

@@ -6,7 +6,8 @@ The supervisor starts this module with a control socket as fd 3 and sends one
 1. imports what the host asked for and resolves the node type through the registry;
 2. opens its channels, validates params, runs ``initialize`` while a heartbeat thread
    reports progress at least every ``heartbeat_secs``; reports ``ready`` (or
-   ``init_error`` with the traceback);
+   ``init_error`` with the traceback); from then on the same thread sends ``alive``
+   every ``heartbeat_secs``, so the host can tell a frozen process from a busy one;
 3. loops receive → ``process`` → send until told to stop; at the end of every input it
    calls ``flush`` and passes the end of stream on;
 4. on ``stop``: finishes the frame in hand, runs ``cleanup``, closes its channels and
@@ -113,25 +114,33 @@ class Runner:
         self.control.send({"type": "progress", "fraction": fraction, "message": message})
 
     def _heartbeat(self) -> None:
-        """While initializing, repeats the last progress so the host hears from this
-        node at least every heartbeat interval."""
+        """Makes the host hear from this node at least every heartbeat interval: while
+        initializing it repeats the last progress, once ready (busy or idle) it sends
+        ``alive``. A frozen process sends nothing and the host's liveness check fires."""
         interval = float(self.spec.get("heartbeat_secs", 1.0))
         started = time.monotonic()
-        while self.initializing:
+        while True:
             time.sleep(min(0.1, interval / 4))
-            if self.initializing and time.monotonic() - self.last_progress_at >= interval:
-                fraction, message = self.last_progress
-                elapsed = time.monotonic() - started
-                self.control.send(
-                    {
-                        "type": "progress",
-                        "fraction": fraction,
-                        "message": f"{message} ({elapsed:.0f} s)"
-                        if message
-                        else f"{elapsed:.0f} s",
-                    }
-                )
-                self.last_progress_at = time.monotonic()
+            if time.monotonic() - self.last_progress_at < interval:
+                continue
+            try:
+                if self.initializing:
+                    fraction, message = self.last_progress
+                    elapsed = time.monotonic() - started
+                    self.control.send(
+                        {
+                            "type": "progress",
+                            "fraction": fraction,
+                            "message": f"{message} ({elapsed:.0f} s)"
+                            if message
+                            else f"{elapsed:.0f} s",
+                        }
+                    )
+                else:
+                    self.control.send({"type": "alive"})
+            except OSError:
+                return  # the host is gone; the control thread ends the process
+            self.last_progress_at = time.monotonic()
 
     def _listen(self) -> None:
         """Control thread: stop and status requests; EOF means the host died."""

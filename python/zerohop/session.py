@@ -346,6 +346,7 @@ def session_args(pipeline: Pipeline) -> dict[str, Any]:
         "init_timeout": cfg.process.init_timeout_secs,
         "grace": cfg.process.grace_period_secs,
         "term_grace": cfg.process.term_grace_secs,
+        "liveness_timeout": cfg.process.liveness_timeout(),
         "max_processes": cfg.process.max_processes(),
         "heartbeat_secs": cfg.process.heartbeat_secs,
         "imports": pipeline._imports.specs(),

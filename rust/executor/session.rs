@@ -433,13 +433,16 @@ impl Session {
     /// Stops every node and releases every channel. Idempotent; also done on drop.
     pub fn close(&self) {
         self.inputs_closed.store(true, Ordering::Release);
-        // Host ends first: a node's sender that still holds undelivered output lingers
+        // Host outputs first: a node's sender that still holds undelivered output lingers
         // until its receiver is gone, so the host must not keep it while it waits for
         // the nodes to exit.
         self.outputs.lock().expect("poisoned").clear();
-        self.inputs.lock().expect("poisoned").clear();
         self.native.stop();
         self.supervisor.stop();
+        // Host inputs last, once their receivers are gone (stopped, or killed and
+        // reclaimed): released earlier with frames still queued, they would linger on
+        // a background thread past `close`.
+        self.inputs.lock().expect("poisoned").clear();
     }
 }
 

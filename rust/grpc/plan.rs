@@ -125,6 +125,7 @@ pub fn failing_node(err: &Error, manifest: Option<&PipelineManifest>) -> String 
         Error::Spawn { node, .. }
         | Error::NodeInit { node, .. }
         | Error::NodeInitTimeout { node, .. }
+        | Error::NodeUnresponsive { node, .. }
         | Error::NodeCrashed { node, .. }
         | Error::Node { node, .. } => node.clone(),
         Error::Manifest { path, .. } => path

@@ -15,6 +15,7 @@ fn error_type(err: &Error) -> ErrorType {
         Error::Spawn { .. }
         | Error::NodeInit { .. }
         | Error::NodeInitTimeout { .. }
+        | Error::NodeUnresponsive { .. }
         | Error::NodeCrashed { .. }
         | Error::Node { .. } => ErrorType::NodeExecution,
         Error::Timeout { .. } | Error::Interrupted | Error::Closed(_) | Error::Ipc { .. } => {

@@ -56,6 +56,7 @@ impl Planner for NativePlanner {
                     init_timeout: Duration::from_secs(5),
                     grace: Duration::from_secs(1),
                     term_grace: Duration::from_secs(1),
+                    liveness_timeout: Some(Duration::from_secs(10)),
                 },
                 launch: LaunchSpec {
                     program: "/bin/false".into(),

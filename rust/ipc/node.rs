@@ -59,12 +59,40 @@ pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
         .signal_handling_mode(SignalHandlingMode::Disabled)
         .create::<Svc>()
         .map_err(|e| Error::ipc("creating the iceoryx2 node", e))?;
+    restrict_global_segment(config);
     let node = Arc::new(ProcessNode {
         pid,
         node: ManuallyDrop::new(Mutex::new(node)),
     });
     *current = Some(Arc::downgrade(&node));
     Ok(node)
+}
+
+/// iceoryx2 creates its global management segment (a node counter, one per prefix)
+/// readable and writable by every user; everything else it creates is owner-only. Other
+/// users have no business with our channels, and a world-writable counter lets them
+/// disturb node creation: make it owner-only too (if it is ours to change).
+fn restrict_global_segment(config: &Config) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let prefix = String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned();
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    // SAFETY: plain syscall.
+    let uid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(&prefix) && name.ends_with(".global_mgmt")) {
+            continue;
+        }
+        if let Ok(meta) = entry.metadata() {
+            if meta.uid() == uid && meta.mode() & 0o077 != 0 {
+                let _ =
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
 }
 
 /// Environment variable naming the prefix of every file zerohop's channels create in

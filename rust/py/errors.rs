@@ -21,6 +21,7 @@ mod classes {
     pyo3::import_exception!(zerohop.errors, SpawnError);
     pyo3::import_exception!(zerohop.errors, NodeInitError);
     pyo3::import_exception!(zerohop.errors, NodeInitTimeout);
+    pyo3::import_exception!(zerohop.errors, NodeUnresponsiveError);
     pyo3::import_exception!(zerohop.errors, NodeCrashedError);
     pyo3::import_exception!(zerohop.errors, NodeError);
 }
@@ -80,6 +81,9 @@ pub fn to_pyerr(err: Error) -> PyErr {
         ),
         Error::NodeInitTimeout { node, .. } => {
             with_attrs::<classes::NodeInitTimeout>(message, &[("node_id", text(py, node))])
+        }
+        Error::NodeUnresponsive { node, .. } => {
+            with_attrs::<classes::NodeUnresponsiveError>(message, &[("node_id", text(py, node))])
         }
         Error::NodeCrashed {
             node, code, signal, ..

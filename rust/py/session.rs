@@ -95,6 +95,8 @@ pub struct SessionArgs {
     init_timeout: f64,
     grace: f64,
     term_grace: f64,
+    /// Seconds a ready node may stay silent (None: no liveness check).
+    liveness_timeout: Option<f64>,
     max_processes: Option<usize>,
     heartbeat_secs: f64,
     imports: Vec<(String, String, Vec<String>)>,
@@ -134,6 +136,10 @@ impl SessionArgs {
                 init_timeout: seconds(self.init_timeout, "init_timeout")?,
                 grace: seconds(self.grace, "grace")?,
                 term_grace: seconds(self.term_grace, "term_grace")?,
+                liveness_timeout: self
+                    .liveness_timeout
+                    .map(|secs| seconds(secs, "liveness_timeout"))
+                    .transpose()?,
             },
             launch: LaunchSpec {
                 program: self.program.into(),
@@ -170,7 +176,7 @@ impl NativeSession {
     #[staticmethod]
     #[pyo3(signature = (graph_json, *, program, args, env, cwd, channel, init_timeout, grace,
                         term_grace, max_processes, heartbeat_secs, imports, sys_path,
-                        spawn_method="exec", on_event=None))]
+                        spawn_method="exec", on_event=None, liveness_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
@@ -189,6 +195,7 @@ impl NativeSession {
         sys_path: Vec<String>,
         spawn_method: &str,
         on_event: Option<Py<PyAny>>,
+        liveness_timeout: Option<f64>,
     ) -> PyResult<NativeSession> {
         let graph = Graph::from_json(graph_json).py_err()?;
         let config = SessionArgs {
@@ -200,6 +207,7 @@ impl NativeSession {
             init_timeout,
             grace,
             term_grace,
+            liveness_timeout,
             max_processes,
             heartbeat_secs,
             imports,

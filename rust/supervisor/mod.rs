@@ -4,8 +4,9 @@
 //! All nodes are spawned at once; then one thread per session waits in `poll(2)` on
 //! every node's pidfd and control socket (and an eventfd for requests from the host),
 //! so exits, progress and errors are handled the moment they happen and nothing
-//! polls on a timer. The first fatal event — a crash, an init error or timeout, an
-//! error raised by `process` under the `fail` policy — is recorded as the session's
+//! polls on a timer. The first fatal event — a crash, an init error or timeout, a
+//! ready node silent past the liveness timeout (frozen), an error raised by `process`
+//! under the `fail` policy — is recorded as the session's
 //! failure and stops every node: cooperatively (a `Stop` message), then SIGTERM to
 //! each process group after the grace period, then SIGKILL.
 
@@ -35,6 +36,9 @@ pub struct Timing {
     pub grace: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub term_grace: Duration,
+    /// A live node silent this long (no heartbeat, no message) is frozen and fails the
+    /// session; None disables the check.
+    pub liveness_timeout: Option<Duration>,
 }
 
 /// Where a node is in its life.
@@ -108,6 +112,8 @@ struct Node {
     control: Option<UnixStream>,
     reader: wire::Reader,
     spawned: Option<Instant>,
+    /// When the node last said anything on its control socket (heartbeats included).
+    last_heard: Instant,
     started_at: Option<SystemTime>,
     init_secs: Option<f64>,
     busy: bool,
@@ -219,6 +225,7 @@ impl Supervisor {
                 control: None,
                 reader: wire::Reader::default(),
                 spawned: None,
+                last_heard: Instant::now(),
                 started_at: None,
                 init_secs: None,
                 busy: false,
@@ -469,6 +476,7 @@ fn spawn_node(node: &mut Node, launch: &LaunchSpec, method: SpawnMethod) -> io::
     node.process = Some(process);
     node.control = Some(host);
     node.spawned = Some(Instant::now());
+    node.last_heard = Instant::now();
     node.started_at = Some(SystemTime::now());
     node.state = NodeState::Initializing;
     let start = HostMessage::Start {
@@ -550,17 +558,33 @@ fn poll_set(state: &State, wake: RawFd) -> Vec<RawFd> {
 
 fn next_deadline(state: &State, timing: &Timing) -> Option<Instant> {
     match state.phase {
-        Phase::Running => state
-            .nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Initializing)
-            .filter_map(|n| n.spawned.map(|s| s + timing.init_timeout))
-            .min(),
+        Phase::Running => {
+            let init = state
+                .nodes
+                .iter()
+                .filter(|n| n.state == NodeState::Initializing)
+                .filter_map(|n| n.spawned.map(|s| s + timing.init_timeout));
+            let liveness = timing.liveness_timeout.into_iter().flat_map(|timeout| {
+                state
+                    .nodes
+                    .iter()
+                    .filter(|n| watched(n))
+                    .map(move |n| n.last_heard + timeout)
+            });
+            init.chain(liveness).min()
+        }
         Phase::Cooperative { since } => Some(since + timing.grace),
         Phase::Terminated { since } => Some(since + timing.term_grace),
         Phase::Killed { since } => Some(since + Duration::from_secs(5)),
         Phase::Done => None,
     }
+}
+
+/// Whether the liveness check applies: a live, ready node (busy or idle) sends `alive`
+/// every heartbeat interval. Initialization is bounded by the init timeout instead, as
+/// imports and model loads may hold the GIL in native code for long stretches.
+fn watched(node: &Node) -> bool {
+    node.alive() && node.control.is_some() && node.state == NodeState::Ready
 }
 
 /// One pass over everything that may have changed: messages, exits, deadlines, requests.
@@ -597,6 +621,15 @@ fn step(state: &mut State, timing: &Timing) {
                 } else if node.state != NodeState::Error {
                     node.state = NodeState::Stopped;
                 }
+            }
+        }
+        if let Some(timeout) = timing.liveness_timeout {
+            if !stopping && watched(node) && node.last_heard.elapsed() >= timeout {
+                node.state = NodeState::Error;
+                failures.push(Error::NodeUnresponsive {
+                    node: node.id.clone(),
+                    secs: timeout.as_secs_f64(),
+                });
             }
         }
         if !stopping && node.state == NodeState::Initializing {
@@ -654,8 +687,12 @@ fn read_messages(
             return;
         }
     };
+    if !batch.messages.is_empty() {
+        node.last_heard = Instant::now();
+    }
     for message in batch.messages {
         match message {
+            RunnerMessage::Alive => {}
             RunnerMessage::Progress { fraction, message } => {
                 events.push_back(Event::Progress {
                     node_id: node.id.clone(),

@@ -31,6 +31,9 @@ pub enum RunnerMessage {
         #[serde(default)]
         sequence: Option<u64>,
     },
+    /// Sent every heartbeat interval once the node is ready (busy or idle): a node the
+    /// host has not heard from within the liveness timeout is frozen.
+    Alive,
     /// Answer to `HostMessage::Status`.
     Status {
         busy: bool,

@@ -27,6 +27,7 @@ __all__ = [
     "Join",
     "Repeat",
     "Scale",
+    "Slow",
     "SlowInit",
     "Split",
     "Suffix",
@@ -162,6 +163,19 @@ class Join(MultiprocessNode):
 
 
 @register_node
+class Slow(MultiprocessNode):
+    """Sleeps ``ms`` milliseconds per frame, then sends it on: a node too slow for its
+    input, to drive backpressure."""
+
+    class Params(BaseModel):
+        ms: float = Field(10.0, ge=0)
+
+    def process(self, frame: Frame) -> Frame:
+        time.sleep(self.params.ms / 1000)
+        return frame
+
+
+@register_node
 class SlowInit(MultiprocessNode):
     """Takes ``seconds`` to initialize, reporting progress in ``steps``; then echoes."""
 
@@ -180,14 +194,25 @@ class SlowInit(MultiprocessNode):
 
 
 CrashMode = Literal[
-    "none", "init_exception", "init_hang", "process_exception", "exit", "segfault", "sigkill"
+    "none",
+    "init_exception",
+    "init_hang",
+    "init_segfault",
+    "process_exception",
+    "exit",
+    "segfault",
+    "sigkill",
+    "sigstop",
+    "cleanup_exception",
+    "cleanup_segfault",
 ]
 
 
 @register_node
 class Crash(MultiprocessNode):
-    """Fails on purpose: at init, or at the ``after``-th frame (0-based) by raising,
-    ``os._exit(3)``, a segfault or SIGKILL to itself. Other frames are echoed."""
+    """Fails on purpose: at init, at the ``after``-th frame (0-based) by raising,
+    ``os._exit(3)``, a segfault, SIGKILL or SIGSTOP (freezing) to itself, or in
+    ``cleanup``. Other frames are echoed."""
 
     class Params(BaseModel):
         mode: CrashMode = "process_exception"
@@ -200,6 +225,8 @@ class Crash(MultiprocessNode):
         if self.params.mode == "init_hang":
             while True:
                 time.sleep(1)
+        if self.params.mode == "init_segfault":
+            ctypes.string_at(0)
 
     def process(self, frame: Frame) -> Frame:
         index, self.seen = self.seen, self.seen + 1
@@ -213,4 +240,12 @@ class Crash(MultiprocessNode):
                 ctypes.string_at(0)
             if mode == "sigkill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "sigstop":
+                os.kill(os.getpid(), signal.SIGSTOP)
         return frame
+
+    def cleanup(self) -> None:
+        if self.params.mode == "cleanup_exception":
+            raise RuntimeError("boom in cleanup")
+        if self.params.mode == "cleanup_segfault":
+            ctypes.string_at(0)

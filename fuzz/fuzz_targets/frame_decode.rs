@@ -1,0 +1,43 @@
+//! Frame decoder fuzz target: `Header::decode` must never panic, and whatever it
+//! accepts must be self-consistent (payload inside the buffer and within the cap, shape
+//! agreeing with the payload, text valid UTF-8) and survive a re-encode unchanged.
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../rust/error.rs"]
+mod error;
+#[allow(dead_code)]
+#[path = "../../rust/frame.rs"]
+mod frame;
+
+use frame::{payload, Header, Kind, HEADER_LEN};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // The first byte picks the payload cap, so small caps get exercised too.
+    let (cap, buf) = match data.split_first() {
+        Some((&c, rest)) => (
+            if c & 1 == 0 {
+                usize::MAX
+            } else {
+                (c as usize) << 4
+            },
+            rest,
+        ),
+        None => (usize::MAX, data),
+    };
+    let Ok(header) = Header::decode(buf, cap) else {
+        return;
+    };
+    let body = payload(buf, &header);
+    assert_eq!(body.len() as u64, header.payload_len);
+    assert!(body.len() <= cap && HEADER_LEN + body.len() <= buf.len());
+    assert!(header.validate().is_ok());
+    if matches!(header.kind, Kind::Text | Kind::Json) {
+        assert!(std::str::from_utf8(body).is_ok());
+    }
+    let mut again = header.to_bytes().to_vec();
+    again.extend_from_slice(body);
+    let decoded = Header::decode(&again, cap).expect("a re-encoded frame decodes");
+    assert_eq!(decoded.to_bytes(), header.to_bytes());
+});
