@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension ``zerohop._native`` (checked by stubtest in CI)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
 from typing_extensions import Buffer
@@ -222,22 +222,9 @@ class NativeSession:
     @staticmethod
     def start(
         graph_json: str,
+        settings: Mapping[str, Any],
         *,
-        program: str,
-        args: Sequence[str],
-        env: Sequence[tuple[str, str]],
-        cwd: str | None,
-        channel: tuple[int, int, int, int, int],
-        init_timeout: float,
-        grace: float,
-        term_grace: float,
-        max_processes: int | None,
-        heartbeat_secs: float,
-        imports: Sequence[tuple[str, str, Sequence[str]]],
-        sys_path: Sequence[str],
-        spawn_method: str = "exec",
         on_event: Callable[[dict[str, Any]], object] | None = None,
-        liveness_timeout: float | None = None,
     ) -> NativeSession: ...
     @property
     def id(self) -> str: ...

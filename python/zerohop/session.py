@@ -374,7 +374,7 @@ def start_session(
 
         native = _native.NativeSession.start(
             json.dumps(pipeline.graph("multiprocess")),
-            **session_args(pipeline),
+            session_args(pipeline),
             on_event=on_progress,
         )
         session = MultiprocessSession(native, pipeline.name)

@@ -81,8 +81,8 @@ fn status_to_py(py: Python<'_>, status: NodeStatus) -> PyResult<Bound<'_, PyDict
     Ok(out)
 }
 
-/// The settings of a session as Python gives them (`NativeSession.start`'s keyword
-/// arguments, or the dict `zerohop.serve.plan` returns).
+/// The settings of a session as Python gives them: the dict of
+/// `zerohop.session.session_args` (`NativeSession.start`, `zerohop.serve.plan`).
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 pub struct SessionArgs {
@@ -172,49 +172,18 @@ pub struct NativeSession {
 #[pymethods]
 impl NativeSession {
     /// Validates `graph_json`, spawns every node and waits until all are ready.
-    /// `on_event(dict)` is called with progress and ready events meanwhile.
+    /// `settings` is the dict `zerohop.session.session_args` builds; `on_event(dict)` is
+    /// called with progress and ready events meanwhile.
     #[staticmethod]
-    #[pyo3(signature = (graph_json, *, program, args, env, cwd, channel, init_timeout, grace,
-                        term_grace, max_processes, heartbeat_secs, imports, sys_path,
-                        spawn_method="exec", on_event=None, liveness_timeout=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (graph_json, settings, *, on_event=None))]
     fn start(
         py: Python<'_>,
         graph_json: &str,
-        program: String,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-        cwd: Option<String>,
-        channel: (usize, usize, usize, usize, usize),
-        init_timeout: f64,
-        grace: f64,
-        term_grace: f64,
-        max_processes: Option<usize>,
-        heartbeat_secs: f64,
-        imports: Vec<(String, String, Vec<String>)>,
-        sys_path: Vec<String>,
-        spawn_method: &str,
+        settings: SessionArgs,
         on_event: Option<Py<PyAny>>,
-        liveness_timeout: Option<f64>,
     ) -> PyResult<NativeSession> {
         let graph = Graph::from_json(graph_json).py_err()?;
-        let config = SessionArgs {
-            program,
-            args,
-            env,
-            cwd,
-            channel,
-            init_timeout,
-            grace,
-            term_grace,
-            liveness_timeout,
-            max_processes,
-            heartbeat_secs,
-            imports,
-            sys_path,
-            spawn_method: spawn_method.to_owned(),
-        }
-        .into_config()?;
+        let config = settings.into_config()?;
         let session = without_gil(py, |gate| {
             let mut forward = |event: Event| match &on_event {
                 Some(callback) => gate.call(|py| {
