@@ -668,3 +668,109 @@ def test_stream_into_a_node_with_two_inputs(client: Client) -> None:
     with pytest.raises(RemoteError) as info:
         list(client.stream(m, [("j.middle", zerohop.Text("a"))]))
     assert info.value.error_type == "VALIDATION" and "j.left, j.right" in str(info.value)
+
+
+# Fuzzing the wire: random DataBuffers, random and truncated messages. Whatever arrives,
+# the server answers with an error (or a result) and stays up; nothing is left running.
+
+_INTS = {3: (-(2**63), 2**63 - 1), 4: (0, 2**64 - 1), 13: (0, 2**32 - 1), 14: (0, 12)}
+
+
+def _field_values(field: Any) -> st.SearchStrategy[Any]:
+    if field.type == 12:  # bytes
+        return st.binary(max_size=512)
+    if field.type == 9:  # string
+        return st.text(max_size=40)
+    if field.type == 8:  # bool
+        return st.booleans()
+    low, high = _INTS[field.type]
+    # Small values, edge values and anything between: sizes that lie about the bytes.
+    return st.one_of(st.integers(0, 64), st.sampled_from([low, high]), st.integers(low, high))
+
+
+@st.composite
+def data_buffers(draw: st.DrawFn) -> Any:
+    """A DataBuffer of a random kind whose fields hold random values of their wire type."""
+    from zerohop._proto import common_pb2
+
+    kinds = [f for f in common_pb2.DataBuffer.DESCRIPTOR.fields if f.name != "metadata"]
+    kind = draw(st.sampled_from(kinds))
+    buffer = common_pb2.DataBuffer()
+    part = getattr(buffer, kind.name)
+    part.SetInParent()
+    for field in kind.message_type.fields:
+        if field.message_type is not None:
+            continue
+        if field.is_repeated:
+            getattr(part, field.name).extend(draw(st.lists(_field_values(field), max_size=4)))
+        elif draw(st.booleans()):
+            setattr(part, field.name, draw(_field_values(field)))
+    return buffer
+
+
+def _raw_execute(channel: grpc.Channel) -> Any:
+    return channel.unary_unary(
+        "/remotemedia.v1.PipelineExecutionService/ExecutePipeline",
+        request_serializer=None,
+        response_deserializer=execution_pb2.ExecuteResponse.FromString,
+    )
+
+
+AUTH = [("authorization", f"Bearer {TOKEN}")]
+WIRE_CHAIN = execution_pb2.PipelineManifest(
+    version="v1",
+    metadata=execution_pb2.ManifestMetadata(name="fuzz"),
+    nodes=[
+        execution_pb2.NodeManifest(id="py", node_type="Echo", params=""),
+        execution_pb2.NodeManifest(id="native", node_type="PassThrough", params=""),
+    ],
+    connections=[execution_pb2.Connection(**{"from": "py", "to": "native"})],
+)
+
+
+@given(buffer=data_buffers())
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_random_data_buffers_get_an_answer_and_the_server_survives(
+    client: Client, server: Server, buffer: Any
+) -> None:
+    request = execution_pb2.ExecuteRequest(manifest=WIRE_CHAIN, data_inputs={"py": buffer})
+    with grpc.insecure_channel(server.address) as channel:
+        try:
+            response = _raw_execute(channel)(request.SerializeToString(), metadata=AUTH)
+        except grpc.RpcError as err:
+            # A status is an answer too, as long as it says what was wrong.
+            assert err.code() != grpc.StatusCode.UNAVAILABLE, err
+            assert err.details(), err
+        else:
+            if response.HasField("error"):
+                assert response.error.message, response
+    assert client.version().protocol_version == "v1"
+    assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+@given(data=st.binary(max_size=2048), cut=st.integers(0, 10_000))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_random_and_truncated_messages_are_refused_and_the_server_survives(
+    client: Client, server: Server, data: bytes, cut: int
+) -> None:
+    valid = execution_pb2.ExecuteRequest(
+        manifest=WIRE_CHAIN, data_inputs={"py": to_buffer(zerohop.Text("truncated"))}
+    ).SerializeToString()
+    with grpc.insecure_channel(server.address) as channel:
+        execute = _raw_execute(channel)
+        for message in (data, valid[: cut % len(valid)]):
+            try:
+                response = execute(message, metadata=AUTH)
+            except grpc.RpcError as err:
+                assert err.code() != grpc.StatusCode.UNAVAILABLE, err
+                assert err.details(), err
+            else:
+                # Some prefixes and random bytes are valid protobuf: then they are
+                # judged as requests, and a request without a manifest is an error.
+                assert response.HasField("error") or response.HasField("result"), response
+    assert client.version().protocol_version == "v1"
+    assert wait_until(lambda: not node_pids(server), 5.0) is not None
