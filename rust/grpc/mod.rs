@@ -7,6 +7,7 @@
 
 mod batch;
 pub mod convert;
+mod deadline;
 pub mod limits;
 pub mod plan;
 mod run;

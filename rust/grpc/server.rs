@@ -15,6 +15,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::batch::execute;
+use super::deadline::Deadline;
 use super::limits::{Admission, Limits};
 use super::plan::Planner;
 use super::proto::pipeline_execution_service_server::{
@@ -24,8 +25,8 @@ use super::proto::streaming_pipeline_service_server::{
     StreamingPipelineService, StreamingPipelineServiceServer,
 };
 use super::proto::{
-    ExecuteRequest, ExecuteResponse, StreamRequest, StreamResponse, VersionInfo, VersionRequest,
-    VersionResponse,
+    execute_response, ExecuteRequest, ExecuteResponse, StreamRequest, StreamResponse, VersionInfo,
+    VersionRequest, VersionResponse,
 };
 use super::run::Context;
 use super::stream;
@@ -127,6 +128,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn succeeded(response: &ExecuteResponse) -> bool {
+    matches!(response.outcome, Some(execute_response::Outcome::Result(_)))
+}
+
 fn refuse_when_stopping(ctx: &Context) -> std::result::Result<(), Status> {
     if ctx.stopping() {
         return Err(Status::unavailable("the server is shutting down"));
@@ -142,19 +147,27 @@ impl PipelineExecutionService for Service {
     ) -> std::result::Result<Response<ExecuteResponse>, Status> {
         self.authorize(request.metadata())?;
         refuse_when_stopping(&self.ctx)?;
+        let deadline = Deadline::from_metadata(request.metadata());
         let request = request.into_inner();
         let ctx = Arc::clone(&self.ctx);
         let (reply, replied) = oneshot::channel();
+        let past_deadline = move || deadline.is_some_and(|d| d.passed());
         // The session blocks: it gets a thread of the blocking pool. If the client goes
         // away, this future is dropped with `replied`, which the interrupt check sees.
         tokio::task::spawn_blocking(move || {
             let gone = || {
-                if reply.is_closed() || ctx.stopping() {
+                if reply.is_closed() || ctx.stopping() || past_deadline() {
                     return Err(Error::Interrupted);
                 }
                 Ok(())
             };
-            let outcome = execute(&ctx, request, &gone);
+            let outcome = match (execute(&ctx, request, &gone), deadline) {
+                // A result that made it in time stands; anything else stopped by the
+                // deadline is reported as the deadline.
+                (Ok(response), _) if succeeded(&response) => Ok(response),
+                (_, Some(d)) if d.passed() => Err(d.status()),
+                (outcome, _) => outcome,
+            };
             let _ = reply.send(outcome);
         });
         match replied.await {
