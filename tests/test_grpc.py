@@ -431,6 +431,11 @@ def watch_spawns(server: Server, spawned: set[int], done: threading.Event) -> No
         (manifest(("a", "Scale", {"factor": "loud"})), "nodes[0].params.factor", "number"),
         (manifest(("a", "AudioChunkerNode", {"chunk_size": 0})), "nodes[0].params", "chunk"),
         (
+            manifest(("a", "Echo", {}), ("b", "SileroVADNode", {"modelPath": "/etc/passwd"})),
+            "nodes[1].params.modelPath",
+            "outside the directories model files may be loaded from",
+        ),
+        (
             {
                 **manifest(("a", "Echo", {}), ("b", "Echo", {})),
                 "connections": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}],

@@ -5,14 +5,18 @@
   world-writable: zerohop restricts it);
 - payload size caps are checked before anything is allocated;
 - a manifest (or a node type string reaching a runner) can only name registered node
-  types: it cannot make any process import a module of its choosing.
+  types: it cannot make any process import a module of its choosing;
+- params naming model files resolve inside the packaged models' or runtime.toml's
+  ``[nodes] model_dirs``: a manifest cannot make a node open any file it likes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -20,10 +24,12 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import PREFIX, SHM
 
 from zerohop import (
+    Audio,
     Bytes,
     FrameError,
     ManifestError,
@@ -219,3 +225,67 @@ def test_a_manifest_can_lower_but_not_lift_the_process_limit() -> None:
         with pytest.raises(ManifestError, match=r"would raise runtime\.toml's limit of 4") as info:
             _manifest({"maxProcessesPerSession": lifted}).to_pipeline(config)
         assert info.value.path == "metadata.multiprocess.max_processes_per_session"
+
+
+def _vad_manifest(params: dict[str, object], **metadata: object) -> Manifest:
+    return Manifest.parse(
+        {
+            "version": "v1",
+            "metadata": {"name": "paths", **metadata},
+            "nodes": [{"id": "vad", "nodeType": "SileroVADNode", "params": params}],
+        }
+    )
+
+
+def _packaged_vad_model() -> Path:
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("silero-vad is not installed (make install / the speech extra)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("model_path", "/etc/passwd"),
+        ("modelPath", "/etc/passwd"),
+        ("model_path", "relative/model.onnx"),
+        ("model_path", "{packaged}/../../../../../../../../etc/passwd"),
+        ("model_path", "{symlink}"),
+    ],
+)
+def test_a_manifest_cannot_point_a_model_param_at_any_file(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    """Model path params resolve (symlinks, ``..``) inside the packaged models' or the
+    configured directories, or the manifest is refused before anything runs."""
+    allowed = tmp_path / "models"
+    allowed.mkdir()
+    (allowed / "escape.onnx").symlink_to("/etc/passwd")
+    value = value.format(packaged=_packaged_vad_model().parent, symlink=allowed / "escape.onnx")
+    config = RuntimeConfig.model_validate({"nodes": {"model_dirs": [str(allowed)]}})
+    # The list is runtime.toml's: metadata that looks like it is only kept, not obeyed.
+    manifest = _vad_manifest({field: value}, nodes={"model_dirs": ["/"]})
+    with pytest.raises(ManifestError, match="outside the directories model files") as info:
+        manifest.to_pipeline(config)
+    assert info.value.path == f"nodes[0].params.{field}"
+    assert info.value.node_id == "vad"
+
+
+@pytest.mark.parametrize("name", ["../../etc", "/etc", "./tiny.en", "a/b/c", "tiny.en\n"])
+def test_a_whisper_model_name_is_never_a_path(name: str) -> None:
+    with pytest.raises(ManifestError, match="not a model name") as info:
+        Pipeline("p").node("asr", "WhisperSTTNode", model=name)
+    assert info.value.path == "nodes[0].params.model"
+
+
+def test_model_files_load_from_packages_and_configured_directories(tmp_path: Path) -> None:
+    packaged = _packaged_vad_model()
+    copy = tmp_path / "vad.onnx"
+    shutil.copyfile(packaged, copy)
+    config = RuntimeConfig.model_validate({"nodes": {"model_dirs": [str(tmp_path)]}})
+    for path in (packaged, copy):
+        with _vad_manifest({"model_path": str(path)}).to_pipeline(config).session() as session:
+            session.send(Audio(np.zeros(1600, np.float32), 16_000))
+            session.end_input()
+            assert list(session.outputs()) == []  # silence: no speech events, no error

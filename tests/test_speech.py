@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from zerohop import Audio, Json, NodeContext, Pipeline, Text
+from zerohop import Audio, Json, NodeContext, Pipeline, RuntimeConfig, Text
 from zerohop.errors import ManifestError, NodeCrashedError, NodeInitError
 from zerohop.manifest import load_manifest
 from zerohop.nodes.intent import IntentReplyNode
@@ -179,20 +179,21 @@ class WhisperWithoutPackage(WhisperSTTNode):
         super().initialize(ctx)
 
 
-def test_missing_speech_packages_are_clear_init_errors() -> None:
+def test_missing_speech_packages_are_clear_init_errors(tmp_path: Path) -> None:
     pipe = Pipeline("no-whisper").node("asr", WhisperWithoutPackage)
     with pytest.raises(
         NodeInitError, match=r"'faster-whisper'.*pip install 'zerohop\[speech\]'"
     ) as e:
         pipe.session()
     assert e.value.node_id == "asr"
-    missing = Pipeline("no-model").node(
+    config = RuntimeConfig.model_validate({"nodes": {"model_dirs": [str(tmp_path)]}})
+    missing = Pipeline("no-model", config=config).node(
         "reply",
         "IntentReplyNode",
         intents=[{"name": "x", "examples": ["hi"], "reply": "hello"}],
-        model_path="/nonexistent/minilm.onnx",
+        model_path=str(tmp_path / "minilm.onnx"),
     )
-    with pytest.raises(NodeInitError, match=r"no such file /nonexistent/minilm\.onnx") as e:
+    with pytest.raises(NodeInitError, match=r"no such file .*minilm\.onnx") as e:
         missing.session()
     assert e.value.node_id == "reply"
 

@@ -86,10 +86,22 @@ class ProcessConfig(_Section):
         return self
 
 
+#: Key of ``[nodes] model_dirs`` in the context params models are validated with.
+MODEL_DIRS_CONTEXT = "model_dirs"
+
+
 class NodesConfig(_Section):
-    """Where node types come from besides built-ins and entry points (``[nodes]``)."""
+    """Where node types come from besides built-ins and entry points, and where their
+    model files may be (``[nodes]``)."""
 
     modules: tuple[str, ...] = ()
+    #: Directories a node's path params (``model_path``...) may point into, besides the
+    #: packaged models'; see :mod:`zerohop.nodes.model_paths`.
+    model_dirs: tuple[str, ...] = ()
+
+    def validation_context(self) -> dict[str, tuple[str, ...]]:
+        """The pydantic validation context of node params validated under this config."""
+        return {MODEL_DIRS_CONTEXT: self.model_dirs}
 
 
 class ServerConfig(_Section):

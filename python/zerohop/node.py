@@ -198,19 +198,25 @@ class MultiprocessNode:
 
     @classmethod
     def validate_params(
-        cls, params: Mapping[str, Any] | BaseModel, *, node_id: str = "node", path: str = "params"
+        cls,
+        params: Mapping[str, Any] | BaseModel,
+        *,
+        node_id: str = "node",
+        path: str = "params",
+        context: Mapping[str, Any] | None = None,
     ) -> Any:
         """Validates ``params`` against ``Params``; raises :class:`ManifestError` naming
-        each bad field by its JSON path (``<path>.<field>``)."""
+        each bad field by its JSON path (``<path>.<field>``). ``context`` reaches the
+        model's validators (the runtime settings they check against)."""
         if cls.Params is None:
             if isinstance(params, BaseModel):
                 return params.model_dump()
             return dict(params)
-        if isinstance(params, cls.Params):
+        if isinstance(params, cls.Params) and context is None:
             return params
         data = params.model_dump() if isinstance(params, BaseModel) else dict(params)
         try:
-            return cls.Params.model_validate(data)
+            return cls.Params.model_validate(data, context=context)
         except ValidationError as err:
             fields = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in err.errors()]
             raise ManifestError(

@@ -227,7 +227,12 @@ class Pipeline:
         if isinstance(cls, NativeNodeType):
             stored = _native_params(type_name, params, node_id, path)
         else:
-            validated = cls.validate_params(params, node_id=node_id, path=f"{path}.params")
+            validated = cls.validate_params(
+                params,
+                node_id=node_id,
+                path=f"{path}.params",
+                context=self.config.nodes.validation_context(),
+            )
             stored = (
                 validated.model_dump(mode="json")
                 if hasattr(validated, "model_dump")

