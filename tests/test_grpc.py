@@ -283,6 +283,7 @@ def test_client_leaving_during_init_stops_the_session(client: Client, server: Se
     assert ended and ended[0].status == "CANCELLED"  # type: ignore[attr-defined]
     took = wait_until(lambda: not node_pids(server), 5.0)
     assert took is not None, node_pids(server)
+    print(f"cleanup after leaving during init: {took * 1000:.0f} ms")
 
 
 def test_crashing_node_is_named_and_all_its_processes_are_gone(

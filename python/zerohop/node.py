@@ -246,7 +246,9 @@ class MultiprocessNode:
         return None
 
     def cleanup(self) -> None:
-        """Releases resources when the node stops."""
+        """Releases resources when the node stops. Runs after a successful
+        ``initialize`` only: a session stopped while this node is still initializing
+        ends its process with SIGTERM (nothing has run yet that needs finishing)."""
 
 
 def iter_outputs(result: Any, event_loop: Callable[[], asyncio.AbstractEventLoop]) -> Iterator[Any]:

@@ -8,7 +8,8 @@
 //! ready node silent past the liveness timeout (frozen), an error raised by `process`
 //! under the `fail` policy — is recorded as the session's
 //! failure and stops every node: cooperatively (a `Stop` message), then SIGTERM to
-//! each process group after the grace period, then SIGKILL.
+//! each process group after the grace period (at once for a node not yet ready), then
+//! SIGKILL.
 
 pub mod host_to_runner;
 pub mod launch;
@@ -767,10 +768,17 @@ fn advance_stop(state: &mut State, timing: &Timing) {
     state.phase = match state.phase {
         Phase::Running if state.stop_requested => {
             for node in state.nodes.iter_mut().filter(|n| n.alive()) {
+                // A node not yet ready has nothing to finish, and its main thread may sit
+                // in a model load for seconds: no grace period, it goes at once.
+                let unready = matches!(node.state, NodeState::Idle | NodeState::Initializing);
                 if node.state != NodeState::Error {
                     node.state = NodeState::Stopping;
                 }
                 node.send(&HostMessage::Stop);
+                if unready {
+                    let process = node.process.as_ref().expect("alive");
+                    process.signal_group(libc::SIGTERM);
+                }
             }
             Phase::Cooperative { since: now }
         }
