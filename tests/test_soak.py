@@ -1,6 +1,7 @@
 """The 2-minute soak (``benches/soak.py``): random sessions opened, streamed through,
 crashed on purpose and closed, with resources sampled. Its verdict must be OK: no hang,
-no lost frame, no wrong error, nothing left growing. The 1-hour command is in the README."""
+no lost frame, no wrong error, nothing left behind idle (RSS within 64 MiB of the start;
+a slope over two minutes is reported, not judged). The 1-hour command is in the README."""
 
 from __future__ import annotations
 
