@@ -88,6 +88,7 @@ class Turn:
     transcript: str = ""
     reply: str = ""
     asr_ms: float = 0.0
+    speculative: bool = False  # transcribed at the VAD's first sign of silence
     intent_ms: float = 0.0
     tts_first_ms: float = 0.0
     tts_ms: float = 0.0
@@ -121,6 +122,7 @@ def converse(
                     frame.value["asr_ms"],
                     now,
                 )
+                turn.speculative = frame.value.get("speculative", False)
             elif isinstance(frame, Json) and frame.source == "reply.info":
                 turn.reply, turn.intent_ms = frame.value["reply"], frame.value["intent_ms"]
             elif isinstance(frame, Json) and frame.source == "tts.info":

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from zerohop import Audio, Json, NodeContext, Pipeline, RuntimeConfig, Text
+from zerohop import Audio, Frame, Json, NodeContext, Pipeline, RuntimeConfig, Text
 from zerohop.errors import ManifestError, NodeCrashedError, NodeInitError
 from zerohop.manifest import load_manifest
 from zerohop.nodes.intent import IntentReplyNode
@@ -86,6 +86,9 @@ def test_pipeline_hears_answers_and_speaks(utterances: list[np.ndarray[Any, Any]
     turns, _ = s2s.converse(pipe, s2s.microphone(s2s.recording(utterances)))
     assert len(turns) == len(SENTENCES), [t.transcript for t in turns]
     for turn, sentence, reply in zip(turns, SENTENCES, REPLIES, strict=True):
+        # The manifest's VAD sends pause events: every confirmed utterance begins with
+        # the audio of the tentative one before it, whose transcript is reused.
+        assert turn.speculative, turn
         assert wer(sentence, turn.transcript) <= 0.25, (sentence, turn.transcript)
         assert words(turn.reply) == words(reply), turn.reply
         assert turn.first_audio_ns > turn.heard_ns > turn.end_of_speech_ns > 0
@@ -144,6 +147,44 @@ def test_vad_marks_each_utterance(utterances: list[np.ndarray[Any, Any]]) -> Non
             offset + len(clip) / 16_000 - 0.6 <= end["end_s"] <= offset + len(clip) / 16_000 + 0.4
         )
     assert speech >= sum(e["speech_ms"] for e in events[1::2]) * 16
+
+
+def test_vad_pause_events_precede_each_end(utterances: list[np.ndarray[Any, Any]]) -> None:
+    vad = SileroVADNode({"min_silence_duration_ms": 300, "pause_events": True})
+    vad.initialize(context())
+    events = [
+        frame.value
+        for chunk in s2s.microphone(s2s.recording(utterances, pause_s=1.0))
+        for frame in vad.process(chunk)
+        if isinstance(frame, Json)
+    ]
+    ends = [i for i, e in enumerate(events) if e["event"] == "speech_end"]
+    assert len(ends) == 2, events
+    for i in ends:
+        # The pause that began the silence which ended the utterance, no resume after it.
+        last = [e for e in events[:i] if e["event"] in ("speech_pause", "speech_resume")][-1]
+        assert last == {"event": "speech_pause", "end_s": events[i]["end_s"]}, events
+
+
+def test_whisper_reuses_a_tentative_transcript_only_when_confirmed(
+    utterances: list[np.ndarray[Any, Any]],
+) -> None:
+    asr = WhisperSTTNode({})
+    asr.initialize(context())
+    speech = utterances[0]
+    silence = np.zeros(3200, np.float32)
+
+    def feed(*frames: Frame) -> list[dict[str, Any]]:
+        return [f.value for frame in frames for port, f in asr.process(frame) if port == "info"]
+
+    tentative, confirmed = Json({"event": "tentative"}), Json({"event": "confirmed"})
+    assert feed(tentative, Audio(speech, 16_000)) == []  # held, never emitted
+    (info,) = feed(confirmed, Audio(np.concatenate([speech, silence]), 16_000))
+    assert info["speculative"] and wer(SENTENCES[0], info["transcript"]) <= 0.25, info
+    # Speech went on after the tentative part: the whole utterance is transcribed.
+    half = speech[: len(speech) // 2]
+    (info,) = feed(tentative, Audio(half, 16_000), Audio(speech, 16_000))
+    assert not info["speculative"] and wer(SENTENCES[0], info["transcript"]) <= 0.25, info
 
 
 def test_intent_reply_matches_clauses_and_fills_slots() -> None:
@@ -237,7 +278,9 @@ def test_readme_first_command_speaks_the_reply(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "5 nodes ready in" in out.stderr
-    heard = re.search(r'asr\.info: heard "(.*?)" \(.*Whisper \d+ ms\)', out.stderr)
+    heard = re.search(
+        r'asr\.info: heard "(.*?)" \(.*Whisper \d+ ms(, started at the pause)?\)', out.stderr
+    )
     assert heard, out.stderr
     assert (
         wer("please turn on the kitchen lights and set a timer for ten minutes", heard[1]) <= 0.25

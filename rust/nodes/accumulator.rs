@@ -9,6 +9,13 @@
 //! `speech_discard` drop what is buffered. An utterance that reaches
 //! `max_utterance_duration_ms` is emitted at once and a new one begins; at the end of
 //! the stream what is buffered is emitted (if long enough). Other Json is ignored.
+//!
+//! A `speech_pause` event (a VAD with `pause_events`: silence has begun, the utterance
+//! may be over) emits the utterance so far as a *tentative* one — a Json
+//! `{"event": "tentative"}` frame, then the audio — and keeps buffering: a speech
+//! recognizer can start on it while the VAD waits to confirm the end. If `speech_end`
+//! follows with no `speech_resume` in between, the utterance is preceded by
+//! `{"event": "confirmed"}`: it is the tentative one plus the silence after it.
 
 use serde_json::{json, Value};
 
@@ -31,7 +38,8 @@ pub fn info() -> NodeInfo {
     NodeInfo {
         node_type: NODE_TYPE,
         description: "Audio between VAD speech_start/speech_end events -> one utterance frame \
-                      each (stamped with the end of speech).",
+                      each (stamped with the end of speech); at speech_pause, the utterance \
+                      so far as a tentative one.",
         params_schema: json!({
             "type": "object",
             "additionalProperties": false,
@@ -68,6 +76,8 @@ pub struct AudioBufferAccumulator {
     frames: u64,
     session_id: u64,
     last_timestamp_ns: u64,
+    /// A tentative utterance went out and no speech followed it yet.
+    tentative: bool,
 }
 
 impl AudioBufferAccumulator {
@@ -80,6 +90,7 @@ impl AudioBufferAccumulator {
             frames: 0,
             session_id: 0,
             last_timestamp_ns: 0,
+            tentative: false,
         }
     }
 
@@ -109,31 +120,72 @@ impl AudioBufferAccumulator {
     }
 
     fn clear(&mut self) {
+        self.tentative = false;
         self.format = None;
         self.bytes.clear();
         self.frames = 0;
     }
 
-    /// Emits the buffered utterance (if long enough) stamped `timestamp_ns`, and clears.
-    fn utterance(&mut self, timestamp_ns: u64, out: &mut Vec<OutFrame>) -> Result<()> {
-        if let Some(format) = self.format.filter(|_| self.frames > 0) {
-            if self.lasts(self.min_ms) {
-                let mut header = Header::audio(
-                    format.dtype,
-                    self.frames,
-                    format.channels,
-                    format.sample_rate,
-                )?;
-                header.session_id = self.session_id;
-                header.timestamp_ns = timestamp_ns;
-                out.push(OutFrame {
-                    header,
-                    payload: std::mem::take(&mut self.bytes),
-                });
+    /// The buffered audio as one frame stamped `timestamp_ns` (the buffer moved out when
+    /// `take`, copied otherwise), if there is enough of it.
+    fn buffered(&mut self, timestamp_ns: u64, take: bool) -> Result<Option<OutFrame>> {
+        let Some(format) = self
+            .format
+            .filter(|_| self.frames > 0 && self.lasts(self.min_ms))
+        else {
+            return Ok(None);
+        };
+        let mut header = Header::audio(
+            format.dtype,
+            self.frames,
+            format.channels,
+            format.sample_rate,
+        )?;
+        header.session_id = self.session_id;
+        header.timestamp_ns = timestamp_ns;
+        let payload = if take {
+            std::mem::take(&mut self.bytes)
+        } else {
+            self.bytes.clone()
+        };
+        Ok(Some(OutFrame { header, payload }))
+    }
+
+    /// Emits the buffered utterance (if long enough) stamped `timestamp_ns`, and clears;
+    /// `ends_tentative`: it is the end the last tentative utterance waited for.
+    fn utterance(
+        &mut self,
+        timestamp_ns: u64,
+        ends_tentative: bool,
+        out: &mut Vec<OutFrame>,
+    ) -> Result<()> {
+        if let Some(frame) = self.buffered(timestamp_ns, true)? {
+            if ends_tentative && self.tentative {
+                out.push(self.marker("confirmed", timestamp_ns)?);
             }
+            out.push(frame);
         }
         self.clear();
         Ok(())
+    }
+
+    /// Emits the marker and a copy of the utterance so far; buffering goes on.
+    fn tentative(&mut self, timestamp_ns: u64, out: &mut Vec<OutFrame>) -> Result<()> {
+        if let Some(frame) = self.buffered(timestamp_ns, false)? {
+            out.push(self.marker("tentative", timestamp_ns)?);
+            out.push(frame);
+            self.tentative = true;
+        }
+        Ok(())
+    }
+
+    /// A Json `{"event": name}` frame.
+    fn marker(&self, name: &str, timestamp_ns: u64) -> Result<OutFrame> {
+        let payload = json!({ "event": name }).to_string().into_bytes();
+        let mut header = Header::bytes_like(Kind::Json, payload.len() as u64)?;
+        header.session_id = self.session_id;
+        header.timestamp_ns = timestamp_ns;
+        Ok(OutFrame { header, payload })
     }
 
     fn event(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
@@ -142,7 +194,12 @@ impl AudioBufferAccumulator {
             Error::Frame(format!("{NODE_TYPE}: a Json frame that is not JSON: {e}"))
         })?;
         match value.get("event").and_then(Value::as_str) {
-            Some("speech_end") => self.utterance(header.timestamp_ns, out),
+            Some("speech_end") => self.utterance(header.timestamp_ns, true, out),
+            Some("speech_pause") => self.tentative(header.timestamp_ns, out),
+            Some("speech_resume") => {
+                self.tentative = false;
+                Ok(())
+            }
             Some("speech_start" | "speech_discard") => {
                 self.clear();
                 Ok(())
@@ -169,7 +226,7 @@ impl AudioBufferAccumulator {
         self.bytes.extend_from_slice(payload);
         self.frames += header.dims()[0];
         if self.lasts(self.max_ms) {
-            self.utterance(header.timestamp_ns, out)?;
+            self.utterance(header.timestamp_ns, false, out)?;
         }
         Ok(())
     }
@@ -195,7 +252,7 @@ impl NativeNode for AudioBufferAccumulator {
 
     fn flush(&mut self, out: &mut Vec<OutFrame>) -> Result<()> {
         let stamp = self.last_timestamp_ns;
-        self.utterance(stamp, out)
+        self.utterance(stamp, false, out)
     }
 }
 
@@ -284,6 +341,58 @@ mod tests {
         let out = feed(&mut node, &[audio(0.5, 3200), (eos, Vec::new())]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].header.timestamp_ns, 7);
+    }
+
+    #[test]
+    fn a_pause_emits_the_utterance_so_far_as_a_tentative_one() {
+        let mut node = AudioBufferAccumulator::new(50, 10_000);
+        let out = feed(
+            &mut node,
+            &[
+                event("speech_start", 1),
+                audio(0.1, 800),
+                event("speech_pause", 5),
+                audio(0.0, 800),
+                event("speech_end", 5),
+            ],
+        );
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].payload, br#"{"event":"tentative"}"#);
+        assert_eq!(out[2].payload, br#"{"event":"confirmed"}"#);
+        assert!(out[0].header.kind == Kind::Json && out[2].header.kind == Kind::Json);
+        let (tentative, last) = (&out[1], &out[3]);
+        assert_eq!(tentative.header.dims(), [800]);
+        assert_eq!(last.header.dims(), [1600]);
+        assert_eq!(tentative.header.timestamp_ns, 5);
+        assert_eq!(last.header.timestamp_ns, 5);
+        assert_eq!(
+            last.payload[..tentative.payload.len()],
+            tentative.payload[..]
+        );
+        // Speech came back after the pause: the end confirms nothing.
+        let out = feed(
+            &mut node,
+            &[
+                event("speech_start", 1),
+                audio(0.1, 800),
+                event("speech_pause", 2),
+                event("speech_resume", 3),
+                audio(0.2, 800),
+                event("speech_end", 4),
+            ],
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].header.dims(), [1600]);
+        // Too short for an utterance: no tentative one either.
+        let out = feed(
+            &mut node,
+            &[
+                event("speech_start", 1),
+                audio(0.1, 400),
+                event("speech_pause", 2),
+            ],
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -122,7 +122,10 @@ pub fn port_kinds(node_type: &str) -> (Option<&'static [Kind]>, Option<&'static 
         chunker::NODE_TYPE | resample::NODE_TYPE | format::NODE_TYPE => {
             (Some(&[Kind::Audio]), Some(&[Kind::Audio]))
         }
-        accumulator::NODE_TYPE => (Some(&[Kind::Audio, Kind::Json]), Some(&[Kind::Audio])),
+        accumulator::NODE_TYPE => (
+            Some(&[Kind::Audio, Kind::Json]),
+            Some(&[Kind::Audio, Kind::Json]),
+        ),
         _ => (None, None),
     }
 }

@@ -11,7 +11,12 @@ What it emits on ``out``, in order (one channel, so order is kept downstream):
 - the audio of the speech as float32 windows, starting ``speech_pad_ms`` before it,
 - ``Json({"event": "speech_end", "start_s", "end_s", "speech_ms"})`` after
   ``min_silence_duration_ms`` of silence, or ``{"event": "speech_discard", ...}``
-  instead when the speech was shorter than ``min_speech_duration_ms``.
+  instead when the speech was shorter than ``min_speech_duration_ms``;
+- with ``pause_events``, also ``Json({"event": "speech_pause", "end_s"})`` the moment
+  silence begins within speech (the end of speech it would be, if the silence lasts),
+  and ``Json({"event": "speech_resume"})`` if speech comes back before
+  ``min_silence_duration_ms``: the accumulator emits the utterance so far as a tentative
+  one, which a Whisper node transcribes while the VAD still waits for the silence.
 
 ``speech_end`` carries, as its frame timestamp, the time the input chunk holding the
 last speech sample was sent: downstream nodes keep it, so the time from the end of
@@ -54,6 +59,7 @@ class SileroVADNode(MultiprocessNode):
         min_speech_duration_ms: int = Field(250, ge=0)
         min_silence_duration_ms: int = Field(100, ge=0)
         speech_pad_ms: int = Field(30, ge=0)
+        pause_events: bool = False
         model_path: ModelPath | None = None
         model_sha256: str | None = None
 
@@ -125,9 +131,14 @@ class SileroVADNode(MultiprocessNode):
             return
         yield self.stamped(Audio(window, RATE), ts)
         if p >= threshold:
+            if self.silence_from is not None and self.params.pause_events:
+                yield self.stamped(Json({"event": "speech_resume"}), ts)
             self.silence_from = None
         elif p < threshold - 0.15 and self.silence_from is None:
             self.silence_from, self.silence_ts = self.sample, ts
+            if self.params.pause_events:
+                pause = Json({"event": "speech_pause", "end_s": self.sample / RATE})
+                yield self.stamped(pause, ts)
         end = self.sample + WINDOW
         if self.silence_from is not None and end - self.silence_from >= self.min_silence:
             yield self.end_of_speech(self.silence_from, self.silence_ts)
