@@ -13,9 +13,10 @@
 //! A `speech_pause` event (a VAD with `pause_events`: silence has begun, the utterance
 //! may be over) emits the utterance so far as a *tentative* one — a Json
 //! `{"event": "tentative"}` frame, then the audio — and keeps buffering: a speech
-//! recognizer can start on it while the VAD waits to confirm the end. If `speech_end`
-//! follows with no `speech_resume` in between, the utterance is preceded by
-//! `{"event": "confirmed"}`: it is the tentative one plus the silence after it.
+//! recognizer can start on it while the VAD waits to confirm the end. If the utterance
+//! is then emitted (at `speech_end`, the maximum duration or the end of the stream) with
+//! no `speech_resume` since, it is preceded by `{"event": "confirmed"}`: it is the
+//! tentative one plus the silence after it.
 
 use serde_json::{json, Value};
 
@@ -126,9 +127,9 @@ impl AudioBufferAccumulator {
         self.frames = 0;
     }
 
-    /// The buffered audio as one frame stamped `timestamp_ns` (the buffer moved out when
-    /// `take`, copied otherwise), if there is enough of it.
-    fn buffered(&mut self, timestamp_ns: u64, take: bool) -> Result<Option<OutFrame>> {
+    /// The header of the buffered audio as one frame stamped `timestamp_ns`, if there
+    /// is enough of it for an utterance.
+    fn header(&self, timestamp_ns: u64) -> Result<Option<Header>> {
         let Some(format) = self
             .format
             .filter(|_| self.frames > 0 && self.lasts(self.min_ms))
@@ -143,27 +144,19 @@ impl AudioBufferAccumulator {
         )?;
         header.session_id = self.session_id;
         header.timestamp_ns = timestamp_ns;
-        let payload = if take {
-            std::mem::take(&mut self.bytes)
-        } else {
-            self.bytes.clone()
-        };
-        Ok(Some(OutFrame { header, payload }))
+        Ok(Some(header))
     }
 
-    /// Emits the buffered utterance (if long enough) stamped `timestamp_ns`, and clears;
-    /// `ends_tentative`: it is the end the last tentative utterance waited for.
-    fn utterance(
-        &mut self,
-        timestamp_ns: u64,
-        ends_tentative: bool,
-        out: &mut Vec<OutFrame>,
-    ) -> Result<()> {
-        if let Some(frame) = self.buffered(timestamp_ns, true)? {
-            if ends_tentative && self.tentative {
+    /// Emits the buffered utterance (if long enough) stamped `timestamp_ns`, and clears.
+    /// No speech since the last tentative utterance: it is that one plus silence, which
+    /// the `confirmed` marker says.
+    fn utterance(&mut self, timestamp_ns: u64, out: &mut Vec<OutFrame>) -> Result<()> {
+        if let Some(header) = self.header(timestamp_ns)? {
+            if self.tentative {
                 out.push(self.marker("confirmed", timestamp_ns)?);
             }
-            out.push(frame);
+            let payload = std::mem::take(&mut self.bytes);
+            out.push(OutFrame { header, payload });
         }
         self.clear();
         Ok(())
@@ -171,9 +164,10 @@ impl AudioBufferAccumulator {
 
     /// Emits the marker and a copy of the utterance so far; buffering goes on.
     fn tentative(&mut self, timestamp_ns: u64, out: &mut Vec<OutFrame>) -> Result<()> {
-        if let Some(frame) = self.buffered(timestamp_ns, false)? {
+        if let Some(header) = self.header(timestamp_ns)? {
             out.push(self.marker("tentative", timestamp_ns)?);
-            out.push(frame);
+            let payload = self.bytes.clone();
+            out.push(OutFrame { header, payload });
             self.tentative = true;
         }
         Ok(())
@@ -194,7 +188,7 @@ impl AudioBufferAccumulator {
             Error::Frame(format!("{NODE_TYPE}: a Json frame that is not JSON: {e}"))
         })?;
         match value.get("event").and_then(Value::as_str) {
-            Some("speech_end") => self.utterance(header.timestamp_ns, true, out),
+            Some("speech_end") => self.utterance(header.timestamp_ns, out),
             Some("speech_pause") => self.tentative(header.timestamp_ns, out),
             Some("speech_resume") => {
                 self.tentative = false;
@@ -226,7 +220,7 @@ impl AudioBufferAccumulator {
         self.bytes.extend_from_slice(payload);
         self.frames += header.dims()[0];
         if self.lasts(self.max_ms) {
-            self.utterance(header.timestamp_ns, false, out)?;
+            self.utterance(header.timestamp_ns, out)?;
         }
         Ok(())
     }
@@ -252,7 +246,7 @@ impl NativeNode for AudioBufferAccumulator {
 
     fn flush(&mut self, out: &mut Vec<OutFrame>) -> Result<()> {
         let stamp = self.last_timestamp_ns;
-        self.utterance(stamp, false, out)
+        self.utterance(stamp, out)
     }
 }
 
@@ -383,6 +377,21 @@ mod tests {
         );
         assert_eq!(out.len(), 3);
         assert_eq!(out[2].header.dims(), [1600]);
+        // The stream ending in the silence after a pause confirms it too.
+        let mut eos = Header::bytes_like(Kind::Bytes, 0).unwrap();
+        eos.flags = FLAG_END_OF_STREAM;
+        let out = feed(
+            &mut node,
+            &[
+                event("speech_start", 1),
+                audio(0.1, 800),
+                event("speech_pause", 2),
+                audio(0.0, 800),
+                (eos, Vec::new()),
+            ],
+        );
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[2].payload, br#"{"event":"confirmed"}"#);
         // Too short for an utterance: no tentative one either.
         let out = feed(
             &mut node,
