@@ -224,6 +224,23 @@ def test_init_timeout_and_progress_heartbeats() -> None:
     assert not runner_pids()
 
 
+def test_nodes_still_initializing_are_not_given_the_grace_period() -> None:
+    """One node fails its init while another is still loading: the loading one has
+    nothing to finish, so it is ended at once, not after the (here 20 s) grace period."""
+    pipe = (
+        Pipeline("init", config=config(grace_period_secs=20.0))
+        .node("bad", "Crash", mode="init_exception")
+        .node("loading", "SlowInit", seconds=60.0, steps=1)
+        .connect("bad", "loading")
+    )
+    start = time.monotonic()
+    with pytest.raises(NodeInitError) as info:
+        pipe.session()
+    assert info.value.node_id == "bad"
+    assert time.monotonic() - start < 10
+    assert not runner_pids()
+
+
 def test_progress_arrives_while_initializing() -> None:
     events: list[tuple[float, dict[str, Any]]] = []
     pipe = Pipeline("progress").node("slow", "SlowInit", seconds=2.5, steps=2)
