@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import os
 import signal
 import struct
 import time
@@ -59,6 +60,7 @@ class CellSpec:
     n_throughput: int  # messages streamed back-to-back for the throughput phase
     depth: int  # queue depth / slot count / high-water mark, the same for every transport
     channel: str  # unique name: shm segment, zmq endpoint, iceoryx2 service, zerohop channel
+    cpus: tuple[int, int] | None = None  # (sender, receiver) CPU pinning; None: the scheduler's
 
 
 class Sender(Protocol):
@@ -623,6 +625,8 @@ def run_peer(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's job (see ipc.py)
     signal.signal(signal.SIGTERM, _raise_system_exit)  # unwind and close channels on terminate
     main = sender_main if role == "send" else receiver_main
+    if spec.cpus is not None:
+        os.sched_setaffinity(0, {spec.cpus[0 if role == "send" else 1]})
     try:
         outcome = main(spec, ctl, data)
         result.send({"ok": True, **outcome})

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    python benches/ipc.py                     # full run, ~1.5-3 min on 2 cores
-    python benches/ipc.py --quick             # ~30 s smoke run (fewer messages per cell)
-    python benches/ipc.py --sizes 1KiB,6.2MB --transports pipe,zerohop --json out.json
+    python benches/ipc.py                     # full run, ~3-5 min on 2 cores
+    python benches/ipc.py --quick             # ~1 min smoke run (fewer messages per cell)
+    python benches/ipc.py --sizes 1KiB,6.2MB --transports pipe,zerohop --placement split
 
 What it measures, between two real processes (``multiprocessing`` "spawn" context), for
 payloads of 1 KiB, 64 KiB, 1 MiB, 3.84 MB, 6.2 MB (1920x1080x3 = 6,220,800 B) and 10 MiB:
@@ -18,6 +18,15 @@ payloads of 1 KiB, 64 KiB, 1 MiB, 3.84 MB, 6.2 MB (1920x1080x3 = 6,220,800 B) an
 * throughput in GB/s (1e9 B/s) and messages/s: the sender streams as fast as it can while
   the receiver reads every byte of every message (a uint64 sum over the payload); the time
   runs from the first message's send stamp to the end of the last read.
+
+Placement: every cell runs with the two peers pinned to different CPUs (``split``) and to
+one CPU (``same``). On a VM the two cost very differently — a blocked process on another
+vCPU needs an inter-processor wake-up (~20-30 µs here), one on the same vCPU only a context
+switch (~4 µs) — and an unpinned run (``--placement free``) lands in either at random, which
+is why unpinned small-message numbers swing 2-3x between runs. Before the cells, the run
+measures what the machine allows: the wake-up floor of each placement (8 bytes through a
+pipe to a blocked process) and the read ceiling (the receiver's every-byte read of local
+buffers, no transport), and judges the channel targets against both.
 
 Transports (rows): ``multiprocessing.Pipe``; a hand-rolled ``multiprocessing.shared_memory``
 ring signalled over a pipe; pyzmq PUSH/PULL over ``ipc://`` with ``copy=False``; iceoryx2's
@@ -35,6 +44,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import multiprocessing as mp
 import os
 import re
@@ -56,6 +66,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # the helpers live next to this file; spawned peers import them too
     sys.path.insert(0, _HERE)
 
+import _floors  # noqa: E402
 import _peers  # noqa: E402
 import _stats  # noqa: E402
 
@@ -112,16 +123,56 @@ NOTES = (
     "iceoryx2 Event listener that the sender notifies after every send.",
     "zerohop 'vs Pipe': zerohop ÷ Pipe at the reference size; p50 below 1x and GB/s above 1x "
     "mean zerohop is faster.",
+    "Machine bounds (measured first, same run): the wake-up floor is an 8-byte os.write into a "
+    "pipe read by a blocked process (what any transport that sleeps pays per message); the "
+    "read ceiling is the receiver's every-byte read over depth + 1 local buffers, no transport.",
 )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the two peers run: pinned to one CPU each (``split``), both to one CPU
+    (``same``), or wherever the scheduler puts them (``free``)."""
+
+    name: str
+    cpus: tuple[int, int] | None
+
+    @property
+    def label(self) -> str:
+        if self.cpus is None:
+            return "free (the scheduler places the peers)"
+        sender, receiver = self.cpus
+        if sender == receiver:
+            return f"same CPU (both peers pinned to CPU {sender})"
+        return f"split (sender pinned to CPU {sender}, receiver to CPU {receiver})"
+
+
+def placements(text: str | None) -> list[Placement]:
+    """``--placement``: ``split``, ``same`` and/or ``free``; default ``split,same`` when two
+    CPUs are usable (a cross-CPU wake-up and a same-CPU switch cost very different amounts
+    on a VM, and an unpinned run lands in either, so its small-message numbers swing 2-3x)."""
+    usable = sorted(os.sched_getaffinity(0))
+    if text is None:
+        text = "split,same" if len(usable) >= 2 else "free"
+    known = {"free": None, "same": (usable[0], usable[0])}
+    if len(usable) >= 2:
+        known["split"] = (usable[0], usable[1])
+    chosen = []
+    for name in dict.fromkeys(part.strip() for part in text.split(",") if part.strip()):
+        if name not in known:
+            raise SystemExit(f"placement {name!r} not available here; choose from {sorted(known)}")
+        chosen.append(Placement(name, known[name]))
+    return chosen
 
 
 @dataclass
 class CellResult:
-    """Outcome of one (row, size) cell."""
+    """Outcome of one (row, size, placement) cell."""
 
     transport: str
     mode: str
     size: int
+    placement: str
     status: str  # ok | error | not installed | interrupted
     detail: str = ""
     latency: _stats.LatencySummary | None = None
@@ -175,6 +226,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--transports",
         default=None,
         help=f"comma-separated subset of {','.join(TRANSPORTS)} or transport:mode rows",
+    )
+    parser.add_argument(
+        "--placement",
+        default=None,
+        help="comma-separated peer placements: split (one CPU each), same (one CPU for both), "
+        "free (unpinned); default split,same",
     )
     parser.add_argument(
         "--json",
@@ -252,7 +309,9 @@ class Workspace:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def make_spec(row: Row, size: int, quick: bool, workspace: Workspace) -> _peers.CellSpec:
+def make_spec(
+    row: Row, size: int, placement: Placement, quick: bool, workspace: Workspace
+) -> _peers.CellSpec:
     n_warm, n_lat, n_tput = message_counts(size, quick)
     channel = workspace.next_name()
     if row.transport == "zmq":
@@ -266,6 +325,7 @@ def make_spec(row: Row, size: int, quick: bool, workspace: Workspace) -> _peers.
         n_throughput=n_tput,
         depth=DEPTH,
         channel=channel,
+        cpus=placement.cpus,
     )
 
 
@@ -390,11 +450,13 @@ def cleanup_after_failure(transport: str) -> None:
             importlib.import_module("zerohop").reclaim_dead()
 
 
-def measure(ctx: SpawnContext, row: Row, size: int, quick: bool, ws: Workspace) -> CellResult:
+def measure(
+    ctx: SpawnContext, row: Row, size: int, placement: Placement, quick: bool, ws: Workspace
+) -> CellResult:
     """Run one cell and turn the receiver's raw numbers into summaries."""
-    spec = make_spec(row, size, quick, ws)
+    spec = make_spec(row, size, placement, quick, ws)
     counts = {"warmup": spec.n_warmup, "latency": spec.n_latency, "throughput": spec.n_throughput}
-    result = CellResult(row.transport, row.mode, size, "ok", counts=counts)
+    result = CellResult(row.transport, row.mode, size, placement.name, "ok", counts=counts)
     try:
         report = run_cell(ctx, spec)
     except Exception as exc:
@@ -412,7 +474,10 @@ def measure(ctx: SpawnContext, row: Row, size: int, quick: bool, ws: Workspace) 
 
 
 def progress(result: CellResult, seconds: float) -> None:
-    head = f"  {result.transport}:{result.mode:<14} {_stats.size_label(result.size):>8}"
+    head = (
+        f"  {result.placement:<5} {result.transport}:{result.mode:<14}"
+        f" {_stats.size_label(result.size):>8}"
+    )
     if result.latency is None or result.throughput is None:
         print(f"{head}  {result.status}: {result.detail}", file=sys.stderr, flush=True)
         return
@@ -511,13 +576,26 @@ def throughput_table(
 def print_report(
     rows: Sequence[Row],
     sizes: Sequence[int],
+    chosen: Sequence[Placement],
     results: Sequence[CellResult],
     skipped: dict[str, str],
+    floors: _floors.Floors | None,
 ) -> None:
-    print("\n## One-way latency (p50 / p99 µs) and throughput\n")
-    print(latency_table(rows, sizes, results, skipped))
-    print("\n## Throughput at every size\n")
-    print(throughput_table(rows, sizes, results, skipped))
+    if floors is not None:
+        print("\n## What this machine allows (measured in this run)\n")
+        print(floors_report(sizes, chosen, floors))
+    for placement in chosen:
+        mine = [r for r in results if r.placement == placement.name]
+        print(f"\n## Placement {placement.name}: {placement.label}")
+        wake = floors.wake.get(placement.name) if floors is not None else None
+        targets = targets_report(mine, wake, floors.read_gb_per_s if floors else {})
+        if targets:
+            print("\nChannel targets:\n")
+            print("\n".join(targets))
+        print("\nOne-way latency (p50 / p99 µs) and throughput:\n")
+        print(latency_table(rows, sizes, mine, skipped))
+        print("\nThroughput at every size:\n")
+        print(throughput_table(rows, sizes, mine, skipped))
     if skipped:
         print("\nSkipped:")
         for transport, reason in skipped.items():
@@ -526,10 +604,87 @@ def print_report(
     if failures:
         print("\nErrors:")
         for r in failures:
-            print(f"- {r.transport}:{r.mode} {_stats.size_label(r.size)}: {r.detail}")
+            label = f"{r.placement} {r.transport}:{r.mode} {_stats.size_label(r.size)}"
+            print(f"- {label}: {r.detail}")
     print("\nNotes:")
     for note in NOTES:
         print(f"- {note}")
+
+
+def floors_report(sizes: Sequence[int], chosen: Sequence[Placement], floors: _floors.Floors) -> str:
+    lines = [
+        f"- wake-up floor, {placement.name} (8 bytes through a pipe to a blocked process): p50 "
+        f"{_stats.fmt_us(wake.p50_us)} µs, p99 {_stats.fmt_us(wake.p99_us)} µs"
+        for placement in chosen
+        if (wake := floors.wake.get(placement.name)) is not None
+    ]
+    lines += [
+        "- read ceiling (every-byte read, no transport): "
+        + ", ".join(
+            f"{_stats.size_label(size)} {floors.read_gb_per_s[size]:.1f} GB/s" for size in sizes
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _best_zerohop(results: Sequence[CellResult], size: int) -> CellResult | None:
+    """The zerohop mode with the lowest p50 at ``size`` (ties: any)."""
+    cells = [
+        r
+        for r in results
+        if r.transport == "zerohop" and r.size == size and r.latency and r.throughput
+    ]
+    return min(cells, key=lambda r: r.latency.p50_us if r.latency else math.inf, default=None)
+
+
+def targets_report(
+    results: Sequence[CellResult],
+    wake: _stats.LatencySummary | None,
+    read_gb_per_s: dict[int, float],
+) -> list[str]:
+    """The channel targets against Pipe, zerohop and the machine bounds of one placement."""
+    lines = []
+    small, pipe_row = 1 << 10, ROWS[0]
+    pipe = _lookup(results, pipe_row, small)
+    best = _best_zerohop(results, small)
+    if pipe and pipe.latency and best and best.latency:
+        goal = pipe.latency.p50_us / 2
+        line = (
+            f"- 1 KiB p50 <= 1/2 Pipe's: Pipe {_stats.fmt_us(pipe.latency.p50_us)} µs, so "
+            f"<= {_stats.fmt_us(goal)} µs; zerohop {best.mode} "
+            f"{_stats.fmt_us(best.latency.p50_us)} µs ({_verdict(best.latency.p50_us <= goal)})"
+        )
+        if wake is not None:
+            line += (
+                f"; the wake-up floor alone is {_stats.fmt_us(wake.p50_us)} µs "
+                f"({wake.p50_us / pipe.latency.p50_us:.2f}x Pipe)"
+            )
+        lines.append(line)
+    big = _lookup(results, Row("zerohop", "loaned-header", ""), 10 << 20)
+    if big and big.latency:
+        ok = big.latency.p50_us < 100
+        lines.append(
+            f"- 10 MiB loaned view < 100 µs p50: {_stats.fmt_us(big.latency.p50_us)} µs "
+            f"({_verdict(ok)})"
+        )
+    pipe_hd = _lookup(results, pipe_row, FULL_HD)
+    zh_hd = [r for r in results if r.transport == "zerohop" and r.size == FULL_HD and r.throughput]
+    if pipe_hd and pipe_hd.throughput and zh_hd and FULL_HD in read_gb_per_s:
+        top = max(zh_hd, key=lambda r: r.throughput.gb_per_s if r.throughput else 0.0)
+        assert top.throughput is not None
+        goal = 10 * pipe_hd.throughput.gb_per_s
+        ceiling = read_gb_per_s[FULL_HD]
+        lines.append(
+            f"- 6.22 MB consumed >= 10x Pipe's GB/s: Pipe {pipe_hd.throughput.gb_per_s:.2f}, so "
+            f">= {goal:.1f} GB/s; zerohop {top.mode} {top.throughput.gb_per_s:.1f} GB/s "
+            f"({_verdict(top.throughput.gb_per_s >= goal)}); the read ceiling alone is "
+            f"{ceiling:.1f} GB/s ({ceiling / pipe_hd.throughput.gb_per_s:.1f}x Pipe)"
+        )
+    return lines
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "not met"
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
@@ -545,20 +700,24 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run_all(
-    rows: Sequence[Row], sizes: Sequence[int], quick: bool, skipped: dict[str, str]
+    rows: Sequence[Row],
+    sizes: Sequence[int],
+    chosen: Sequence[Placement],
+    quick: bool,
+    skipped: dict[str, str],
 ) -> tuple[list[CellResult], bool]:
-    """Measure every (row, size) cell; stop early (keeping results) on Ctrl-C."""
+    """Measure every (placement, row, size) cell; stop early (keeping results) on Ctrl-C."""
     ctx = mp.get_context("spawn")
     workspace = Workspace()
     results: list[CellResult] = []
     try:
-        for row in rows:
+        for placement, row in ((p, r) for p in chosen for r in rows):
             if row.transport in skipped:
                 print(f"  {row.key:<24} {skipped[row.transport]}", file=sys.stderr)
                 continue
             for size in sizes:
                 started = time.monotonic()
-                result = measure(ctx, row, size, quick, workspace)
+                result = measure(ctx, row, size, placement, quick, workspace)
                 results.append(result)
                 progress(result, time.monotonic() - started)
     except KeyboardInterrupt:
@@ -572,6 +731,7 @@ def run_all(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rows = select_rows(args.transports)
+    chosen = placements(args.placement)
     sizes: list[int] = list(dict.fromkeys(args.sizes))
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated run cleans up like Ctrl-C
 
@@ -586,9 +746,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     reasons = {t: unavailable_reason(t) for t in transports}
     skipped = {t: reason for t, reason in reasons.items() if reason is not None}
     started = time.monotonic()
-    results, interrupted = run_all(rows, sizes, args.quick, skipped)
+    floors = None
+    with contextlib.suppress(KeyboardInterrupt):
+        pins = {p.name: p.cpus for p in chosen}
+        floors = _floors.measure(mp.get_context("spawn"), sizes, DEPTH, pins, args.quick)
+        print(floors_report(sizes, chosen, floors), file=sys.stderr, flush=True)
+    results, interrupted = run_all(rows, sizes, chosen, args.quick, skipped)
+    interrupted = interrupted or floors is None
 
-    print_report(rows, sizes, results, skipped)
+    print_report(rows, sizes, chosen, results, skipped, floors)
     print(f"\nTotal time {time.monotonic() - started:.0f} s.")
     document = {
         "benchmark": "ipc",
@@ -596,8 +762,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "interrupted": interrupted,
         "machine": info,
         "depth": DEPTH,
+        "placements": [asdict(p) for p in chosen],
         "sizes": sizes,
         "skipped": skipped,
+        "floors": None if floors is None else asdict(floors),
         "results": [asdict(r) for r in results],
         "notes": list(NOTES),
     }
