@@ -1,6 +1,9 @@
 //! Reclaiming what killed processes left behind in /dev/shm and /tmp/iceoryx2.
 
-use iceoryx2::node::NodeCleanupFailure;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use iceoryx2::node::{NodeCleanupFailure, NodeView};
 use iceoryx2::prelude::*;
 
 use super::node::{self, Svc};
@@ -8,7 +11,9 @@ use crate::error::{Error, Result};
 
 /// Removes the resources of dead iceoryx2 nodes (processes that exited without dropping
 /// their channels, e.g. killed with SIGKILL) and unregisters their ports from the services
-/// they used, which wakes their peers (`Closed`). Returns how many nodes were reclaimed.
+/// they used, which wakes their peers (`Closed`). Then removes the event files of listeners
+/// whose process has no node left (see [`remove_orphaned_listener_files`]). Returns how
+/// many nodes were reclaimed.
 ///
 /// Also done by iceoryx2 whenever a node is created, so calling it is only needed in
 /// long-running processes that create no new channels.
@@ -31,9 +36,95 @@ pub fn reclaim_dead() -> Result<usize> {
         CallbackProgression::Continue
     })
     .map_err(|e| Error::ipc("listing iceoryx2 nodes", e))?;
+    remove_orphaned_listener_files(config);
     match failure {
         // Report the failure only if nothing could be done at all.
         Some(e) if reclaimed == 0 => Err(Error::ipc("removing a dead iceoryx2 node", e)),
         _ => Ok(reclaimed),
     }
+}
+
+/// Removes the files of listeners whose process has no iceoryx2 node any more: the
+/// `*.event_mgmt` segment in /dev/shm and the `*.event` socket under iceoryx2's root.
+///
+/// iceoryx2's dead-node cleanup finds a port through the tag its node keeps for it. A
+/// process killed between creating a listener's files and tagging it (or between removing
+/// the tag and the files) leaves files no node knows about. Such a file is orphaned once no
+/// node, alive or dead, belongs to the pid in the listener's id: files are listed *before*
+/// nodes, and a process creates its node before any listener, so a live listener's node is
+/// always seen. Returns how many listeners' files were removed.
+pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
+    let prefix = String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned();
+    let candidates = listener_segments(Path::new("/dev/shm"), &prefix);
+    if candidates.is_empty() {
+        return 0;
+    }
+    let Some(owners) = node_pids(config) else {
+        return 0;
+    };
+    let root =
+        PathBuf::from(String::from_utf8_lossy(config.global.root_path().as_bytes()).as_ref());
+    let socket_suffix =
+        String::from_utf8_lossy(config.global.service.event_connection_suffix.as_bytes())
+            .into_owned();
+    let mut removed = 0;
+    for (segment, listener_id) in candidates {
+        if owners.contains(&pid_of(listener_id)) {
+            continue;
+        }
+        // Either may already be gone (another process reclaiming at the same time).
+        let _ = std::fs::remove_file(root.join(format!("{prefix}{listener_id}{socket_suffix}")));
+        if std::fs::remove_file(&segment).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `(path, listener id)` of every `<prefix>…_<listener id>.event_mgmt` file in `dir`.
+fn listener_segments(dir: &Path, prefix: &str) -> Vec<(PathBuf, u128)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let stem = name
+                .to_str()?
+                .strip_prefix(prefix)?
+                .strip_suffix(".event_mgmt")?;
+            let id = stem.rsplit('_').next()?.parse().ok()?;
+            Some((entry.path(), id))
+        })
+        .collect()
+}
+
+/// The pids of every node of this prefix, or `None` if iceoryx2's ids do not carry the pid
+/// where [`pid_of`] reads it (then nothing can be told orphaned, and nothing is removed).
+fn node_pids(config: &Config) -> Option<HashSet<u32>> {
+    let mut pids = HashSet::new();
+    let mut layout_ok = true;
+    let listed = Node::<Svc>::list(config, |state| {
+        let id = match &state {
+            NodeState::Alive(view) => *view.id(),
+            NodeState::Dead(view) => *view.id(),
+            NodeState::Inaccessible(id) | NodeState::Undefined(id) => *id,
+        };
+        let pid = pid_of(id.value());
+        match id.pid::<Svc>() {
+            Ok(official) if official.value() as u32 == pid => {}
+            _ => layout_ok = false,
+        }
+        pids.insert(pid);
+        CallbackProgression::Continue
+    });
+    (listed.is_ok() && layout_ok).then_some(pids)
+}
+
+/// The creating pid inside an iceoryx2 unique id (node and port ids are all
+/// `UniqueSystemId`s: seconds, nanoseconds, pid, counter as little-endian `u32`s).
+/// [`node_pids`] checks this against iceoryx2's own `UniqueNodeId::pid` for every node.
+pub(crate) fn pid_of(id: u128) -> u32 {
+    (id >> 64) as u32
 }

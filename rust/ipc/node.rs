@@ -60,6 +60,9 @@ pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
         .create::<Svc>()
         .map_err(|e| Error::ipc("creating the iceoryx2 node", e))?;
     restrict_global_segment(config);
+    // iceoryx2 has just reclaimed the dead nodes it knows about; what it cannot attribute
+    // to any node goes now too, so a host killed mid-close leaves nothing for long.
+    super::cleanup::remove_orphaned_listener_files(config);
     let node = Arc::new(ProcessNode {
         pid,
         node: ManuallyDrop::new(Mutex::new(node)),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use iceoryx2::prelude::SemanticString as _;
 use iceoryx2::service::port_factory::PortFactory as _;
 
 use super::channel::{self, Services};
@@ -629,6 +630,52 @@ fn dead_sender_is_reclaimed() {
     let child_ports = &ids[..3];
     let left = leftovers(child_ports);
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn orphaned_listener_files_are_removed_and_live_ones_kept() {
+    let name = unique("orphan");
+    let cfg = small(2);
+    let tx = Sender::create(&name, &cfg).unwrap();
+    let rx = Receiver::open(&name, &cfg).unwrap();
+    let ids = tx.resource_ids();
+    // Port ids carry the pid of their creator where `pid_of` reads it.
+    let credit_listener: u128 = ids[2].parse().unwrap();
+    assert_eq!(super::cleanup::pid_of(credit_listener), std::process::id());
+
+    let config = node::config().unwrap();
+    let prefix = String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned();
+    let root = String::from_utf8_lossy(config.global.root_path().as_bytes()).into_owned();
+    // A pid with no node: a child that has exited and been reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let listener_id = |pid: u32| (u128::from(pid) << 64) | (0xfeed_u128 << 96) | 0x1234;
+    let segment = |pid: u32| {
+        format!(
+            "/dev/shm/{prefix}{}_{}.event_mgmt",
+            std::process::id(),
+            listener_id(pid)
+        )
+    };
+    let (orphan, ours) = (segment(gone), segment(std::process::id()));
+    let orphan_socket = format!("{root}/{prefix}{}.event", listener_id(gone));
+    for path in [&orphan, &ours, &orphan_socket] {
+        std::fs::write(path, b"x").unwrap();
+    }
+    let live_before = leftovers(&ids[..3]);
+
+    reclaim_dead().unwrap();
+    let exists = |path: &str| Path::new(path).exists();
+    assert!(!exists(&orphan) && !exists(&orphan_socket), "orphan kept");
+    assert!(exists(&ours), "a file of a live node's pid was removed");
+    std::fs::remove_file(&ours).unwrap();
+    // The channel's real listener files are untouched and it still wakes its receiver.
+    assert_eq!(leftovers(&ids[..3]), live_before);
+    let waiter = thread::spawn(move || seq_of(&rx.recv(LONG, NO_INTERRUPT).unwrap()));
+    thread::sleep(Duration::from_millis(50));
+    send_seq(&tx, 5, 100);
+    assert_eq!(waiter.join().unwrap(), 5);
 }
 
 /// Measures what the receiver's per-frame credit notification costs. Run with
