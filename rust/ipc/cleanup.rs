@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// Removes the resources of dead iceoryx2 nodes (processes that exited without dropping
 /// their channels, e.g. killed with SIGKILL) and unregisters their ports from the services
 /// they used, which wakes their peers (`Closed`). Then removes the event files of listeners
-/// whose process has no node left (see [`remove_orphaned_listener_files`]). Returns how
+/// whose process has no node left (`remove_orphaned_listener_files`). Returns how
 /// many nodes were reclaimed.
 ///
 /// Also done by iceoryx2 whenever a node is created, so calling it is only needed in
