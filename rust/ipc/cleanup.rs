@@ -52,7 +52,10 @@ pub fn reclaim_dead() -> Result<usize> {
 /// the tag and the files) leaves files no node knows about. Such a file is orphaned once no
 /// node, alive or dead, belongs to the pid in the listener's id: files are listed *before*
 /// nodes, and a process creates its node before any listener, so a live listener's node is
-/// always seen. Returns how many listeners' files were removed.
+/// always seen. As a second guard (an iceoryx2 program using the same prefix with another
+/// root path has nodes we do not list), a file some process still maps is kept: a listener
+/// and its notifiers map the segment for as long as they live. Returns how many listeners'
+/// files were removed.
 pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
     let prefix = String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned();
     let candidates = listener_segments(Path::new("/dev/shm"), &prefix);
@@ -62,14 +65,24 @@ pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
     let Some(owners) = node_pids(config) else {
         return 0;
     };
+    let ownerless: Vec<_> = candidates
+        .into_iter()
+        .filter(|(_, listener_id)| !owners.contains(&pid_of(*listener_id)))
+        .collect();
+    if ownerless.is_empty() {
+        return 0;
+    }
+    let Some(mapped) = mapped_shm_files(&prefix) else {
+        return 0;
+    };
     let root =
         PathBuf::from(String::from_utf8_lossy(config.global.root_path().as_bytes()).as_ref());
     let socket_suffix =
         String::from_utf8_lossy(config.global.service.event_connection_suffix.as_bytes())
             .into_owned();
     let mut removed = 0;
-    for (segment, listener_id) in candidates {
-        if owners.contains(&pid_of(listener_id)) {
+    for (segment, listener_id) in ownerless {
+        if mapped.contains(&segment) {
             continue;
         }
         // Either may already be gone (another process reclaiming at the same time).
@@ -98,6 +111,34 @@ fn listener_segments(dir: &Path, prefix: &str) -> Vec<(PathBuf, u128)> {
             Some((entry.path(), id))
         })
         .collect()
+}
+
+/// The /dev/shm files of this prefix that any process we can inspect has mapped, or `None`
+/// if /proc cannot be read (then nothing is removed).
+fn mapped_shm_files(prefix: &str) -> Option<HashSet<PathBuf>> {
+    let needle = format!("/dev/shm/{prefix}");
+    let mut mapped = HashSet::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        // Processes that exit meanwhile, or that we may not inspect, are skipped.
+        let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else {
+            continue;
+        };
+        for line in maps.lines() {
+            if let Some(at) = line.find(&needle) {
+                let path = line[at..].trim_end_matches(" (deleted)");
+                mapped.insert(PathBuf::from(path));
+            }
+        }
+    }
+    Some(mapped)
 }
 
 /// The pids of every node of this prefix, or `None` if iceoryx2's ids do not carry the pid

@@ -660,16 +660,40 @@ fn orphaned_listener_files_are_removed_and_live_ones_kept() {
     };
     let (orphan, ours) = (segment(gone), segment(std::process::id()));
     let orphan_socket = format!("{root}/{prefix}{}.event", listener_id(gone));
-    for path in [&orphan, &ours, &orphan_socket] {
-        std::fs::write(path, b"x").unwrap();
+    // Ownerless too, but mapped: some process still uses it.
+    let mapped = format!(
+        "/dev/shm/{prefix}{}_{}.event_mgmt",
+        std::process::id(),
+        listener_id(gone) + 1
+    );
+    for path in [&orphan, &ours, &orphan_socket, &mapped] {
+        std::fs::write(path, vec![0u8; 4096]).unwrap();
     }
+    let mapping = std::fs::File::open(&mapped).unwrap();
+    // SAFETY: a read-only mapping of a file we created; unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&mapping),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
     let live_before = leftovers(&ids[..3]);
 
     reclaim_dead().unwrap();
     let exists = |path: &str| Path::new(path).exists();
     assert!(!exists(&orphan) && !exists(&orphan_socket), "orphan kept");
     assert!(exists(&ours), "a file of a live node's pid was removed");
-    std::fs::remove_file(&ours).unwrap();
+    assert!(exists(&mapped), "a file a process maps was removed");
+    // SAFETY: the mapping made above, unused since.
+    unsafe { libc::munmap(addr, 4096) };
+    for path in [&ours, &mapped] {
+        std::fs::remove_file(path).unwrap();
+    }
     // The channel's real listener files are untouched and it still wakes its receiver.
     assert_eq!(leftovers(&ids[..3]), live_before);
     let waiter = thread::spawn(move || seq_of(&rx.recv(LONG, NO_INTERRUPT).unwrap()));
