@@ -4,6 +4,7 @@ give FrameError and never a wrong array."""
 from __future__ import annotations
 
 import struct
+import uuid
 
 import numpy as np
 import pytest
@@ -77,6 +78,31 @@ def test_decoded_arrays_are_views_of_the_frame() -> None:
     assert isinstance(out, Tensor) and out.raw is not None
     # No copy between the frame's payload and the array.
     assert np.shares_memory(out.array, np.asarray(memoryview(out.raw)))
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">i2", ">u8", ">f8", "<f4"])
+def test_byte_swapped_arrays_arrive_as_the_same_numbers(dtype: str) -> None:
+    """Regression: a big-endian array went out as its raw bytes under a native dtype name,
+    so it arrived as different numbers. It is now swapped to native order once."""
+    values = np.arange(-3, 5).astype(dtype)
+    values = values if values.dtype.kind != "u" else np.arange(8).astype(dtype)
+    tensor = round_trip(Tensor(values))
+    assert isinstance(tensor, Tensor) and tensor.array.dtype.isnative
+    np.testing.assert_array_equal(tensor.array, values)
+    if dtype in (">i2", ">f4", ">f8"):
+        audio = round_trip(Audio(values, sample_rate=16_000))
+        assert isinstance(audio, Audio)
+        np.testing.assert_array_equal(audio.samples, values)
+
+
+def test_byte_swapped_array_crosses_a_channel() -> None:
+    name = f"test-swapped-{uuid.uuid4().hex}"
+    values = np.linspace(-1, 1, 7).astype(">f4")
+    with zerohop.Sender(name) as tx, zerohop.Receiver(name) as rx:
+        tx.send(Tensor(values))
+        frame = rx.recv(timeout=10)
+        assert isinstance(frame, Tensor)
+        np.testing.assert_array_equal(frame.array, values)
 
 
 def test_unsupported_inputs_are_frame_errors() -> None:
