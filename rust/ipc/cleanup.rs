@@ -1,7 +1,7 @@
 //! Reclaiming what killed processes left behind in /dev/shm and /tmp/iceoryx2.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use iceoryx2::node::{NodeCleanupFailure, NodeView};
 use iceoryx2::prelude::*;
@@ -57,8 +57,11 @@ pub fn reclaim_dead() -> Result<usize> {
 /// and its notifiers map the segment for as long as they live. Returns how many listeners'
 /// files were removed.
 pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
-    let prefix = String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned();
-    let candidates = listener_segments(Path::new("/dev/shm"), &prefix);
+    // (segment, listener id) of every `<prefix>…_<listener id>.event_mgmt`.
+    let candidates: Vec<(PathBuf, u128)> = node::shm_files(config, ".event_mgmt")
+        .into_iter()
+        .filter_map(|(path, stem)| Some((path, stem.rsplit('_').next()?.parse().ok()?)))
+        .collect();
     if candidates.is_empty() {
         return 0;
     }
@@ -72,6 +75,7 @@ pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
     if ownerless.is_empty() {
         return 0;
     }
+    let prefix = node::prefix(config);
     let Some(mapped) = mapped_shm_files(&prefix) else {
         return 0;
     };
@@ -92,25 +96,6 @@ pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
         }
     }
     removed
-}
-
-/// `(path, listener id)` of every `<prefix>…_<listener id>.event_mgmt` file in `dir`.
-fn listener_segments(dir: &Path, prefix: &str) -> Vec<(PathBuf, u128)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let stem = name
-                .to_str()?
-                .strip_prefix(prefix)?
-                .strip_suffix(".event_mgmt")?;
-            let id = stem.rsplit('_').next()?.parse().ok()?;
-            Some((entry.path(), id))
-        })
-        .collect()
 }
 
 /// The /dev/shm files of this prefix that any process we can inspect has mapped, or `None`

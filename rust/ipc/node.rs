@@ -1,6 +1,7 @@
 //! The process's iceoryx2 node: created lazily, shared by all channels, fork-safe.
 
 use std::mem::ManuallyDrop;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use iceoryx2::prelude::*;
@@ -77,25 +78,37 @@ pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
 /// disturb node creation: make it owner-only too (if it is ours to change).
 fn restrict_global_segment(config: &Config) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let prefix = String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned();
-    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
-        return;
-    };
     // SAFETY: plain syscall.
     let uid = unsafe { libc::geteuid() };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with(&prefix) && name.ends_with(".global_mgmt")) {
-            continue;
-        }
-        if let Ok(meta) = entry.metadata() {
+    for (path, _) in shm_files(config, ".global_mgmt") {
+        if let Ok(meta) = std::fs::metadata(&path) {
             if meta.uid() == uid && meta.mode() & 0o077 != 0 {
-                let _ =
-                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
             }
         }
     }
+}
+
+/// The prefix of every file zerohop's channels create (iceoryx2's `global.prefix`).
+pub(crate) fn prefix(config: &Config) -> String {
+    String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned()
+}
+
+/// Our files in /dev/shm ending in `suffix`: each path with the part of its name between
+/// the prefix and the suffix.
+pub(crate) fn shm_files(config: &Config, suffix: &str) -> Vec<(PathBuf, String)> {
+    let prefix = prefix(config);
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let stem = name.to_str()?.strip_prefix(&prefix)?.strip_suffix(suffix)?;
+            Some((entry.path(), stem.to_owned()))
+        })
+        .collect()
 }
 
 /// Environment variable naming the prefix of every file zerohop's channels create in

@@ -644,7 +644,7 @@ fn orphaned_listener_files_are_removed_and_live_ones_kept() {
     assert_eq!(super::cleanup::pid_of(credit_listener), std::process::id());
 
     let config = node::config().unwrap();
-    let prefix = String::from_utf8_lossy(config.global.prefix.as_bytes()).into_owned();
+    let prefix = node::prefix(config);
     let root = String::from_utf8_lossy(config.global.root_path().as_bytes()).into_owned();
     // A pid with no node: a child that has exited and been reaped.
     let mut child = std::process::Command::new("true").spawn().unwrap();
