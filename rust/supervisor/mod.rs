@@ -766,6 +766,10 @@ fn advance_stop(state: &mut State, timing: &Timing) {
     let now = Instant::now();
     let any_alive = state.nodes.iter().any(Node::alive);
     state.phase = match state.phase {
+        // Nothing to stop (an all-native session, or every node already gone): done now.
+        // Entering `Cooperative` instead would leave the loop polling no process until the
+        // grace deadline, so `stop` would take the whole grace period for nothing.
+        Phase::Running if state.stop_requested && !any_alive => Phase::Done,
         Phase::Running if state.stop_requested => {
             for node in state.nodes.iter_mut().filter(|n| n.alive()) {
                 // A node not yet ready has nothing to finish, and its main thread may sit
@@ -828,5 +832,35 @@ fn advance_stop(state: &mut State, timing: &Timing) {
         {
             let _ = crate::ipc::reclaim_dead();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session without node processes (all native) stops without waiting for the
+    /// grace period: there is nothing to wait for. Used to take the whole grace period.
+    #[test]
+    fn stopping_a_supervisor_with_no_nodes_does_not_wait_for_the_grace_period() {
+        let grace = Duration::from_secs(60);
+        let timing = Timing {
+            init_timeout: Duration::from_secs(60),
+            grace,
+            term_grace: grace,
+            liveness_timeout: None,
+        };
+        let launch = LaunchSpec {
+            program: "/bin/false".into(),
+            args: vec![],
+            env: vec![],
+            cwd: None,
+        };
+        let supervisor = Supervisor::start(vec![], &launch, SpawnMethod::Exec, timing).unwrap();
+        supervisor.wait_ready(&mut |_| Ok(()), &|| Ok(())).unwrap();
+        let began = Instant::now();
+        supervisor.stop();
+        // A hang bound only: the bug waited the whole (60 s) grace period.
+        assert!(began.elapsed() < grace / 2, "{:?}", began.elapsed());
     }
 }
