@@ -206,7 +206,10 @@ class InProcessSession(Session):
         feeding: set[tuple[str, str]] = set()
         for edge in graph["connections"]:
             source, target = self._threads[edge["from"]], self._threads[edge["to"]]
-            out_port = edge["from_port"] or type(source.node).outputs[0]
+            # The graph was validated in Rust: a port-less connection out of a node with
+            # several outputs is its primary one, "out".
+            outputs_of = type(source.node).outputs
+            out_port = edge["from_port"] or ("out" if "out" in outputs_of else outputs_of[0])
             in_port = edge["to_port"] or type(target.node).inputs[0]
             source.targets[out_port].append(self._putter(target, in_port))
             target.open_inputs += 1
@@ -225,7 +228,8 @@ class InProcessSession(Session):
                     t.open_inputs += 1
             for port in ports_out:
                 if (node_id, port) not in feeding:
-                    label = node_id if len(ports_out) == 1 else f"{node_id}.{port}"
+                    primary = len(ports_out) == 1 or port == "out"
+                    label = node_id if primary else f"{node_id}.{port}"
                     outputs.append(label)
                     t.targets[port].append(self._output(label))
         super().__init__(pipeline.name, inputs, outputs)

@@ -1,6 +1,17 @@
 //! The pipeline graph the executor runs: nodes with named ports and the connections
 //! between them, validated before anything is spawned. Every error names the field it
 //! is about with a JSON path (`connections[1].to`).
+//!
+//! Ports and labels. remotemedia's `Connection` has only `from`/`to`, and its
+//! speech nodes have two outputs (`out`, and `info` for timings), so a connection
+//! that names no port out of a node with several takes the node's **primary output**,
+//! [`DEFAULT_OUTPUT`] (`out`); any other output port is used only where a connection
+//! names it. Session outputs are labelled by node id for a primary output (or a node's
+//! only one) and `node.port` otherwise, so a client that looks up its last node's id
+//! finds the main result there (`tts`, not `tts.out`), and the side reports
+//! (`tts.info`) cannot be mistaken for it. Inputs have no primary port: a node with
+//! several needs each named. Node ids may contain dots (remotemedia's manifests use
+//! them); a port label is still unambiguous, since lookups match the whole label.
 
 use std::collections::{HashMap, HashSet};
 
@@ -303,11 +314,21 @@ fn manifest(path: String, message: impl Into<String>) -> Error {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+/// Port names: letters, digits, `_` and `-`.
+fn valid_port(id: &str) -> bool {
     !id.is_empty()
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Node ids: as port names, plus inner dots (`audio.vad`), which remotemedia's
+/// manifests use.
+fn valid_node_id(id: &str) -> bool {
+    !id.starts_with('.')
+        && !id.ends_with('.')
+        && !id.contains("..")
+        && valid_port(&id.replace('.', "_"))
 }
 
 fn resolve_port(
@@ -327,6 +348,9 @@ fn resolve_port(
             ),
         )),
         None if ports.len() == 1 => Ok(ports[0].clone()),
+        None if direction == "output" && ports.iter().any(|p| p == DEFAULT_OUTPUT) => {
+            Ok(DEFAULT_OUTPUT.into())
+        }
         None => Err(manifest(
             path.to_string(),
             format!(
@@ -349,11 +373,11 @@ impl Graph {
         }
         let mut index = HashMap::new();
         for (i, node) in def.nodes.iter().enumerate() {
-            if !valid_id(&node.id) {
+            if !valid_node_id(&node.id) {
                 return Err(manifest(
                     format!("nodes[{i}].id"),
                     format!(
-                        "'{}' is not a valid node id (letters, digits, '_' and '-')",
+                        "'{}' is not a valid node id (letters, digits, '_', '-' and inner '.')",
                         node.id
                     ),
                 ));
@@ -373,7 +397,7 @@ impl Graph {
             for (what, ports) in [("inputs", &node.inputs), ("outputs", &node.outputs)] {
                 let mut seen = HashSet::new();
                 for port in ports.iter() {
-                    if !valid_id(port) || !seen.insert(port) {
+                    if !valid_port(port) || !seen.insert(port) {
                         return Err(manifest(
                             format!("nodes[{i}].{what}"),
                             format!("port names must be unique ids, got '{port}'"),
@@ -500,19 +524,41 @@ impl Graph {
         Graph::new(def)
     }
 
+    /// Refuses a `kind` frame for session input `index` when the node there declares
+    /// what it takes and `kind` is not among it: known before any node starts, so a
+    /// wrong input fails at once, naming the node and both kinds, instead of inside
+    /// the node after every model has loaded. `field` names the input in the request.
+    pub fn check_input(&self, index: usize, kind: Kind, field: &str) -> Result<()> {
+        let port = &self.inputs[index];
+        let node = &self.nodes[port.node];
+        match port_kinds(port.node, node)?.0 {
+            Some(accepts) if !accepts.contains(&kind) => Err(manifest(
+                field.into(),
+                format!(
+                    "node '{}' ({}) takes {} frames, but this input is {kind}",
+                    node.id,
+                    node.node_type,
+                    kind_names(&accepts)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn node_id(&self, port: &PortRef) -> &str {
         &self.nodes[port.node].id
     }
 
-    /// `node` or `node.port` when the node has several ports on that side.
+    /// `node` for a node's only port on that side or its primary output, else
+    /// `node.port` (see the module docs).
     pub fn port_label(&self, port: &PortRef, outputs: bool) -> String {
         let node = &self.nodes[port.node];
-        let count = if outputs {
-            node.outputs.len()
+        let (count, primary) = if outputs {
+            (node.outputs.len(), port.port == DEFAULT_OUTPUT)
         } else {
-            node.inputs.len()
+            (node.inputs.len(), false)
         };
-        if count == 1 {
+        if count == 1 || primary {
             node.id.clone()
         } else {
             format!("{}.{}", node.id, port.port)
@@ -596,6 +642,44 @@ mod tests {
         );
         assert_eq!(g.order.first(), Some(&0));
         assert_eq!(g.order.last(), Some(&3));
+    }
+
+    #[test]
+    fn portless_connections_take_the_primary_output_and_labels_follow_it() {
+        // A speech node mid-pipeline: `out` feeds the next node, `info` is left over.
+        let g = graph(json!({
+            "name": "t",
+            "nodes": [
+                {"id": "audio.vad", "node_type": "A"},
+                {"id": "asr", "node_type": "W", "outputs": ["out", "info"]},
+                {"id": "tts", "node_type": "T", "outputs": ["out", "info"]},
+            ],
+            "connections": [{"from": "audio.vad", "to": "asr"}, {"from": "asr", "to": "tts"}]
+        }))
+        .unwrap();
+        assert_eq!(g.edges[1].0.port, "out");
+        let labels: Vec<String> = g.outputs.iter().map(|p| g.port_label(p, true)).collect();
+        assert_eq!(labels, ["asr.info", "tts", "tts.info"]);
+        assert_eq!(g.port_label(&g.inputs[0], false), "audio.vad");
+        // Without an `out` there is no primary output: the port must be named.
+        let err = graph(json!({
+            "name": "t",
+            "nodes": [
+                {"id": "split", "node_type": "S", "outputs": ["even", "odd"]},
+                {"id": "b", "node_type": "B"},
+            ],
+            "connections": [{"from": "split", "to": "b"}]
+        }))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("connections[0].from_port: node 'split' has 2 output ports"),
+            "{err}"
+        );
+        for bad in [".a", "a.", "a..b", "a b"] {
+            let err = graph(json!({"name": "t", "nodes": [{"id": bad, "node_type": "A"}]}));
+            assert!(err.is_err(), "{bad}");
+        }
     }
 
     #[test]
