@@ -10,13 +10,11 @@ import contextlib
 import hashlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from remotemedia import Server, node_pids, start_server, stop_server, wait_until
 
 import zerohop
 from zerohop._proto import execution_pb2, streaming_pb2
@@ -41,85 +40,6 @@ from zerohop.manifest import Manifest
 TOKEN = "test-token-5d1f"
 MAX_PAYLOAD = 8 << 20
 RATE = 16000
-
-
-@dataclass
-class Server:
-    address: str
-    pid: int
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = list(Path(f"/proc/{parent}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                children = [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            for child in children:
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def node_pids(server: Server) -> set[int]:
-    """The server's node processes (`pgrep -f zerohop.runner`, below the server only:
-    other test runs on this machine have their own)."""
-    return {p for p in descendants(server.pid) if "zerohop.runner" in cmdline(p)}
-
-
-def wait_until(condition: Any, timeout: float) -> float | None:
-    """Seconds until ``condition()`` held, or None if it did not within ``timeout``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.01)
-    return None
-
-
-def start_server(config: Path, token: str | None) -> tuple[subprocess.Popen[str], Server]:
-    """`zerohop serve --port 0` with ``config`` as its runtime.toml."""
-    env = {**os.environ, "ZEROHOP_CONFIG": str(config)}
-    env.pop("ZEROHOP_TOKEN", None)
-    if token:
-        env["ZEROHOP_TOKEN"] = token
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on 127.0.0.1:" in line, line
-    return proc, Server(line.split("listening on ")[1].split()[0], proc.pid)
-
-
-def stop_server(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM; the server exits cleanly and nothing it started outlives it."""
-    below = descendants(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
-    assert proc.stdout is not None
-    proc.stdout.close()
-    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 5.0) is not None
 
 
 @pytest.fixture(scope="module")

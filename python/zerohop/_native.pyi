@@ -212,6 +212,7 @@ def serve(
     max_sessions: int,
     max_processes: int,
     max_payload: int,
+    metrics_every: int,
     on_bound: Callable[[str], None],
 ) -> None: ...
 

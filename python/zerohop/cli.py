@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import sys
 import time
@@ -175,6 +176,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
 
     pipe = load_manifest(args.manifest).to_pipeline()
+    frames = read_input(args.input, args.chunk_ms, args.pcm)
+    # The input's kind is checked before any model loads. Raw PCM may be a live
+    # microphone: its kind is known without waiting for its first chunk.
+    if args.pcm is not None:
+        pipe.check_input("audio")
+    elif (first := next(frames, None)) is not None:
+        pipe.check_input(first.kind)
+        frames = itertools.chain([first], frames)
     progress, on_event = _progress_display()
     start = time.perf_counter()
     with progress:
@@ -186,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs: list[Frame] = []
     with session:
         started = time.perf_counter()
-        for frame in session.stream(read_input(args.input, args.chunk_ms, args.pcm)):
+        for frame in session.stream(frames):
             outputs.append(frame)
             if isinstance(frame, Text | Json):
                 shown = frame.text if isinstance(frame, Text) else _shown(frame.value)

@@ -113,6 +113,8 @@ class ServerConfig(_Section):
     port: int = Field(50051, ge=0, le=65535)
     max_sessions: int = Field(32, ge=1)
     max_processes: int = Field(0, ge=0)
+    #: A stream gets a ``StreamMetrics`` message after every this many chunks (0: never).
+    stream_metrics_every: int = Field(10, ge=0)
 
 
 class RuntimeConfig(_Section):

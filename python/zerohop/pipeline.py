@@ -336,6 +336,29 @@ class Pipeline:
                 f"is {limit} (max_processes_per_session)"
             )
 
+    def check_input(self, kind: str, to: str | None = None) -> None:
+        """Refuses, before anything starts, a ``kind`` frame (``"audio"``, ``"text"``,
+        ...) for the pipeline input ``to`` (default: every input) when the node there
+        declares the kinds it takes and ``kind`` is not one: a wav fed to a
+        text-to-speech pipeline fails at once, naming the node and both kinds, instead
+        of inside the node after every model has loaded. Raises :class:`ManifestError`."""
+        fed = {(e.target, e.to_port) for e in self._edges}
+        for node in self._nodes:
+            ports = node.cls.inputs
+            for port in ports:
+                label = node.id if len(ports) == 1 else f"{node.id}.{port}"
+                unfed = (node.id, port) not in fed and (node.id, None) not in fed
+                if not unfed or to not in (None, label):
+                    continue
+                accepts = node.cls.accepts
+                if accepts is not None and kind not in accepts:
+                    raise ManifestError(
+                        f"input '{label}': node '{node.id}' ({node.node_type}) takes "
+                        f"{' or '.join(accepts)} frames, but the input is {kind}",
+                        path=f"nodes[{self._nodes.index(node)}]",
+                        node_id=node.id,
+                    )
+
     def session(
         self,
         *,

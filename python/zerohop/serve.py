@@ -76,5 +76,6 @@ def serve(
         max_sessions=cfg.server.max_sessions,
         max_processes=cfg.server.max_processes,
         max_payload=cfg.channel.max_payload_bytes,
+        metrics_every=cfg.server.stream_metrics_every,
         on_bound=on_bound or (lambda address: None),
     )

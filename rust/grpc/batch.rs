@@ -5,6 +5,11 @@
 //! one buffer when all its frames are audio of the same format (concatenated in time);
 //! otherwise its first frame is under the output's label and the next ones under
 //! `label[1]`, `label[2]`, ...
+//!
+//! Outputs are keyed by label: the node id for a node's primary output. remotemedia-sdk's
+//! server keys a pipeline's single output `"output"` while its own examples read the
+//! node id, so a client that is not zerohop's gets a single output under both keys
+//! (the payload twice in the reply; zerohop's client gets it once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -14,8 +19,8 @@ use super::proto::{
     ExecutionMetrics, ExecutionResult, ExecutionStatus, NodeMetrics, NodeResult,
     NodeStatus as ProtoNodeStatus,
 };
-use super::run::{input_index, output_buffer, send, start, Context};
-use super::status::{as_status, error_response};
+use super::run::{output_buffer, plan, route, send, start, Context};
+use super::status::{as_status, error_response, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::Output;
 use crate::ipc::Interrupt;
@@ -28,13 +33,14 @@ pub fn execute(
     interrupt: Interrupt,
 ) -> std::result::Result<ExecuteResponse, tonic::Status> {
     let manifest = request.manifest.clone();
-    let outcome = match run(ctx, request, interrupt) {
+    let dialect = Dialect::of(&request.client_version);
+    let outcome = match run(ctx, request, dialect, interrupt) {
         Ok(result) => Outcome::Result(result),
         Err(err) => {
             if let Some(status) = as_status(&err) {
                 return Err(status);
             }
-            Outcome::Error(error_response(&err, manifest.as_ref()))
+            Outcome::Error(error_response(&err, manifest.as_ref(), dialect))
         }
     };
     Ok(ExecuteResponse {
@@ -42,24 +48,31 @@ pub fn execute(
     })
 }
 
-fn run(ctx: &Context, request: ExecuteRequest, interrupt: Interrupt) -> Result<ExecutionResult> {
+fn run(
+    ctx: &Context,
+    request: ExecuteRequest,
+    dialect: Dialect,
+    interrupt: Interrupt,
+) -> Result<ExecutionResult> {
     let began = Instant::now();
     let manifest = request.manifest.as_ref().ok_or_else(|| Error::Manifest {
         path: "manifest".into(),
         message: "missing".into(),
     })?;
-    let running = start(ctx, manifest, &mut |_| Ok(()), interrupt)?;
-    let session = &running.session;
+    let plan = plan(ctx, manifest)?;
+    // Every input is routed and checked before any node starts.
     let mut inputs = request
         .data_inputs
         .into_iter()
         .map(|(key, buffer)| {
             let field = format!("data_inputs[\"{key}\"]");
-            Ok((input_index(&session.graph, &key, &field)?, buffer))
+            Ok((route(&plan.graph, &key, &buffer, &field)?, key, buffer))
         })
         .collect::<Result<Vec<_>>>()?;
-    inputs.sort_by_key(|(index, _)| *index);
-    for (sequence, (index, buffer)) in inputs.into_iter().enumerate() {
+    inputs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let running = start(ctx, plan, &mut |_| Ok(()), interrupt)?;
+    let session = &running.session;
+    for (sequence, (index, _, buffer)) in inputs.into_iter().enumerate() {
         send(
             session,
             index,
@@ -98,6 +111,10 @@ fn run(ctx: &Context, request: ExecuteRequest, interrupt: Interrupt) -> Result<E
             *data_type_breakdown.entry(kind(buffer).into()).or_insert(0) += 1;
         }
         merge(label, buffers, &mut data_outputs);
+    }
+    if !dialect.zerohop && data_outputs.len() == 1 {
+        let only = data_outputs.values().next().cloned().expect("one output");
+        data_outputs.entry("output".into()).or_insert(only);
     }
     Ok(ExecutionResult {
         data_outputs,

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::convert::{from_frame, into_frame};
 use super::limits::{Admission, Ticket};
-use super::plan::{manifest_json, Planner};
-use super::proto::{DataBuffer, PipelineManifest};
+use super::plan::{manifest_json, Plan, Planner};
+use super::proto::{data_buffer::DataType, DataBuffer, PipelineManifest};
 use crate::error::{Error, Result};
 use crate::executor::{Graph, Session};
-use crate::frame::{payload, Header};
+use crate::frame::{payload, Header, Kind};
 use crate::ipc::{Interrupt, Sample};
 use crate::supervisor::Event;
 
@@ -21,6 +21,8 @@ pub struct Context {
     pub admission: Arc<Admission>,
     /// Set when the server shuts down: every session stops.
     pub shutdown: AtomicBool,
+    /// A stream gets a `StreamMetrics` after every this many chunks (0: never).
+    pub metrics_every: u64,
 }
 
 impl Context {
@@ -45,19 +47,23 @@ impl Drop for Running {
     }
 }
 
-/// Plans `manifest`, admits it under the caps and starts every node; `on_event` sees
-/// init progress. Nothing is spawned unless the manifest is valid and within the caps.
+/// Validates and plans `manifest`, its payload cap lowered to the server's.
+pub fn plan(ctx: &Context, manifest: &PipelineManifest) -> Result<Plan> {
+    let mut plan = ctx.planner.plan(&manifest_json(manifest)?)?;
+    let channel = &mut plan.config.channel;
+    channel.max_payload = channel.max_payload.min(ctx.admission.limits.max_payload);
+    Ok(plan)
+}
+
+/// Admits `plan` under the caps and starts every node; `on_event` sees init progress.
+/// Nothing is spawned unless it is within the caps.
 pub fn start(
     ctx: &Context,
-    manifest: &PipelineManifest,
+    plan: Plan,
     on_event: &mut dyn FnMut(Event) -> Result<()>,
     interrupt: Interrupt,
 ) -> Result<Running> {
-    let mut plan = ctx.planner.plan(&manifest_json(manifest)?)?;
-    let limits = &ctx.admission.limits;
-    let channel = &mut plan.config.channel;
-    channel.max_payload = channel.max_payload.min(limits.max_payload);
-    let max_payload = channel.max_payload;
+    let max_payload = plan.config.channel.max_payload;
     let ticket = ctx.admission.admit(plan.processes())?;
     let session = Session::start(plan.graph, &plan.config, on_event, interrupt)?;
     Ok(Running {
@@ -67,27 +73,59 @@ pub fn start(
     })
 }
 
-/// The session input fed at node `node_id` (`field` names the request field for the
-/// error); an empty id picks the only input.
-pub fn input_index(graph: &Graph, node_id: &str, field: &str) -> Result<usize> {
+/// The session input a buffer keyed `key` goes to (`field` names the request field for
+/// the error): the input labelled `key` (`node` or `node.port`); else, as
+/// remotemedia-sdk's server routes, the pipeline's only input whatever the key (its
+/// clients send the node id, `"input"`, a port name or nothing), or the one input whose
+/// port is named `key` on a node with several.
+fn input_index(graph: &Graph, key: &str, field: &str) -> Result<usize> {
     let labels: Vec<String> = graph
         .inputs
         .iter()
         .map(|p| graph.port_label(p, false))
         .collect();
-    if node_id.is_empty() && labels.len() == 1 {
+    if let Some(index) = labels.iter().position(|label| label == key) {
+        return Ok(index);
+    }
+    if labels.len() == 1 {
         return Ok(0);
     }
-    labels
-        .iter()
-        .position(|label| label == node_id)
-        .ok_or_else(|| Error::Manifest {
-            path: field.to_owned(),
-            message: format!(
-                "'{node_id}' is not an input of the pipeline (inputs: {})",
-                labels.join(", ")
-            ),
-        })
+    let by_port: Vec<usize> = (0..graph.inputs.len())
+        .filter(|&i| graph.inputs[i].port == key)
+        .collect();
+    if let [index] = by_port[..] {
+        return Ok(index);
+    }
+    Err(Error::Manifest {
+        path: field.to_owned(),
+        message: format!(
+            "'{key}' is not an input of the pipeline (inputs: {})",
+            labels.join(", ")
+        ),
+    })
+}
+
+/// The session input for `buffer` keyed `key` ([`input_index`]), once the node there
+/// is known to take its kind of frame ([`Graph::check_input`]).
+pub fn route(graph: &Graph, key: &str, buffer: &DataBuffer, field: &str) -> Result<usize> {
+    let index = input_index(graph, key, field)?;
+    if let Some(kind) = frame_kind(buffer) {
+        graph.check_input(index, kind, field)?;
+    }
+    Ok(index)
+}
+
+/// The kind of frame a DataBuffer becomes (None: no data, checked when it is converted).
+fn frame_kind(buffer: &DataBuffer) -> Option<Kind> {
+    Some(match buffer.data_type.as_ref()? {
+        DataType::Audio(_) => Kind::Audio,
+        DataType::Video(_) => Kind::Video,
+        DataType::Tensor(_) | DataType::Numpy(_) => Kind::Tensor,
+        DataType::Json(_) => Kind::Json,
+        DataType::Text(_) => Kind::Text,
+        DataType::Binary(_) => Kind::Bytes,
+        DataType::Control(_) | DataType::File(_) => return None,
+    })
 }
 
 /// Checks `buffer` and sends it into session input `index` as one frame (waiting while

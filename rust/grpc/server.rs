@@ -55,6 +55,8 @@ pub struct ServerConfig {
     /// When set, every call must carry `authorization: Bearer <token>`.
     pub token: Option<String>,
     pub limits: Limits,
+    /// A stream gets a `StreamMetrics` after every this many chunks (0: never).
+    pub metrics_every: u64,
 }
 
 /// Both services; cheap to clone (one per service).
@@ -65,12 +67,18 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(planner: Arc<dyn Planner>, limits: Limits, token: Option<String>) -> Service {
+    pub fn new(
+        planner: Arc<dyn Planner>,
+        limits: Limits,
+        token: Option<String>,
+        metrics_every: u64,
+    ) -> Service {
         Service {
             ctx: Arc::new(Context {
                 planner,
                 admission: Admission::new(limits),
                 shutdown: AtomicBool::new(false),
+                metrics_every,
             }),
             token: token.map(Into::into),
         }
@@ -191,7 +199,7 @@ impl PipelineExecutionService for Service {
                 protocol_version: "v1".into(),
                 runtime_version: format!("zerohop {}", env!("CARGO_PKG_VERSION")),
                 supported_node_types: types,
-                supported_protocols: vec!["grpc".into()],
+                supported_protocols: vec!["v1".into()],
                 build_timestamp: String::new(),
             }),
             compatible: true,
@@ -245,7 +253,7 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(io("cannot start the gRPC runtime"))?;
-    let service = Service::new(planner, cfg.limits, cfg.token);
+    let service = Service::new(planner, cfg.limits, cfg.token, cfg.metrics_every);
     let stopped = Arc::new(Notify::new());
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io("listener"))?;

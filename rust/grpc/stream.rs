@@ -9,6 +9,15 @@
 //! input: the nodes flush and the stream closes after the last output. `COMMAND_CANCEL`,
 //! a client that goes away or the server shutting down stops the session at once: the
 //! driver's interrupt check fails within 50 ms and every node process is stopped.
+//!
+//! Like remotemedia-sdk's server, a stream reports `StreamMetrics` after every N chunks
+//! (`[server] stream_metrics_every`, default 10), sent by the feeder once the Nth chunk
+//! is in the pipeline. Items are what that server counts: samples for audio, frames
+//! for video, words for text, one for anything else; `ChunkResult.total_items_processed`
+//! is the same running count of input items. `chunks_dropped` is always 0 (a full
+//! pipeline makes the client wait, it never drops); `peak_memory_bytes` is the sum of
+//! the node processes' peak resident memory (`VmHWM`), 0 for an all-native pipeline;
+//! there is no result cache, so the cache fields are 0.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,12 +30,12 @@ use tonic::{Status, Streaming};
 use super::batch::{kind, node_metrics};
 use super::proto::ChunkResult;
 use super::proto::{
-    stream_control::Command, stream_request::Request, stream_response::Response, DataBuffer,
-    DataChunk, ExecutionMetrics, InitProgress, StreamClosed, StreamInit, StreamReady,
-    StreamRequest, StreamResponse,
+    data_buffer::DataType, stream_control::Command, stream_request::Request,
+    stream_response::Response, DataBuffer, DataChunk, ExecutionMetrics, InitProgress, StreamClosed,
+    StreamInit, StreamMetrics, StreamReady, StreamRequest, StreamResponse,
 };
-use super::run::{input_index, output_buffer, send, start, Context, Running};
-use super::status::{as_status, error_response};
+use super::run::{output_buffer, plan, route, send, start, Context, Running};
+use super::status::{as_status, error_response, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Output, Session};
 use crate::supervisor::Event;
@@ -52,6 +61,14 @@ struct StreamState {
     /// (nanoseconds after it): `ChunkResult.processing_time_ms` is measured from there.
     began: Instant,
     last_input_ns: AtomicU64,
+    /// Chunks fed into the pipeline and their items (see the module docs).
+    chunks_in: AtomicU64,
+    items_in: AtomicU64,
+    /// Input chunks per DataBuffer kind.
+    kinds_in: Mutex<HashMap<String, u64>>,
+    /// Results sent and the sum of their `processing_time_ms`, in nanoseconds.
+    results: AtomicU64,
+    latency_ns: AtomicU64,
 }
 
 impl Default for StreamState {
@@ -62,6 +79,11 @@ impl Default for StreamState {
             session_id: Mutex::new(String::new()),
             began: Instant::now(),
             last_input_ns: AtomicU64::new(0),
+            chunks_in: AtomicU64::new(0),
+            items_in: AtomicU64::new(0),
+            kinds_in: Mutex::new(HashMap::new()),
+            results: AtomicU64::new(0),
+            latency_ns: AtomicU64::new(0),
         }
     }
 }
@@ -75,14 +97,64 @@ impl StreamState {
         self.failure.lock().expect("poisoned").clone()
     }
 
+    /// Counts a chunk whose buffers are `tally` (kind, items) before it is sent, so
+    /// that its results, however fast, see it counted; returns the chunks so far.
+    fn count_input(&self, tally: &[(&'static str, u64)]) -> u64 {
+        let mut kinds = self.kinds_in.lock().expect("poisoned");
+        for &(kind, items) in tally {
+            self.items_in.fetch_add(items, Ordering::AcqRel);
+            *kinds.entry(kind.into()).or_insert(0) += 1;
+        }
+        self.chunks_in.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The latest chunk is in the pipeline: `processing_time_ms` counts from now.
     fn input_sent(&self) {
         let at = self.began.elapsed().as_nanos() as u64;
         self.last_input_ns.store(at, Ordering::Release);
     }
 
+    /// A result went out `latency_ms` after the latest input.
+    fn result_sent(&self, latency_ms: f64) {
+        self.results.fetch_add(1, Ordering::AcqRel);
+        let ns = (latency_ms * 1e6) as u64;
+        self.latency_ns.fetch_add(ns, Ordering::AcqRel);
+    }
+
+    fn metrics(&self, session: &Session, queued: usize) -> StreamMetrics {
+        let results = self.results.load(Ordering::Acquire);
+        let latency_ns = self.latency_ns.load(Ordering::Acquire);
+        StreamMetrics {
+            session_id: session.id.clone(),
+            chunks_processed: self.chunks_in.load(Ordering::Acquire),
+            average_latency_ms: match results {
+                0 => 0.0,
+                n => latency_ns as f64 / n as f64 / 1e6,
+            },
+            total_items: self.items_in.load(Ordering::Acquire),
+            buffer_items: queued as u64,
+            chunks_dropped: 0,
+            peak_memory_bytes: session.supervisor().peak_rss_bytes(),
+            data_type_breakdown: self.kinds_in.lock().expect("poisoned").clone(),
+            ..StreamMetrics::default()
+        }
+    }
+
     fn since_last_input_ms(&self) -> f64 {
         let last = Duration::from_nanos(self.last_input_ns.load(Ordering::Acquire));
         self.began.elapsed().saturating_sub(last).as_secs_f64() * 1e3
+    }
+}
+
+/// Items in a buffer, counted as remotemedia-sdk's server counts them: samples (per
+/// channel) for audio, frames for video, words for text, 1 otherwise.
+fn items(buffer: &DataBuffer) -> u64 {
+    match &buffer.data_type {
+        Some(DataType::Audio(audio)) => audio.num_samples,
+        Some(DataType::Text(text)) => String::from_utf8_lossy(&text.text_data)
+            .split_whitespace()
+            .count() as u64,
+        _ => 1,
     }
 }
 
@@ -104,7 +176,11 @@ pub async fn serve(ctx: Arc<Context>, mut inbound: Streaming<StreamRequest>, tx:
                 message: "the first message of a stream must be a StreamInit".into(),
             };
             let _ = tx
-                .send(respond(Response::Error(error_response(&err, None))))
+                .send(respond(Response::Error(error_response(
+                    &err,
+                    None,
+                    Dialect::default(),
+                ))))
                 .await;
             return;
         }
@@ -207,7 +283,8 @@ fn drive(
     };
     let outcome = run(ctx, &init, queued, tx, state, &interrupt);
     let failed = |err: Error| {
-        let response = error_response(&err, init.manifest.as_ref());
+        let dialect = Dialect::of(&init.client_version);
+        let response = error_response(&err, init.manifest.as_ref(), dialect);
         let _ = tx.blocking_send(respond(Response::Error(response)));
         if let Some(status) = as_status(&err) {
             let _ = tx.blocking_send(Err(status));
@@ -259,7 +336,16 @@ fn run(
         Some(p) if init.report_progress => reply(Response::InitProgress(p)),
         _ => Ok(()),
     };
-    let running = start(ctx, manifest, &mut on_event, interrupt)?;
+    let plan = plan(ctx, manifest)?;
+    for (key, buffer) in &init.data_inputs {
+        route(
+            &plan.graph,
+            key,
+            buffer,
+            &format!("init.data_inputs[\"{key}\"]"),
+        )?;
+    }
+    let running = start(ctx, plan, &mut on_event, interrupt)?;
     let session = &running.session;
     session
         .id
@@ -277,7 +363,6 @@ fn run(
         tx.clone(),
         Arc::clone(ctx),
     )?;
-    let mut results = 0u64;
     let mut data_type_breakdown = HashMap::new();
     loop {
         match session.recv(None, interrupt)? {
@@ -289,13 +374,14 @@ fn run(
                 let (label, buffer) = output_buffer(session, output, &header, &sample);
                 drop(sample);
                 *data_type_breakdown.entry(kind(&buffer).into()).or_insert(0) += 1;
-                results += 1;
+                let processing_time_ms = state.since_last_input_ms();
                 reply(Response::Result(ChunkResult {
                     sequence: header.sequence,
                     data_outputs: HashMap::from([(label, buffer)]),
-                    processing_time_ms: state.since_last_input_ms(),
-                    total_items_processed: results,
+                    processing_time_ms,
+                    total_items_processed: state.items_in.load(Ordering::Acquire),
                 }))?;
+                state.result_sent(processing_time_ms);
             }
             Output::Event(_) => {}
             // A node's failure report can trail the end of stream (it travels on the
@@ -351,6 +437,7 @@ fn feed_in_background(
 ) -> Result<()> {
     let session = Arc::clone(&running.session);
     let max_payload = running.max_payload;
+    let metrics_every = ctx.metrics_every;
     let initial = init.data_inputs.clone();
     std::thread::Builder::new()
         .name("zerohop-feeder".into())
@@ -378,9 +465,16 @@ fn feed_in_background(
                         Input::Chunk(chunk) => *chunk,
                         Input::End => return session.end_inputs(None, &interrupt),
                     };
+                    let tally: Vec<_> = chunk
+                        .buffer
+                        .iter()
+                        .chain(chunk.named_buffers.values())
+                        .map(|b| (kind(b), items(b)))
+                        .collect();
+                    let counted = state.count_input(&tally);
                     if let Some(buffer) = chunk.buffer {
                         let index =
-                            input_index(&session.graph, &chunk.node_id, "data_chunk.node_id")?;
+                            route(&session.graph, &chunk.node_id, &buffer, "data_chunk.buffer")?;
                         send(
                             &session,
                             index,
@@ -399,6 +493,11 @@ fn feed_in_background(
                         "data_chunk.named_buffers",
                     )?;
                     state.input_sent();
+                    if metrics_every > 0 && counted.is_multiple_of(metrics_every) {
+                        let metrics = state.metrics(&session, queued.len());
+                        tx.blocking_send(respond(Response::Metrics(metrics)))
+                            .map_err(|_| Error::Interrupted)?;
+                    }
                 }
                 Ok(())
             };
@@ -426,7 +525,12 @@ fn feed_named(
     let mut buffers: Vec<_> = buffers.into_iter().collect();
     buffers.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, buffer) in buffers {
-        let index = input_index(&session.graph, &key, &format!("{field}[\"{key}\"]"))?;
+        let index = route(
+            &session.graph,
+            &key,
+            &buffer,
+            &format!("{field}[\"{key}\"]"),
+        )?;
         send(session, index, buffer, sequence, max_payload, interrupt)?;
     }
     Ok(())

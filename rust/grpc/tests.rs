@@ -192,6 +192,7 @@ impl TestServer {
                 max_processes: 0,
                 max_payload: 1 << 20,
             },
+            metrics_every: 10,
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {

@@ -54,7 +54,7 @@ impl Planner for PyPlanner {
 /// `on_bound("host:port")` is called once the server accepts connections.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
-                    max_payload, on_bound))]
+                    max_payload, metrics_every, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -66,6 +66,7 @@ pub fn serve(
     max_sessions: usize,
     max_processes: usize,
     max_payload: usize,
+    metrics_every: u64,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
     let planner = Arc::new(PyPlanner { plan, node_types });
@@ -78,6 +79,7 @@ pub fn serve(
             max_processes,
             max_payload,
         },
+        metrics_every,
     };
     without_gil(py, |gate| {
         let mut bound = |addr: std::net::SocketAddr| {

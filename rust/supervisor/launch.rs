@@ -193,6 +193,14 @@ impl Process {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
         Some(pages * page)
     }
+
+    /// Peak resident memory in bytes (`VmHWM` in /proc; None once the process is gone).
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
 }
 
 fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {

@@ -442,6 +442,16 @@ impl Supervisor {
             .collect()
     }
 
+    /// The node processes' peak resident memory (`VmHWM`), summed; 0 without any.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.shared
+            .lock()
+            .nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref().and_then(Process::peak_rss_bytes))
+            .sum()
+    }
+
     /// Pids of the node processes (alive or not yet reaped).
     pub fn pids(&self) -> Vec<i32> {
         self.shared

@@ -81,6 +81,7 @@ class Intent(NodeParams):
 class IntentReplyNode(MultiprocessNode):
     """Transcript → spoken-style reply, by MiniLM sentence-embedding intent matching."""
 
+    accepts = ("text",)
     outputs = ("out", "info")
 
     class Params(NodeParams):

@@ -35,6 +35,7 @@ SampleFormat = Literal["int16", "float32"]
 class _TTSNode(MultiprocessNode):
     """Text in, streamed audio out, and a timing report per reply on ``info``."""
 
+    accepts = ("text",)
     outputs = ("out", "info")
 
     def synthesize(self, text: str) -> Iterator[Audio]:

@@ -53,6 +53,8 @@ CONTEXT = 64  # samples of the previous window the model sees
 class SileroVADNode(MultiprocessNode):
     """Silero VAD v6 (ONNX): speech start/end events and the speech audio, 16 kHz mono."""
 
+    accepts = ("audio",)
+
     class Params(NodeParams):
         threshold: float = Field(0.5, gt=0, lt=1)
         sampling_rate: int = Field(RATE, ge=RATE, le=RATE)

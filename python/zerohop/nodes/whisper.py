@@ -50,6 +50,8 @@ MARKERS = ({"event": "tentative"}, {"event": "confirmed"})
 class WhisperSTTNode(MultiprocessNode):
     """Whisper speech recognition (faster-whisper, CTranslate2): utterance → Text."""
 
+    #: Utterances, and the accumulator's tentative/confirmed markers (Json).
+    accepts = ("audio", "json")
     outputs = ("out", "info")
 
     class Params(NodeParams):
