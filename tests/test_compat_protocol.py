@@ -138,6 +138,12 @@ def test_the_only_input_takes_a_buffer_whatever_its_key(
     assert outputs["p"].audio.samples == sent.audio.samples == outputs["output"].audio.samples
 
 
+def test_a_call_without_input_is_a_validation_error(client: RemotemediaClient) -> None:
+    error = client.execute(pipeline([("p", "PassThrough", {})]), {}).error
+    assert error.error_type == common_pb2.ERROR_TYPE_VALIDATION
+    assert error.message == "data_inputs: no input data provided" and error.context == "data_inputs"
+
+
 def test_a_zerohop_client_gets_its_outputs_once(server: Server) -> None:
     with RemotemediaClient(server.address, client_version="zerohop-client") as zerohop_client:
         response = zerohop_client.execute(pipeline([("p", "PassThrough", {})]), {"p": text("x")})

@@ -60,6 +60,13 @@ fn run(
         message: "missing".into(),
     })?;
     let plan = plan(ctx, manifest)?;
+    // A run without input has nothing to do: remotemedia-sdk's server refuses it too.
+    if request.data_inputs.is_empty() {
+        return Err(Error::Manifest {
+            path: "data_inputs".into(),
+            message: "no input data provided".into(),
+        });
+    }
     // Every input is routed and checked before any node starts.
     let mut inputs = request
         .data_inputs
