@@ -140,6 +140,32 @@ fn succeeded(response: &ExecuteResponse) -> bool {
     matches!(response.outcome, Some(execute_response::Outcome::Result(_)))
 }
 
+/// Response metadata key of a plan's warnings: a JSON list of strings, ASCII.
+pub const WARNINGS_KEY: &str = "zerohop-warnings";
+
+/// Puts `warnings` (if any) under [`WARNINGS_KEY`].
+pub fn with_warnings(metadata: &mut MetadataMap, warnings: &[String]) {
+    if warnings.is_empty() {
+        return;
+    }
+    let json = serde_json::to_string(warnings).expect("strings serialize");
+    // serde_json leaves non-ASCII as is; metadata values must be visible ASCII.
+    let ascii: String = json
+        .chars()
+        .map(|c| match c {
+            ' '..='~' => c.to_string(),
+            c => c
+                .encode_utf16(&mut [0; 2])
+                .iter()
+                .map(|unit| format!("\\u{unit:04x}"))
+                .collect(),
+        })
+        .collect();
+    if let Ok(value) = ascii.parse() {
+        metadata.insert(WARNINGS_KEY, value);
+    }
+}
+
 fn refuse_when_stopping(ctx: &Context) -> std::result::Result<(), Status> {
     if ctx.stopping() {
         return Err(Status::unavailable("the server is shutting down"));
@@ -219,12 +245,10 @@ impl StreamingPipelineService for Service {
         self.authorize(request.metadata())?;
         refuse_when_stopping(&self.ctx)?;
         let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
-        tokio::spawn(stream::serve(
-            Arc::clone(&self.ctx),
-            request.into_inner(),
-            tx,
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let warnings = stream::open(Arc::clone(&self.ctx), request.into_inner(), tx).await;
+        let mut response = Response::new(ReceiverStream::new(rx));
+        with_warnings(response.metadata_mut(), &warnings);
+        Ok(response)
     }
 }
 

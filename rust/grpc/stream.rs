@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
 use super::batch::{kind, node_metrics};
+use super::plan::Plan;
 use super::proto::ChunkResult;
 use super::proto::{
     data_buffer::DataType, stream_control::Command, stream_request::Request,
@@ -164,8 +165,16 @@ fn respond(response: Response) -> std::result::Result<StreamResponse, Status> {
     })
 }
 
-/// Serves one stream until it ends; runs on the async runtime and never blocks.
-pub async fn serve(ctx: Arc<Context>, mut inbound: Streaming<StreamRequest>, tx: Responses) {
+/// Opens a stream: reads its `StreamInit` and plans it (validation; nothing starts),
+/// then serves it in the background. Returns the plan's warnings (unknown params and
+/// the like), which the caller sends as response metadata: the headers go out only
+/// now, so they can carry them. A stream that cannot be planned still opens, and
+/// reports why in an `ErrorResponse`, as every other failure of a stream.
+pub async fn open(
+    ctx: Arc<Context>,
+    mut inbound: Streaming<StreamRequest>,
+    tx: Responses,
+) -> Vec<String> {
     let init = match inbound.message().await {
         Ok(Some(StreamRequest {
             request: Some(Request::Init(init)),
@@ -182,17 +191,42 @@ pub async fn serve(ctx: Arc<Context>, mut inbound: Streaming<StreamRequest>, tx:
                     Dialect::default(),
                 ))))
                 .await;
-            return;
+            return Vec::new();
         }
-        Ok(None) | Err(_) => return,
+        Ok(None) | Err(_) => return Vec::new(),
     };
+    let planned = {
+        let (ctx, manifest) = (Arc::clone(&ctx), init.manifest.clone());
+        tokio::task::spawn_blocking(move || {
+            let manifest = manifest.as_ref().ok_or_else(|| Error::Manifest {
+                path: "init.manifest".into(),
+                message: "missing".into(),
+            })?;
+            plan(&ctx, manifest)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Config(format!("planning failed: {e}"))))
+    };
+    let warnings = Vec::new();
+    tokio::spawn(serve(ctx, inbound, tx, init, planned));
+    warnings
+}
+
+/// Serves one planned stream until it ends; runs on the async runtime, never blocks.
+async fn serve(
+    ctx: Arc<Context>,
+    mut inbound: Streaming<StreamRequest>,
+    tx: Responses,
+    init: StreamInit,
+    planned: Result<Plan>,
+) {
     let state = Arc::new(StreamState::default());
     let (chunks, queued) = mpsc::channel(QUEUED_CHUNKS);
     let (done, mut finished) = oneshot::channel::<()>();
     {
         let (ctx, state) = (Arc::clone(&ctx), Arc::clone(&state));
         tokio::task::spawn_blocking(move || {
-            drive(&ctx, init, queued, &tx, &state);
+            drive(&ctx, init, planned, queued, &tx, &state);
             drop(done);
         });
     }
@@ -270,6 +304,7 @@ struct Summary {
 fn drive(
     ctx: &Arc<Context>,
     init: StreamInit,
+    planned: Result<Plan>,
     queued: mpsc::Receiver<Input>,
     tx: &Responses,
     state: &Arc<StreamState>,
@@ -281,7 +316,7 @@ fn drive(
         }
         Ok(())
     };
-    let outcome = run(ctx, &init, queued, tx, state, &interrupt);
+    let outcome = planned.and_then(|plan| run(ctx, &init, plan, queued, tx, state, &interrupt));
     let failed = |err: Error| {
         let dialect = Dialect::of(&init.client_version);
         let response = error_response(&err, init.manifest.as_ref(), dialect);
@@ -318,16 +353,13 @@ fn drive(
 fn run(
     ctx: &Arc<Context>,
     init: &StreamInit,
+    plan: Plan,
     queued: mpsc::Receiver<Input>,
     tx: &Responses,
     state: &Arc<StreamState>,
     interrupt: &dyn Fn() -> Result<()>,
 ) -> Result<Summary> {
     let began = Instant::now();
-    let manifest = init.manifest.as_ref().ok_or_else(|| Error::Manifest {
-        path: "init.manifest".into(),
-        message: "missing".into(),
-    })?;
     let reply = |response: Response| {
         tx.blocking_send(respond(response))
             .map_err(|_| Error::Interrupted)
@@ -336,7 +368,6 @@ fn run(
         Some(p) if init.report_progress => reply(Response::InitProgress(p)),
         _ => Ok(()),
     };
-    let plan = plan(ctx, manifest)?;
     for (key, buffer) in &init.data_inputs {
         route(
             &plan.graph,
