@@ -307,7 +307,7 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn resolve_port(
@@ -353,7 +353,7 @@ impl Graph {
                 return Err(manifest(
                     format!("nodes[{i}].id"),
                     format!(
-                        "'{}' is not a valid node id (letters, digits, '_' and '-')",
+                        "'{}' is not a valid node id (letters, digits, '_', '-' and '.')",
                         node.id
                     ),
                 ));
