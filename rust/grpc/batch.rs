@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use super::plan::{warnings_header, WARNINGS_METADATA};
 use super::proto::{
     data_buffer::DataType, execute_response::Outcome, DataBuffer, ExecuteRequest, ExecuteResponse,
     ExecutionMetrics, ExecutionResult, ExecutionStatus, NodeMetrics, NodeResult,
@@ -22,13 +23,15 @@ use crate::ipc::Interrupt;
 use crate::supervisor::NodeStatus;
 
 /// Runs one batch request (blocking). `interrupt` fails once the caller went away.
+/// The plan's warnings, if any, are in the response metadata `zerohop-warnings`.
 pub fn execute(
     ctx: &Context,
     request: ExecuteRequest,
     interrupt: Interrupt,
-) -> std::result::Result<ExecuteResponse, tonic::Status> {
+) -> std::result::Result<tonic::Response<ExecuteResponse>, tonic::Status> {
     let manifest = request.manifest.clone();
-    let outcome = match run(ctx, request, interrupt) {
+    let mut warnings = Vec::new();
+    let outcome = match run(ctx, request, interrupt, &mut warnings) {
         Ok(result) => Outcome::Result(result),
         Err(err) => {
             if let Some(status) = as_status(&err) {
@@ -37,18 +40,28 @@ pub fn execute(
             Outcome::Error(error_response(&err, manifest.as_ref()))
         }
     };
-    Ok(ExecuteResponse {
+    let mut response = tonic::Response::new(ExecuteResponse {
         outcome: Some(outcome),
-    })
+    });
+    if let Some(value) = warnings_header(&warnings).and_then(|v| v.parse().ok()) {
+        response.metadata_mut().insert(WARNINGS_METADATA, value);
+    }
+    Ok(response)
 }
 
-fn run(ctx: &Context, request: ExecuteRequest, interrupt: Interrupt) -> Result<ExecutionResult> {
+fn run(
+    ctx: &Context,
+    request: ExecuteRequest,
+    interrupt: Interrupt,
+    warnings: &mut Vec<String>,
+) -> Result<ExecutionResult> {
     let began = Instant::now();
     let manifest = request.manifest.as_ref().ok_or_else(|| Error::Manifest {
         path: "manifest".into(),
         message: "missing".into(),
     })?;
     let running = start(ctx, manifest, &mut |_| Ok(()), interrupt)?;
+    warnings.clone_from(&running.warnings);
     let session = &running.session;
     let mut inputs = request
         .data_inputs

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::convert::{from_frame, into_frame};
 use super::limits::{Admission, Ticket};
-use super::plan::{manifest_json, Planner};
+use super::plan::{plan_logged, Planner};
 use super::proto::{DataBuffer, PipelineManifest};
 use crate::error::{Error, Result};
 use crate::executor::{Graph, Session};
@@ -35,6 +35,8 @@ pub struct Running {
     pub session: Arc<Session>,
     /// The largest payload a frame of this session may carry.
     pub max_payload: usize,
+    /// The plan's warnings (already logged): for the client.
+    pub warnings: Vec<String>,
     _ticket: Ticket,
 }
 
@@ -53,7 +55,7 @@ pub fn start(
     on_event: &mut dyn FnMut(Event) -> Result<()>,
     interrupt: Interrupt,
 ) -> Result<Running> {
-    let mut plan = ctx.planner.plan(&manifest_json(manifest)?)?;
+    let mut plan = plan_logged(&*ctx.planner, manifest)?;
     let limits = &ctx.admission.limits;
     let channel = &mut plan.config.channel;
     channel.max_payload = channel.max_payload.min(limits.max_payload);
@@ -63,6 +65,7 @@ pub fn start(
     Ok(Running {
         session: Arc::new(session),
         max_payload,
+        warnings: plan.warnings,
         _ticket: ticket,
     })
 }

@@ -164,14 +164,14 @@ impl PipelineExecutionService for Service {
             let outcome = match (execute(&ctx, request, &gone), deadline) {
                 // A result that made it in time stands; anything else stopped by the
                 // deadline is reported as the deadline.
-                (Ok(response), _) if succeeded(&response) => Ok(response),
+                (Ok(response), _) if succeeded(response.get_ref()) => Ok(response),
                 (_, Some(d)) if d.passed() => Err(d.status()),
                 (outcome, _) => outcome,
             };
             let _ = reply.send(outcome);
         });
         match replied.await {
-            Ok(outcome) => outcome.map(Response::new),
+            Ok(outcome) => outcome,
             Err(_) => Err(Status::internal("the session ended without a reply")),
         }
     }

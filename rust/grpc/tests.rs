@@ -70,6 +70,7 @@ impl Planner for NativePlanner {
                 imports: Vec::new(),
                 sys_path: Vec::new(),
             },
+            warnings: Vec::new(),
         })
     }
 
