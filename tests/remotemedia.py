@@ -176,6 +176,8 @@ class RemotemediaClient:
     def __init__(self, address: str, *, client_version: str = CLIENT_VERSION) -> None:
         self.channel = grpc.insecure_channel(address)
         self.client_version = client_version
+        #: The response headers of the latest stream, once it has answered.
+        self.stream_metadata: dict[str, str] = {}
         self._execute = self.channel.unary_unary(
             "/remotemedia.v1.PipelineExecutionService/ExecutePipeline",
             request_serializer=execution_pb2.ExecuteRequest.SerializeToString,
@@ -248,6 +250,7 @@ class RemotemediaClient:
         call = self._stream(iter(requests.get, None), metadata=AUTH, timeout=timeout)
         try:
             for response in call:
+                self.stream_metadata = dict(call.initial_metadata())
                 if response.WhichOneof("response") == "ready":
                     ready.set()
                 yield response

@@ -84,4 +84,4 @@ def test_nodes_and_schema() -> None:
     listing = json.loads(nodes.stdout)
     assert listing["Suffix"]["params"]["properties"]["suffix"]["default"] == "!"
     schema = zerohop("schema")
-    assert json.loads(schema.stdout)["properties"]["version"]["const"] == "v1"
+    assert json.loads(schema.stdout)["properties"]["version"]["enum"] == ["v1", "1.0", "1"]

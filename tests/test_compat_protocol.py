@@ -247,3 +247,15 @@ def test_an_input_of_the_wrong_kind_is_refused_before_any_node_starts(
     assert [e.error_type for e in errors] == [common_pb2.ERROR_TYPE_VALIDATION]
     assert "takes text frames" in errors[0].message
     assert wait_until(lambda: not node_pids(server), 10.0) is not None
+
+
+def test_stream_warnings_arrive_in_the_response_headers(client: RemotemediaClient) -> None:
+    """What a manifest asked for and zerohop ignores (here an unknown param) is said to
+    stream clients too, in the `zerohop-warnings` response metadata."""
+    manifest = pipeline([("p", "PassThrough", {"gain_db": 3})])
+    responses = list(client.stream(manifest, chunks([text("x")])))
+    assert kinds(responses)[-1] == "closed"
+    warnings = json.loads(client.stream_metadata["zerohop-warnings"])
+    assert [w.split(":")[0] for w in warnings] == ["nodes[0].params.gain_db"], warnings
+    responses = list(client.stream(pipeline([("p", "PassThrough", {})]), chunks([text("x")])))
+    assert "zerohop-warnings" not in client.stream_metadata

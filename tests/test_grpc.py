@@ -348,7 +348,7 @@ def watch_spawns(server: Server, spawned: set[int], done: threading.Event) -> No
 @pytest.mark.parametrize(
     ("data", "path", "words"),
     [
-        (manifest(("a", "EchoNode", {})), "nodes[0].node_type", "Echo"),
+        (manifest(("a", "Echoo", {})), "nodes[0].node_type", "Echo"),
         (manifest(("a", "Scale", {"factor": "loud"})), "nodes[0].params.factor", "number"),
         (manifest(("a", "AudioChunkerNode", {"chunk_size": 0})), "nodes[0].params", "chunk"),
         (

@@ -58,7 +58,9 @@ def test_json_and_yaml_files_run(tmp_path: Path) -> None:
     [
         ({"version": "v2"}, "version"),
         ({"nodes": []}, "nodes"),
-        ({"metadata": {}}, "metadata.name"),
+        ({"metadata": {"name": ""}}, "metadata.name"),
+        ({"version": "2.0"}, "version"),
+        ({"nodes": [{"id": "a", "node_type": "Echo", "host": "gpu-box"}]}, "nodes[0].host"),
         ({"nodes": [{"id": "bad id", "node_type": "Echo"}]}, "nodes[0].id"),
         ({"nodes": [{"id": "a"}]}, "nodes[0].node_type"),
         ({"connections": [{"from": "up"}]}, "connections[0].to"),
@@ -118,7 +120,7 @@ def test_process_limit_from_the_manifest() -> None:
 
 def test_schema_is_json_schema() -> None:
     schema = manifest_schema()
-    assert schema["properties"]["version"]["const"] == "v1"
+    assert schema["properties"]["version"]["enum"] == ["v1", "1.0", "1"]
     assert "from" in schema["$defs"]["Connection"]["properties"]
 
 
@@ -323,7 +325,7 @@ AUDIO_ONLY = {"AudioChunkerNode", "FastResampleNode", "AudioFormatNode"}
 def _is_id(text: str) -> bool:
     import re
 
-    return re.fullmatch(r"[a-zA-Z0-9_-]+", text) is not None
+    return re.fullmatch(r"[a-zA-Z0-9_.-]+", text) is not None
 
 
 def load_as(candidate: Any, fmt: str) -> Any:

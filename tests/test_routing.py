@@ -95,6 +95,26 @@ def test_an_explicit_hint_or_executor_wins(
     assert [f.text for f in out] == ["through rust"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("hint", ["cpython", "RUSTPYTHON", "runtime_hint_cpython_wasm"])
+def test_remotemedia_python_runtimes_on_a_native_node_are_hints(hint: str) -> None:
+    """remotemedia's runtime names pick one of its Python runtimes; a native node runs
+    native anyway, with a warning naming the field (an error only under --strict)."""
+    data = manifest(
+        {"id": "first", "node_type": "Echo"},
+        {"id": "x", "node_type": "PassThrough", "runtime_hint": hint},
+    )
+    pipe = Manifest.parse(data).to_pipeline()
+    assert placements(pipe)["x"] == "native"
+    assert [w.path for w in pipe.warnings] == ["nodes[1].runtime_hint"]
+    assert "runs native" in str(pipe.warnings[0])
+    with pytest.raises(ManifestError, match="refused under --strict") as info:
+        Manifest.parse(data).to_pipeline(strict=True)
+    assert info.value.path == "nodes[1].runtime_hint"
+    # The Python builder takes a hint as an order.
+    with pytest.raises(ManifestError, match="no Python implementation"):
+        Pipeline("b").node("x", "PassThrough", runtime_hint=hint)
+
+
 @pytest.mark.parametrize(
     ("node", "metadata", "path", "message"),
     [
@@ -103,7 +123,7 @@ def test_an_explicit_hint_or_executor_wins(
         ({"node_type": "Echo", "runtime_hint": "rust"}, {}, "runtime_hint", "no native"),
         ({"node_type": "Echo", "executor": "native"}, {}, "executor", "no native"),
         (
-            {"node_type": "PassThrough", "runtime_hint": "cpython"},
+            {"node_type": "PassThrough", "runtime_hint": "python"},
             {},
             "runtime_hint",
             "no Python implementation",

@@ -324,3 +324,103 @@ def test_native_accumulator_assembles_utterances_between_vad_events() -> None:
     assert utterance.samples.tolist() == [np.float32(0.1)] * 800 + [np.float32(0.2)] * 800
     with pytest.raises(ManifestError, match=r"params\.max_utterance_duration_ms"):
         Pipeline("p").node("acc", "AudioBufferAccumulatorNode", max_utterance_duration_ms=1)
+
+
+# ------------------------------------------------- params remotemedia-sdk documents
+
+
+def hello() -> np.ndarray[Any, Any]:
+    """examples/hello.wav (real speech, 16 kHz mono) as float32."""
+    with wave.open(str(EXAMPLES / "hello.wav"), "rb") as w:
+        assert (w.getframerate(), w.getnchannels()) == (16_000, 1)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def vad_events(params: dict[str, Any], samples: np.ndarray[Any, Any], rate: int) -> list[Any]:
+    """The VAD's events for ``samples`` fed as 20 ms chunks at ``rate``."""
+    vad = SileroVADNode(params)
+    vad.initialize(context())
+    step = rate // 50
+    events = [
+        frame.value
+        for i in range(0, len(samples), step)
+        for frame in vad.process(Audio(samples[i : i + step].copy(), rate))
+        if isinstance(frame, Json)
+    ]
+    return events + [f.value for f in vad.flush() if isinstance(f, Json)]
+
+
+def spans(events: list[Any]) -> list[tuple[float, float]]:
+    return [(e["start_s"], e["end_s"]) for e in events if e["event"] == "speech_end"]
+
+
+def test_vad_neg_threshold_keeps_speech_through_quieter_windows() -> None:
+    """hello.wav has a dip between its words: without hysteresis (neg_threshold equal to
+    threshold) it ends speech there; with a low neg_threshold speech goes on to the end."""
+    audio = hello()
+    none = vad_events({"min_silence_duration_ms": 0, "neg_threshold": 0.5}, audio, 16_000)
+    low = vad_events({"min_silence_duration_ms": 0, "neg_threshold": 0.05}, audio, 16_000)
+    assert len([e for e in none if e["event"] == "speech_start"]) >= 2, none
+    assert [e["event"] for e in low] == ["speech_start", "speech_end"], low
+    assert spans(low)[0][1] > spans(none)[0][1]
+    # The default is threshold - 0.15; above threshold it is an error naming the field.
+    with pytest.raises(ManifestError, match=r"params\.neg_threshold: .*at most threshold"):
+        Pipeline("p").node("vad", "SileroVADNode", threshold=0.4, neg_threshold=0.6)
+
+
+def test_vad_runs_at_8_khz_with_either_spelling() -> None:
+    """The v6 model at 8 kHz (256-sample windows) finds the same speech as at 16 kHz."""
+    audio = hello()
+    at16 = spans(vad_events({}, audio, 16_000))
+    at8 = spans(vad_events({"sample_rate": 8_000}, s2s.resample(audio, 16_000, 8_000), 8_000))
+    assert len(at8) == len(at16) == 1
+    assert abs(at8[0][0] - at16[0][0]) <= 0.1 and abs(at8[0][1] - at16[0][1]) <= 0.2
+    vad = SileroVADNode({"sampling_rate": 8_000})
+    vad.initialize(context())
+    with pytest.raises(ValueError, match="takes 8000 Hz audio, got 16000 Hz"):
+        list(vad.process(Audio(audio[:320].copy(), 16_000)))
+    with pytest.raises(ManifestError, match=r"params\.sampling_rate"):
+        Pipeline("p").node("vad", "SileroVADNode", sampling_rate=44_100)
+    with pytest.raises(ManifestError, match="more than once"):
+        Pipeline("p").add_node("vad", "SileroVADNode", {"sample_rate": 8000, "sampling_rate": 8000})
+
+
+def test_vad_splits_speech_longer_than_max_speech_duration() -> None:
+    events = vad_events({"max_speech_duration_s": 0.5}, hello(), 16_000)
+    parts = spans(events)
+    assert len(parts) >= 4, events
+    for start, end in parts:
+        assert end - start <= 0.5 + 512 / 16_000
+    # Each part begins where the last ended, marked as a split.
+    starts = [e for e in events if e["event"] == "speech_start"]
+    assert all(s.get("split") for s in starts[1:])
+    assert [s["start_s"] for s in starts[1:]] == [end for _, end in parts[: len(starts) - 1]]
+
+
+def test_vad_pre_speech_pad_is_speech_pad() -> None:
+    vad = SileroVADNode({"pre_speech_pad_ms": 200})
+    assert vad.params.speech_pad_ms == 200
+    vad.initialize(context())
+    audio = hello()
+    first = next(
+        f
+        for i in range(0, len(audio), 320)
+        for f in vad.process(Audio(audio[i : i + 320].copy(), 16_000))
+        if isinstance(f, Audio)
+    )
+    # The speech_start audio carries the padding before it: 200 ms → 7 windows of 512.
+    assert len(first.samples) == 512 * 8
+
+
+def test_whisper_task() -> None:
+    pipe = Pipeline("p").node("asr", "WhisperSTTNode", task="transcribe")
+    assert pipe.graph()["nodes"][0]["params"]["task"] == "transcribe"
+    with pytest.raises(ManifestError, match=r"params\.task: .*English-only") as err:
+        Pipeline("p").node("asr", "WhisperSTTNode", task="translate")
+    assert err.value.node_id == "asr"
+    with pytest.raises(ManifestError, match=r"params\.task"):
+        Pipeline("p").node("asr", "WhisperSTTNode", task="summarize")
+    pipe = Pipeline("p").node("asr", "WhisperSTTNode", task="transcribe")
+    texts = [f.text for f in pipe.run([Audio(hello(), 16_000)]) if isinstance(f, Text)]
+    assert "kitchen" in words(" ".join(texts))

@@ -203,7 +203,7 @@ class NativeNode:
     def flush(self) -> list[RawFrame]: ...
 
 def serve(
-    plan: Callable[[str], tuple[str, dict[str, Any]]],
+    plan: Callable[[str], tuple[str, dict[str, Any], list[str]]],
     node_types: Callable[[], list[str]],
     *,
     host: str,

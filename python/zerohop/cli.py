@@ -4,7 +4,7 @@
 
     zerohop run MANIFEST [--input FILE|-] [--output FILE|-]   run a pipeline locally
     zerohop serve [--host H] [--port P] [--token T]           serve remotemedia.v1 over gRPC
-    zerohop validate FILE...                                  check manifests
+    zerohop validate [--strict] FILE...                       check manifests
     zerohop nodes                                             list the registered node types
     zerohop schema                                            print the manifest JSON Schema
 
@@ -15,6 +15,11 @@ microphone would), a ``.json`` file (one Json frame), or text (one Text frame pe
 ``-`` reads standard input (wav or text; raw int16 PCM with ``--pcm RATE``). Outputs:
 ``.wav`` (the audio outputs, concatenated), ``.json`` (every output), or ``-`` (printed).
 Json outputs with a ``message`` (the speech nodes' reports) are printed as that message.
+
+``validate`` and ``run`` print what a manifest gives that zerohop does not act on
+(unknown params or fields, a ``host``, a runtime hint not followed) as warnings on
+stderr, ``warning: <json path>: <message>``; ``validate`` still exits 0. ``--strict``
+(or runtime.toml ``[nodes] strict_params = true``) makes each an error.
 """
 
 from __future__ import annotations
@@ -172,10 +177,21 @@ def _shown(value: Any) -> str:
     return json.dumps(value)
 
 
+def _print_warnings(warnings: Sequence[Any], prefix: str = "") -> None:
+    for warning in warnings:
+        print(f"{prefix}warning: {warning}", file=sys.stderr)
+
+
+def _strict(args: argparse.Namespace) -> bool | None:
+    """``True`` with ``--strict``; else ``None``: runtime.toml decides."""
+    return True if args.strict else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
 
-    pipe = load_manifest(args.manifest).to_pipeline()
+    pipe = load_manifest(args.manifest).to_pipeline(strict=_strict(args))
+    _print_warnings(pipe.warnings)
     frames = read_input(args.input, args.chunk_ms, args.pcm)
     # The input's kind is checked before any model loads. Raw PCM may be a live
     # microphone: its kind is known without waiting for its first chunk.
@@ -247,18 +263,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            load_manifest(path).to_pipeline()
+            pipe = load_manifest(path).to_pipeline(strict=_strict(args))
         except ZerohopError as err:
             failed += 1
             print(f"{path}: INVALID: {err}")
         else:
-            print(f"{path}: ok")
+            _print_warnings(pipe.warnings, f"{path}: ")
+            count = len(pipe.warnings)
+            print(f"{path}: ok" + (f" ({count} warning{'s' * (count != 1)})" if count else ""))
     return 1 if failed else 0
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .node import native_node_types, registered_nodes
+    from .node import NODE_TYPE_ALIASES, canonical_node_type, native_node_types, registered_nodes
 
     python_executor = "multiprocess" if load_config().process.multiprocess else "inprocess"
     rows: dict[str, dict[str, Any]] = {}
@@ -270,6 +288,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             "params": cls.params_schema(),
             "inputs": list(cls.inputs),
             "outputs": list(cls.outputs),
+            "input_rate": cls.input_rate,
         }
     for name, native in native_node_types().items():
         rows.setdefault(
@@ -280,8 +299,15 @@ def cmd_nodes(args: argparse.Namespace) -> int:
                 "params": native.params_schema,
                 "inputs": list(native.inputs),
                 "outputs": list(native.outputs),
+                "input_rate": native.input_rate,
             },
         )
+    for row in rows.values():
+        row["aliases"] = []
+    for alias in sorted(NODE_TYPE_ALIASES):
+        target = canonical_node_type(alias)
+        if target != alias and target in rows:
+            rows[target]["aliases"].append(alias)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -289,6 +315,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     for name, row in sorted(rows.items()):
         params = ", ".join(row["params"].get("properties", {}))
         line = f"{name:<{width}}  {row['executor']:<12}  {row['description']}"
+        if row["input_rate"]:
+            line += f"  (input {row['input_rate']} Hz)"
+        if row["aliases"]:
+            line += f"  (also: {', '.join(row['aliases'])})"
         print(line + (f"  [{params}]" if params else ""))
     return 0
 
@@ -298,6 +328,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(manifest_schema(), indent=2))
     return 0
+
+
+STRICT_HELP = (
+    "make warnings (unknown params or fields, host, runtime hints not followed) errors; "
+    "also runtime.toml [nodes] strict_params"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="the input is raw mono int16 little-endian PCM at RATE Hz (e.g. a microphone pipe)",
     )
+    run.add_argument("--strict", action="store_true", help=STRICT_HELP)
     run.set_defaults(func=cmd_run)
     serve = sub.add_parser("serve", help="serve remotemedia.v1 manifests over gRPC")
     serve.add_argument("--host", default=None, help="default: [server] host (127.0.0.1)")
@@ -324,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", nargs="+")
+    validate.add_argument("--strict", action="store_true", help=STRICT_HELP)
     validate.set_defaults(func=cmd_validate)
     nodes = sub.add_parser("nodes", help="list the registered node types")
     nodes.add_argument("--json", action="store_true")

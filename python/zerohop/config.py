@@ -98,6 +98,11 @@ class NodesConfig(_Section):
     #: Directories a node's path params (``model_path``...) may point into, besides the
     #: packaged models'; see :mod:`zerohop.nodes.model_paths`.
     model_dirs: tuple[str, ...] = ()
+    #: ``True``: what a manifest gives that zerohop does not act on (unknown params or
+    #: fields, ``host``, a runtime hint not followed) is an error, not a warning — as
+    #: ``zerohop validate --strict`` / ``zerohop run --strict``. Applies to manifests
+    #: (files and gRPC); the Python builder is always strict about params.
+    strict_params: bool = False
 
     def validation_context(self) -> dict[str, tuple[str, ...]]:
         """The pydantic validation context of node params validated under this config."""

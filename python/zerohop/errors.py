@@ -27,12 +27,15 @@ The Rust core maps its single error enum onto these classes in one place
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "ChannelClosedError",
     "ChannelError",
     "ConfigError",
     "FrameError",
     "ManifestError",
+    "ManifestWarning",
     "NodeCrashedError",
     "NodeError",
     "NodeFailure",
@@ -104,6 +107,29 @@ class ManifestError(ZerohopError, ValueError):
         super().__init__(message)
         self.path = path
         self.node_id = node_id
+
+
+@dataclass(frozen=True)
+class ManifestWarning:
+    """Something a manifest asks for that zerohop accepts but ignores or reinterprets
+    (an unknown param or field, a ``host`` the node runs without, a runtime hint not
+    followed). ``str()`` is ``"<path>: <message>"``; ``--strict`` turns it into a
+    :class:`ManifestError`."""
+
+    path: str
+    message: str
+    node_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    def error(self) -> ManifestError:
+        """This warning as the error ``--strict`` (``[nodes] strict_params``) raises."""
+        return ManifestError(
+            f"{self} (refused under --strict, [nodes] strict_params)",
+            path=self.path,
+            node_id=self.node_id,
+        )
 
 
 class UnknownNodeTypeError(ManifestError):

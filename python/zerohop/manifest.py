@@ -1,12 +1,40 @@
 """remotemedia ``manifest.v1`` pipeline descriptions: pydantic models, loading from JSON
 or YAML, and turning a manifest into a :class:`~zerohop.Pipeline`.
 
-The format is the remotemedia-sdk one, unchanged: ``version: "v1"``, ``metadata``,
-``nodes[]`` and ``connections[]``. Keys JavaScript clients send in camelCase
-(``nodeType``, ``isStreaming``, ``createdAt``, ...) are accepted as well as snake_case;
-unknown keys are kept, not rejected. zerohop's own additions are optional:
-``connections[].from_port`` / ``to_port`` and ``metadata.multiprocess`` (per-pipeline
-overrides of ``runtime.toml``).
+The format is the remotemedia-sdk one, unchanged: ``version``, ``metadata``, ``nodes[]``
+and ``connections[]``. Keys JavaScript clients send in camelCase (``nodeType``,
+``isStreaming``, ``createdAt``, ...) are accepted as well as snake_case. zerohop's own
+additions are optional: ``connections[].from_port`` / ``to_port`` and
+``metadata.multiprocess`` (per-pipeline overrides of ``runtime.toml``).
+
+What remotemedia-sdk's executor accepts is accepted here too, and whatever zerohop
+accepts but does not act on is a **warning** naming its JSON path — never silently
+ignored (:meth:`Manifest.to_pipeline` puts them on ``Pipeline.warnings``; ``zerohop
+validate`` and ``zerohop run`` print them, the server logs them and returns them in the
+``zerohop-warnings`` response metadata). ``--strict`` (``[nodes] strict_params = true``)
+makes every warning an error.
+
+- ``version``: ``"v1"``, ``"1.0"`` or ``"1"`` (the same format); anything else is an error.
+- ``metadata`` and ``metadata.name`` may be left out: the name is then
+  ``"pipeline"`` (:data:`DEFAULT_NAME`).
+- Node ids are letters, digits, ``_``, ``-`` and ``.``.
+- ``nodes[i].host`` (``host:port``, or with a scheme: ``http://gpu-box:50051``,
+  ``grpc://...``): remote execution is not implemented yet, so the node runs locally,
+  with a warning.
+- ``runtime_hint`` ``rustpython`` / ``cpython`` / ``cpython_wasm`` pick one of
+  remotemedia's Python runtimes; on a native (Rust) node type they are a hint, not an
+  order: the node runs native, with a warning.
+- Node types may be spelt as remotemedia does (``PassthroughNode``, ``SileroVAD``,
+  ``AudioResample``, ...: :data:`zerohop.node.NODE_TYPE_ALIASES`).
+- Unknown params of a node are dropped before the node sees them, with a warning
+  naming ``nodes[i].params.<name>`` and the node id; unknown top-level, node and
+  connection fields are warnings too.
+
+Ports. The gRPC ``Connection`` message has only ``from`` and ``to``, so ``from`` / ``to``
+may name a port as ``node.port`` (``"asr.info"``) when no node has that exact id (a node
+id may itself contain dots: an exact id match always wins). ``from_port`` / ``to_port``
+name ports explicitly; ``"default"`` there means the node's primary (only, or first)
+port, as if none were named.
 
 Every validation error names the JSON path of the field it is about
 (``nodes[2].params.sample_rate``).
@@ -15,13 +43,12 @@ Examples
 --------
 >>> from zerohop.manifest import Manifest
 >>> m = Manifest.model_validate({
-...     "version": "v1",
-...     "metadata": {"name": "demo"},
+...     "version": "1.0",
 ...     "nodes": [{"id": "up", "nodeType": "UpperCase"}],
 ...     "connections": [],
 ... })
->>> m.nodes[0].node_type
-'UpperCase'
+>>> m.nodes[0].node_type, m.metadata.name
+('UpperCase', 'pipeline')
 """
 
 from __future__ import annotations
@@ -34,9 +61,10 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .config import RuntimeConfig
-from .errors import ManifestError
+from .errors import ManifestError, ManifestWarning
 
 __all__ = [
+    "DEFAULT_NAME",
     "Connection",
     "Manifest",
     "Metadata",
@@ -46,7 +74,14 @@ __all__ = [
     "manifest_schema",
 ]
 
-NODE_ID = r"^[a-zA-Z0-9_-]+$"
+NODE_ID = r"^[a-zA-Z0-9_.-]+$"
+#: ``host:port``, optionally with a scheme (``http://``, ``https://``, ``grpc://``,
+#: ``grpcs://``); IPv6 hosts in brackets.
+HOST = r"^(?:(?:https?|grpcs?)://)?(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$"
+#: The pipeline name when a manifest gives none (remotemedia's executor defaults one too).
+DEFAULT_NAME = "pipeline"
+#: What ``from_port`` / ``to_port`` may say for "the node's primary port".
+DEFAULT_PORT = "default"
 
 
 def _either(name: str, camel: str) -> Any:
@@ -88,7 +123,8 @@ class MultiprocessSettings(_Model):
 
 
 class Metadata(_Model):
-    name: str = Field(min_length=1, max_length=255)
+    #: Defaults to ``"pipeline"`` when left out.
+    name: str = Field(default=DEFAULT_NAME, min_length=1, max_length=255)
     description: str | None = None
     created_at: str | None = _either("created_at", "createdAt")
     multiprocess: MultiprocessSettings | None = None
@@ -99,10 +135,13 @@ class NodeManifest(_Model):
     node_type: str = Field(min_length=1, validation_alias=AliasChoices("node_type", "nodeType"))
     params: dict[str, Any] = Field(default_factory=dict)
     capabilities: dict[str, Any] | None = None
-    host: str | None = Field(default=None, pattern=r"^[^:]+:\d+$")
+    #: A remote ``zerohop serve`` to run the node on: not implemented yet, the node runs
+    #: locally (with a warning).
+    host: str | None = Field(default=None, pattern=HOST)
     is_streaming: bool | None = _either("is_streaming", "isStreaming")
     #: Which implementation to run: "auto" (the registry decides), "native"/"rust", or
-    #: "python"/"cpython" (remotemedia's "rustpython" and "cpython_wasm" run on CPython).
+    #: "python"/"cpython" (remotemedia's "rustpython" and "cpython_wasm" run on CPython;
+    #: on a native node type those three are a hint: it runs native, with a warning).
     runtime_hint: str | None = _either("runtime_hint", "runtimeHint")
     execution: dict[str, Any] | None = None
     #: zerohop extension: "native", "multiprocess" or "inprocess"; must agree with
@@ -115,19 +154,72 @@ class NodeManifest(_Model):
 
 
 class Connection(_Model):
+    #: A node id, or ``node.port`` when no node has that exact id.
     source: str = Field(alias="from", pattern=NODE_ID)
+    #: A node id, or ``node.port`` when no node has that exact id.
     target: str = Field(alias="to", pattern=NODE_ID)
+    #: A port of the source node; ``"default"`` (or none): its primary port.
     from_port: str | None = _either("from_port", "fromPort")
+    #: A port of the target node; ``"default"`` (or none): its primary port.
     to_port: str | None = _either("to_port", "toPort")
 
 
 class Manifest(_Model):
     """A whole ``manifest.v1`` document."""
 
-    version: Literal["v1"]
-    metadata: Metadata
+    #: ``"v1"``; remotemedia-sdk's files also say ``"1.0"`` or ``"1"`` (the same format).
+    version: Literal["v1", "1.0", "1"]
+    metadata: Metadata = Field(default_factory=Metadata)
     nodes: list[NodeManifest] = Field(min_length=1)
     connections: list[Connection] = Field(default_factory=list)
+
+    def warnings(self) -> list[ManifestWarning]:
+        """What this manifest gives that zerohop does not act on, found without the
+        node registry: unknown fields (top-level, metadata, nodes, connections),
+        resource ``capabilities`` and ``execution`` settings, and ``host``. Unknown
+        params and runtime hints not followed are found by :meth:`to_pipeline`."""
+        found = _unknown(self, "")
+        found += _unknown(self.metadata, "metadata")
+        if self.metadata.multiprocess is not None:
+            found += _unknown(self.metadata.multiprocess, "metadata.multiprocess")
+        for i, node in enumerate(self.nodes):
+            path = f"nodes[{i}]"
+            found += _unknown(node, path, node.id)
+            for name in ("capabilities", "execution"):
+                if getattr(node, name):
+                    found.append(
+                        ManifestWarning(
+                            f"{path}.{name}",
+                            f"not implemented by zerohop; ignored (node '{node.id}')",
+                            node.id,
+                        )
+                    )
+            if node.host:
+                found.append(
+                    ManifestWarning(
+                        f"{path}.host",
+                        f"remote execution is not implemented yet: node '{node.id}' runs "
+                        f"locally, not on {node.host}",
+                        node.id,
+                    )
+                )
+        for i, conn in enumerate(self.connections):
+            found += _unknown(conn, f"connections[{i}]")
+        return found
+
+    def resolved_connections(self) -> list[tuple[str, str, str | None, str | None]]:
+        """Each connection as ``(source, target, from_port, to_port)``: ``node.port``
+        split where no node has that exact id, ``"default"`` ports as none. Errors name
+        ``connections[i].from`` / ``.to``."""
+        ids = {node.id for node in self.nodes}
+        out = []
+        for i, conn in enumerate(self.connections):
+            source, from_port = _endpoint(
+                conn.source, conn.from_port, ids, f"connections[{i}]", "from"
+            )
+            target, to_port = _endpoint(conn.target, conn.to_port, ids, f"connections[{i}]", "to")
+            out.append((source, target, from_port, to_port))
+        return out
 
     @classmethod
     def parse(cls, data: Any, *, source: str = "manifest") -> Manifest:
@@ -176,13 +268,24 @@ class Manifest(_Model):
         )
         return "inprocess" if off else "multiprocess"
 
-    def to_pipeline(self, config: RuntimeConfig | None = None) -> Any:
-        """Builds the :class:`~zerohop.Pipeline` (validating node types and params)."""
+    def to_pipeline(
+        self, config: RuntimeConfig | None = None, *, strict: bool | None = None
+    ) -> Any:
+        """Builds the :class:`~zerohop.Pipeline` (validating node types and params).
+
+        What the manifest gives but zerohop does not act on (unknown params, which
+        are dropped before they reach the node; unknown fields; ``host``; runtime
+        hints not followed) is on the pipeline's ``warnings``, each naming its JSON
+        path. ``strict`` (default: runtime.toml ``[nodes] strict_params``) makes the
+        first of them a :class:`ManifestError` instead."""
         from .config import load_config
         from .pipeline import Pipeline
 
         runtime = self.runtime_config(config or load_config())
+        if strict is None:
+            strict = runtime.nodes.strict_params
         pipe = Pipeline(self.metadata.name, executor=self.executor(runtime), config=runtime)
+        pipe.warnings.extend(self.warnings())
         for node in self.nodes:
             pipe.add_node(
                 node.id,
@@ -191,9 +294,12 @@ class Manifest(_Model):
                 on_error=node.on_error,
                 runtime_hint=node.runtime_hint,
                 executor=node.executor,
+                lenient=True,
             )
-        for c in self.connections:
-            pipe.connect(c.source, c.target, from_port=c.from_port, to_port=c.to_port)
+        for source, target, from_port, to_port in self.resolved_connections():
+            pipe.connect(source, target, from_port=from_port, to_port=to_port)
+        if strict and pipe.warnings:
+            raise pipe.warnings[0].error()
         pipe.validate()
         return pipe
 
@@ -217,6 +323,35 @@ def _refuse_escalation(mp: MultiprocessSettings, base: RuntimeConfig) -> None:
             "(process.python_executable), not by a manifest",
             path=path,
         )
+
+
+def _unknown(model: BaseModel, path: str, node_id: str | None = None) -> list[ManifestWarning]:
+    """A warning per key of ``model`` no field took (kept by ``extra="allow"``)."""
+    where = f" (node '{node_id}')" if node_id else ""
+    return [
+        ManifestWarning(f"{path}.{key}" if path else key, f"unknown field; ignored{where}", node_id)
+        for key in (model.model_extra or {})
+    ]
+
+
+def _endpoint(
+    name: str, port: str | None, ids: set[str], path: str, side: Literal["from", "to"]
+) -> tuple[str, str | None]:
+    """``(node id, port)`` of one end of a connection (see the module docs)."""
+    port_field = f"{path}.{side}_port"
+    if port == DEFAULT_PORT:
+        port = None
+    if name in ids or "." not in name:
+        return name, port
+    node, _, named = name.rpartition(".")
+    if node not in ids:
+        return name, port  # dangling: the graph check names it
+    if port is not None and port != named:
+        raise ManifestError(
+            f"{path}.{side}: names port '{named}' of node '{node}', but {port_field} says '{port}'",
+            path=f"{path}.{side}",
+        )
+    return node, named
 
 
 def _json_path(loc: tuple[int | str, ...]) -> str:

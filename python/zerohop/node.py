@@ -50,9 +50,11 @@ if TYPE_CHECKING:
     from .data import Audio, Frame, Tensor, Video
 
 __all__ = [
+    "NODE_TYPE_ALIASES",
     "MultiprocessNode",
     "NativeNodeType",
     "NodeContext",
+    "canonical_node_type",
     "iter_outputs",
     "native_node_types",
     "node_class",
@@ -181,6 +183,11 @@ class MultiprocessNode:
         Frame kinds (``"audio"``, ``"text"``, ...) the node takes and emits, if fixed:
         a connection whose kinds cannot meet is refused before anything starts.
         ``None`` (the default) means any.
+    input_rate : int | None
+        The audio sample rate (Hz) the node needs on its input, if fixed (Whisper,
+        Silero VAD: 16000). A ``FastResampleNode`` just before it with its target rate
+        omitted or ``"auto"`` resamples to it (negotiated when the pipeline is planned).
+        Override :meth:`needs_input_rate` when the rate depends on the params.
     """
 
     Params: ClassVar[type[BaseModel] | None] = None
@@ -188,6 +195,7 @@ class MultiprocessNode:
     outputs: ClassVar[tuple[str, ...]] = ("out",)
     accepts: ClassVar[tuple[str, ...] | None] = None
     emits: ClassVar[tuple[str, ...] | None] = None
+    input_rate: ClassVar[int | None] = None
     node_type: ClassVar[str]
 
     def __init__(
@@ -219,12 +227,18 @@ class MultiprocessNode:
             return cls.Params.model_validate(data, context=context)
         except ValidationError as err:
             fields = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in err.errors()]
+            paths = [(f"{path}.{field}" if field else path, msg) for field, msg in fields]
             raise ManifestError(
-                "; ".join(f"{path}.{field}: {msg}" for field, msg in fields)
-                + f" (node '{node_id}')",
+                "; ".join(f"{where}: {msg}" for where, msg in paths) + f" (node '{node_id}')",
                 node_id=node_id,
-                path=f"{path}.{fields[0][0]}",
+                path=paths[0][0],
             ) from None
+
+    @classmethod
+    def needs_input_rate(cls, params: Any) -> int | None:
+        """The input sample rate this node needs with ``params`` (validated params);
+        default: the class's ``input_rate``."""
+        return cls.input_rate
 
     @classmethod
     def params_schema(cls) -> dict[str, Any]:
@@ -360,6 +374,11 @@ class NativeNodeType:
     #: Left to the Rust registry, which knows the native nodes' frame kinds.
     accepts: tuple[str, ...] | None = None
     emits: tuple[str, ...] | None = None
+    #: Native nodes take any rate.
+    input_rate: int | None = None
+
+    def needs_input_rate(self, params: Any) -> int | None:
+        return self.input_rate
 
 
 @lru_cache(maxsize=1)
@@ -385,9 +404,38 @@ def node_class(node_type: str) -> type[MultiprocessNode]:
     return found
 
 
+#: Other spellings of node types, as remotemedia-sdk manifests write them → the type
+#: zerohop registers. Resolved by :func:`resolve_node_type` (the one registry lookup)
+#: when no node type of that exact name is registered; ``zerohop nodes`` lists them.
+NODE_TYPE_ALIASES: dict[str, str] = {
+    "PassthroughNode": "PassThrough",
+    "PassThroughNode": "PassThrough",
+    "EchoNode": "PassThrough",
+    "SileroVAD": "SileroVADNode",
+    "AudioResample": "FastResampleNode",
+    "AutoResampleNode": "FastResampleNode",
+}
+
+
+def canonical_node_type(node_type: str) -> str:
+    """The registered name ``node_type`` stands for: itself when a node type of that
+    name is registered (Python or native), else the type it is an alias of."""
+    _discover()
+    with _registry_lock:
+        if node_type in _registry:
+            return node_type
+    if node_type in native_node_types():
+        return node_type
+    return NODE_TYPE_ALIASES.get(node_type, node_type)
+
+
 def resolve_node_type(node_type: str) -> type[MultiprocessNode] | NativeNodeType:
-    """What ``node_type`` names: a registered Python class, else a native node type;
-    :class:`UnknownNodeTypeError` (with the closest names of either) if neither."""
+    """What ``node_type`` names: a registered Python class, else a native node type,
+    else what it is an alias of (:data:`NODE_TYPE_ALIASES`);
+    :class:`UnknownNodeTypeError` (with the closest names of either) if none."""
+    alias = NODE_TYPE_ALIASES.get(node_type)
+    if alias is not None and canonical_node_type(node_type) == alias:
+        return resolve_node_type(alias)
     with _registry_lock:
         found = _registry.get(node_type)
     if found is not None:

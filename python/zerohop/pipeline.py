@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RuntimeConfig, load_config
-from .errors import ConfigError, ManifestError
+from .errors import ConfigError, ManifestError, ManifestWarning
 from .node import (
     MultiprocessNode,
     NativeNodeType,
+    canonical_node_type,
     native_node_types,
     register_node,
     resolve_node_type,
@@ -40,6 +41,17 @@ __all__ = ["Executor", "OnError", "Pipeline"]
 Executor = Literal["multiprocess", "inprocess"]
 OnError = Literal["fail", "skip"]
 
+#: remotemedia-sdk's Python runtimes: on a native node type, a hint it runs without.
+_PYTHON_RUNTIMES = ("cpython", "rustpython", "cpython_wasm")
+#: Native params negotiated from the next node's declared input rate when omitted or
+#: ``"auto"``: node type → (canonical name, every spelling).
+_NEGOTIATED_RATE = {
+    "FastResampleNode": (
+        "target_rate",
+        ("target_rate", "targetRate", "target_sample_rate", "targetSampleRate"),
+    ),
+}
+
 
 @dataclass
 class _NodeEntry:
@@ -52,6 +64,8 @@ class _NodeEntry:
     offer: tuple[bool, bool]
     runtime_hint: str | None = None
     executor: str | None = None
+    #: ``(param name, JSON path)`` of a rate to negotiate with the next node.
+    negotiate: tuple[str, str] | None = None
 
     def placement(self, index: int, executor: Executor) -> str:
         """Where this node runs when the session runs Python nodes on ``executor``."""
@@ -144,6 +158,9 @@ class Pipeline:
         self._nodes: list[_NodeEntry] = []
         self._edges: list[_Edge] = []
         self._imports = _Imports()
+        #: What was accepted but is not acted on (see :meth:`add_node`'s ``lenient``
+        #: and :meth:`zerohop.manifest.Manifest.to_pipeline`), each naming its path.
+        self.warnings: list[ManifestWarning] = []
 
     # ------------------------------------------------------------------ building
 
@@ -185,9 +202,16 @@ class Pipeline:
         on_error: OnError = "fail",
         runtime_hint: str | None = None,
         executor: str | None = None,
+        lenient: bool = False,
     ) -> Pipeline:
         """:meth:`node` with ``params`` as a dict, for params whose names are not
-        Python identifiers or clash with the keywords (as a manifest's may)."""
+        Python identifiers or clash with the keywords (as a manifest's may).
+
+        ``lenient`` (how manifests are read): unknown params are dropped before the
+        node sees them, and remotemedia's Python runtime hints (``cpython``,
+        ``rustpython``, ``cpython_wasm``) on a native node type are not followed; each
+        is a :class:`~zerohop.errors.ManifestWarning` on :attr:`warnings` naming its
+        JSON path and the node. Otherwise (the builder) both are errors."""
         params = dict(params or {})
         if on_error not in ("fail", "skip"):
             raise ConfigError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
@@ -215,17 +239,39 @@ class Pipeline:
                 err.path, err.node_id = f"{path}.node_type", node_id
                 err.args = (f"{err.path}: {err.args[0]}",)
                 raise
-            type_name = str(node_type)
+            type_name = canonical_node_type(str(node_type))
             native_type = native_node_types().get(type_name)
         offer = (native_type is not None, not isinstance(cls, NativeNodeType))
+        if lenient and offer == (True, False) and _python_runtime(runtime_hint):
+            self.warnings.append(
+                ManifestWarning(
+                    f"{path}.runtime_hint",
+                    f"'{type_name}' is a native (Rust) node type: runtime_hint "
+                    f"'{runtime_hint}' is not followed, node '{node_id}' runs native",
+                    node_id,
+                )
+            )
+            runtime_hint = None
         entry = _NodeEntry(
             node_id, type_name, cls, {}, on_error, offer, runtime_hint or None, executor or None
         )
         placement = entry.placement(len(self._nodes), self.executor)
         if placement == "native" and native_type is not None:
             cls = entry.cls = native_type
+        if lenient:
+            params = self._drop_unknown(params, entry.cls, type_name, node_id, path)
         if isinstance(cls, NativeNodeType):
-            stored = _native_params(type_name, params, node_id, path)
+            negotiated = _NEGOTIATED_RATE.get(type_name)
+            given = [k for k in (negotiated[1] if negotiated else ()) if k in params]
+            if negotiated and (not given or params[given[0]] in (None, "auto")):
+                key = given[0] if given else negotiated[0]
+                entry.negotiate = (negotiated[0], f"{path}.params.{key}")
+                params = {k: v for k, v in params.items() if k != key}
+                # Checked with a stand-in rate; the real one comes from the next node.
+                _native_params(type_name, {**params, negotiated[0]: 16_000}, node_id, path)
+                stored = dict(params)
+            else:
+                stored = _native_params(type_name, params, node_id, path)
         else:
             validated = cls.validate_params(
                 params,
@@ -241,6 +287,34 @@ class Pipeline:
         entry.params = stored
         self._nodes.append(entry)
         return self
+
+    def _drop_unknown(
+        self,
+        params: dict[str, Any],
+        cls: type[MultiprocessNode] | NativeNodeType,
+        type_name: str,
+        node_id: str,
+        path: str,
+    ) -> dict[str, Any]:
+        """``params`` without the ones ``cls`` does not know, each a warning."""
+        known = _param_names(cls)
+        if known is None:
+            return params
+        kept = {}
+        for key, value in params.items():
+            if key in known:
+                kept[key] = value
+                continue
+            accepts = ", ".join(sorted(n for n in known if "_" in n or n.islower())) or "none"
+            self.warnings.append(
+                ManifestWarning(
+                    f"{path}.params.{key}",
+                    f"unknown parameter of {type_name} (node '{node_id}'); ignored "
+                    f"(it accepts: {accepts})",
+                    node_id,
+                )
+            )
+        return kept
 
     def connect(
         self,
@@ -270,13 +344,14 @@ class Pipeline:
         session runs Python nodes on ``executor``, default ``self.executor``), and the
         resolved connections."""
         executor = executor or self.executor
+        rates = self._negotiated_rates()
         return {
             "name": self.name,
             "nodes": [
                 {
                     "id": n.id,
                     "node_type": n.node_type,
-                    "params": n.params,
+                    "params": {**n.params, **rates.get(n.id, {})},
                     "inputs": list(n.cls.inputs),
                     "outputs": list(n.cls.outputs),
                     "on_error": n.on_error,
@@ -291,6 +366,44 @@ class Pipeline:
                 for e in self._edges
             ],
         }
+
+    def _negotiated_rates(self) -> dict[str, dict[str, int]]:
+        """Node id → the params negotiated with the next node (a resampler's target
+        rate omitted or ``"auto"``: the input rate its next node declares)."""
+        entries = {n.id: n for n in self._nodes}
+        out: dict[str, dict[str, int]] = {}
+        for n in self._nodes:
+            if n.negotiate is None:
+                continue
+            name, path = n.negotiate
+            following = [
+                entries[e.target] for e in self._edges if e.source == n.id and e.target in entries
+            ]
+            rates = {t.id: t.cls.needs_input_rate(t.params) for t in following}
+            missing = [i for i, rate in rates.items() if rate is None]
+            if not following or missing:
+                if following:
+                    node = entries[missing[0]]
+                    why = f"node '{node.id}' ({node.node_type}) declares no input rate"
+                else:
+                    why = "it is connected to no node"
+                raise ManifestError(
+                    f'{path}: "auto" (or omitted) means the rate the next node needs, but '
+                    f"{why}; give the rate in Hz (node '{n.id}')",
+                    path=path,
+                    node_id=n.id,
+                )
+            if len(set(rates.values())) > 1:
+                raise ManifestError(
+                    f"{path}: the nodes after '{n.id}' need different input rates "
+                    f"({', '.join(f'{i}: {r} Hz' for i, r in rates.items())}); give the rate in Hz",
+                    path=path,
+                    node_id=n.id,
+                )
+            rate = next(iter(rates.values()))
+            assert rate is not None
+            out[n.id] = {name: rate}
+        return out
 
     def to_manifest(self) -> dict[str, Any]:
         """The pipeline as a remotemedia ``manifest.v1`` document."""
@@ -398,6 +511,41 @@ class Pipeline:
 def _check_executor(executor: str) -> None:
     if executor not in ("multiprocess", "inprocess"):
         raise ConfigError(f"executor must be 'multiprocess' or 'inprocess', got {executor!r}")
+
+
+def _python_runtime(hint: str | None) -> bool:
+    """Whether ``hint`` names one of remotemedia's Python runtimes."""
+    name = (hint or "").strip().lower()
+    return name.removeprefix("runtime_hint_") in _PYTHON_RUNTIMES
+
+
+def _param_names(cls: type[MultiprocessNode] | NativeNodeType) -> set[str] | None:
+    """Every spelling of every param ``cls`` takes; ``None`` when it takes any."""
+    from pydantic import AliasChoices
+
+    if isinstance(cls, NativeNodeType):
+        schema = cls.params_schema
+        if schema.get("additionalProperties") is not False:
+            return None
+        names: set[str] = set()
+        for name, prop in schema.get("properties", {}).items():
+            names.add(name)
+            names.update(prop.get("x-aliases", []))
+        return names
+    model = cls.Params
+    if model is None or model.model_config.get("extra") == "allow":
+        return None
+    names = set()
+    for name, info in model.model_fields.items():
+        names.add(name)
+        if info.alias:
+            names.add(info.alias)
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasChoices):
+            names.update(c for c in alias.choices if isinstance(c, str))
+    return names
 
 
 def node_class_or_none(name: str) -> type[MultiprocessNode] | None:

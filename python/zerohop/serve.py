@@ -27,10 +27,15 @@ from .manifest import Manifest
 __all__ = ["node_types", "plan", "serve"]
 
 
-def plan(manifest_json: str, config: RuntimeConfig | None = None) -> tuple[str, dict[str, Any]]:
+def plan(
+    manifest_json: str, config: RuntimeConfig | None = None
+) -> tuple[str, dict[str, Any], list[str]]:
     """Validates a manifest.v1 document and returns what the executor needs to run it:
-    the graph (JSON) and the session settings. Raises :class:`ManifestError` naming the
-    field, :class:`~zerohop.errors.ResourceLimitError` past a limit."""
+    the graph (JSON), the session settings, and the warnings (``"<json path>:
+    <message>"``: what the manifest gives that zerohop does not act on; the server logs
+    them and returns them to the client). Raises :class:`ManifestError` naming the
+    field (and, under runtime.toml ``[nodes] strict_params``, for a warning),
+    :class:`~zerohop.errors.ResourceLimitError` past a limit."""
     from .session import session_args
 
     try:
@@ -42,7 +47,11 @@ def plan(manifest_json: str, config: RuntimeConfig | None = None) -> tuple[str, 
     pipeline = Manifest.parse(data).to_pipeline(config)
     if pipeline.executor != "multiprocess":
         raise ConfigError("zerohop serve runs pipelines on the multiprocess executor only")
-    return json.dumps(pipeline.graph()), session_args(pipeline)
+    return (
+        json.dumps(pipeline.graph()),
+        session_args(pipeline),
+        [str(w) for w in pipeline.warnings],
+    )
 
 
 def node_types() -> list[str]:

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use super::plan::{warnings_header, WARNINGS_METADATA};
 use super::proto::{
     data_buffer::DataType, execute_response::Outcome, DataBuffer, ExecuteRequest, ExecuteResponse,
     ExecutionMetrics, ExecutionResult, ExecutionStatus, NodeMetrics, NodeResult,
@@ -27,14 +28,16 @@ use crate::ipc::Interrupt;
 use crate::supervisor::NodeStatus;
 
 /// Runs one batch request (blocking). `interrupt` fails once the caller went away.
+/// The plan's warnings, if any, are in the response metadata `zerohop-warnings`.
 pub fn execute(
     ctx: &Context,
     request: ExecuteRequest,
     interrupt: Interrupt,
-) -> std::result::Result<ExecuteResponse, tonic::Status> {
+) -> std::result::Result<tonic::Response<ExecuteResponse>, tonic::Status> {
     let manifest = request.manifest.clone();
     let dialect = Dialect::of(&request.client_version);
-    let outcome = match run(ctx, request, dialect, interrupt) {
+    let mut warnings = Vec::new();
+    let outcome = match run(ctx, request, dialect, interrupt, &mut warnings) {
         Ok(result) => Outcome::Result(result),
         Err(err) => {
             if let Some(status) = as_status(&err) {
@@ -43,9 +46,13 @@ pub fn execute(
             Outcome::Error(error_response(&err, manifest.as_ref(), dialect))
         }
     };
-    Ok(ExecuteResponse {
+    let mut response = tonic::Response::new(ExecuteResponse {
         outcome: Some(outcome),
-    })
+    });
+    if let Some(value) = warnings_header(&warnings).and_then(|v| v.parse().ok()) {
+        response.metadata_mut().insert(WARNINGS_METADATA, value);
+    }
+    Ok(response)
 }
 
 fn run(
@@ -53,6 +60,7 @@ fn run(
     request: ExecuteRequest,
     dialect: Dialect,
     interrupt: Interrupt,
+    warnings: &mut Vec<String>,
 ) -> Result<ExecutionResult> {
     let began = Instant::now();
     let manifest = request.manifest.as_ref().ok_or_else(|| Error::Manifest {
@@ -60,6 +68,7 @@ fn run(
         message: "missing".into(),
     })?;
     let plan = plan(ctx, manifest)?;
+    warnings.clone_from(&plan.warnings);
     // A run without input has nothing to do: remotemedia-sdk's server refuses it too.
     if request.data_inputs.is_empty() {
         return Err(Error::Manifest {

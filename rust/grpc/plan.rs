@@ -15,6 +15,76 @@ use crate::executor::{Graph, Placement, SessionConfig};
 pub struct Plan {
     pub graph: Graph,
     pub config: SessionConfig,
+    /// What the planner accepted but ignores or reinterprets, each naming its JSON path
+    /// (`nodes[1].params.buffer_size: ...`): unknown params and fields, a `host` the
+    /// node runs without, a runtime hint not followed. Logged by the server and sent to
+    /// the client (batch calls: response metadata [`WARNINGS_METADATA`]).
+    pub warnings: Vec<String>,
+}
+
+/// The gRPC response metadata key carrying a plan's warnings: a JSON list of strings,
+/// ASCII only (non-ASCII escaped as `\uXXXX`).
+pub const WARNINGS_METADATA: &str = "zerohop-warnings";
+
+/// Most bytes of warnings put in response metadata (HTTP/2 header lists are commonly
+/// capped at 8-16 KiB); the rest are summed up in a last entry.
+const MAX_WARNINGS_BYTES: usize = 4096;
+
+/// Plans `manifest` with `planner` and logs each warning on stderr, one line each,
+/// naming the pipeline.
+pub fn plan_logged(planner: &dyn Planner, manifest: &PipelineManifest) -> Result<Plan> {
+    let plan = planner.plan(&manifest_json(manifest)?)?;
+    for warning in &plan.warnings {
+        eprintln!(
+            "zerohop serve: pipeline '{}': warning: {warning}",
+            plan.graph.name
+        );
+    }
+    Ok(plan)
+}
+
+/// `warnings` as the value of [`WARNINGS_METADATA`]: a JSON list, ASCII only, at most
+/// about [`MAX_WARNINGS_BYTES`]; `None` when there are none.
+pub fn warnings_header(warnings: &[String]) -> Option<String> {
+    if warnings.is_empty() {
+        return None;
+    }
+    let mut kept: Vec<String> = Vec::new();
+    let mut size = 2;
+    for (i, warning) in warnings.iter().enumerate() {
+        let escaped = ascii_json(warning);
+        if size + escaped.len() + 1 > MAX_WARNINGS_BYTES {
+            kept.push(ascii_json(&format!(
+                "... and {} more warnings (see the server log)",
+                warnings.len() - i
+            )));
+            break;
+        }
+        size += escaped.len() + 1;
+        kept.push(escaped);
+    }
+    Some(format!("[{}]", kept.join(",")))
+}
+
+/// A JSON string literal with every character outside printable ASCII escaped.
+fn ascii_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl Plan {
@@ -136,5 +206,28 @@ pub fn failing_node(err: &Error, manifest: Option<&PipelineManifest>) -> String 
             .map(|n| n.id.clone())
             .unwrap_or_default(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_header_is_ascii_json() {
+        assert_eq!(warnings_header(&[]), None);
+        let given = vec!["nodes[0].params.x: \"é\" \\ 🎤\n".to_string(), "b".into()];
+        let header = warnings_header(&given).unwrap();
+        assert!(
+            header.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "{header}"
+        );
+        let back: Vec<String> = serde_json::from_str(&header).unwrap();
+        assert_eq!(back, given);
+        let many: Vec<String> = (0..1000).map(|i| format!("warning {i}")).collect();
+        let header = warnings_header(&many).unwrap();
+        assert!(header.len() <= MAX_WARNINGS_BYTES + 100);
+        let back: Vec<String> = serde_json::from_str(&header).unwrap();
+        assert!(back.last().unwrap().contains("more warnings"));
     }
 }

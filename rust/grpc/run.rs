@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::convert::{from_frame, into_frame};
 use super::limits::{Admission, Ticket};
-use super::plan::{manifest_json, Plan, Planner};
+use super::plan::{plan_logged, Plan, Planner};
 use super::proto::{data_buffer::DataType, DataBuffer, PipelineManifest};
 use crate::error::{Error, Result};
 use crate::executor::{Graph, Session};
@@ -47,9 +47,10 @@ impl Drop for Running {
     }
 }
 
-/// Validates and plans `manifest`, its payload cap lowered to the server's.
+/// Validates and plans `manifest` (its warnings logged), its payload cap lowered to
+/// the server's.
 pub fn plan(ctx: &Context, manifest: &PipelineManifest) -> Result<Plan> {
-    let mut plan = ctx.planner.plan(&manifest_json(manifest)?)?;
+    let mut plan = plan_logged(&*ctx.planner, manifest)?;
     let channel = &mut plan.config.channel;
     channel.max_payload = channel.max_payload.min(ctx.admission.limits.max_payload);
     Ok(plan)

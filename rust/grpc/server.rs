@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::batch::execute;
 use super::deadline::Deadline;
 use super::limits::{Admission, Limits};
-use super::plan::Planner;
+use super::plan::{warnings_header, Planner, WARNINGS_METADATA};
 use super::proto::pipeline_execution_service_server::{
     PipelineExecutionService, PipelineExecutionServiceServer,
 };
@@ -140,32 +140,6 @@ fn succeeded(response: &ExecuteResponse) -> bool {
     matches!(response.outcome, Some(execute_response::Outcome::Result(_)))
 }
 
-/// Response metadata key of a plan's warnings: a JSON list of strings, ASCII.
-pub const WARNINGS_KEY: &str = "zerohop-warnings";
-
-/// Puts `warnings` (if any) under [`WARNINGS_KEY`].
-pub fn with_warnings(metadata: &mut MetadataMap, warnings: &[String]) {
-    if warnings.is_empty() {
-        return;
-    }
-    let json = serde_json::to_string(warnings).expect("strings serialize");
-    // serde_json leaves non-ASCII as is; metadata values must be visible ASCII.
-    let ascii: String = json
-        .chars()
-        .map(|c| match c {
-            ' '..='~' => c.to_string(),
-            c => c
-                .encode_utf16(&mut [0; 2])
-                .iter()
-                .map(|unit| format!("\\u{unit:04x}"))
-                .collect(),
-        })
-        .collect();
-    if let Ok(value) = ascii.parse() {
-        metadata.insert(WARNINGS_KEY, value);
-    }
-}
-
 fn refuse_when_stopping(ctx: &Context) -> std::result::Result<(), Status> {
     if ctx.stopping() {
         return Err(Status::unavailable("the server is shutting down"));
@@ -198,14 +172,14 @@ impl PipelineExecutionService for Service {
             let outcome = match (execute(&ctx, request, &gone), deadline) {
                 // A result that made it in time stands; anything else stopped by the
                 // deadline is reported as the deadline.
-                (Ok(response), _) if succeeded(&response) => Ok(response),
+                (Ok(response), _) if succeeded(response.get_ref()) => Ok(response),
                 (_, Some(d)) if d.passed() => Err(d.status()),
                 (outcome, _) => outcome,
             };
             let _ = reply.send(outcome);
         });
         match replied.await {
-            Ok(outcome) => outcome.map(Response::new),
+            Ok(outcome) => outcome,
             Err(_) => Err(Status::internal("the session ended without a reply")),
         }
     }
@@ -247,7 +221,9 @@ impl StreamingPipelineService for Service {
         let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
         let warnings = stream::open(Arc::clone(&self.ctx), request.into_inner(), tx).await;
         let mut response = Response::new(ReceiverStream::new(rx));
-        with_warnings(response.metadata_mut(), &warnings);
+        if let Some(value) = warnings_header(&warnings).and_then(|v| v.parse().ok()) {
+            response.metadata_mut().insert(WARNINGS_METADATA, value);
+        }
         Ok(response)
     }
 }

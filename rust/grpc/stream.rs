@@ -207,7 +207,10 @@ pub async fn open(
         .await
         .unwrap_or_else(|e| Err(Error::Config(format!("planning failed: {e}"))))
     };
-    let warnings = Vec::new();
+    let warnings = planned
+        .as_ref()
+        .map(|plan| plan.warnings.clone())
+        .unwrap_or_default();
     tokio::spawn(serve(ctx, inbound, tx, init, planned));
     warnings
 }

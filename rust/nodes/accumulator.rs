@@ -7,7 +7,9 @@
 //! dtype, rate and channels — stamped with the event's timestamp (the end of speech),
 //! unless it is shorter than `min_utterance_duration_ms`; `speech_start` and
 //! `speech_discard` drop what is buffered. An utterance that reaches
-//! `max_utterance_duration_ms` is emitted at once and a new one begins; at the end of
+//! `max_utterance_duration_ms` — or holds `buffer_size` samples (per channel; the
+//! buffer size remotemedia-sdk manifests give the accumulator), whichever comes first —
+//! is emitted at once and a new one begins; at the end of
 //! the stream what is buffered is emitted (if long enough). Other Json is ignored.
 //!
 //! A `speech_pause` event (a VAD with `pause_events`: silence has begun, the utterance
@@ -34,6 +36,9 @@ const LIMIT_MS: u32 = 3_600_000;
 
 const MIN_MS: &[&str] = &["min_utterance_duration_ms", "minUtteranceDurationMs"];
 const MAX_MS: &[&str] = &["max_utterance_duration_ms", "maxUtteranceDurationMs"];
+const BUFFER_SIZE: &[&str] = &["buffer_size", "bufferSize"];
+/// The largest `buffer_size`: an hour at 192 kHz.
+const MAX_BUFFER_SIZE: u64 = 3600 * 192_000;
 
 pub fn info() -> NodeInfo {
     NodeInfo {
@@ -55,6 +60,12 @@ pub fn info() -> NodeInfo {
                     "default": DEFAULT_MAX_MS,
                     "description": "An utterance this long is emitted without waiting for its end."
                 }), &MAX_MS[1..]),
+                "buffer_size": property(json!({
+                    "type": "integer", "minimum": 1, "maximum": MAX_BUFFER_SIZE,
+                    "description": "Samples (per channel) an utterance may hold: one that \
+                                    reaches it is emitted at once, like \
+                                    max_utterance_duration_ms (whichever comes first)."
+                }), &BUFFER_SIZE[1..]),
             }
         }),
     }
@@ -72,6 +83,8 @@ struct Format {
 pub struct AudioBufferAccumulator {
     min_ms: u32,
     max_ms: u32,
+    /// `buffer_size`: the most samples (per channel) an utterance may hold.
+    max_frames: Option<u64>,
     format: Option<Format>,
     bytes: Vec<u8>,
     frames: u64,
@@ -86,6 +99,7 @@ impl AudioBufferAccumulator {
         AudioBufferAccumulator {
             min_ms,
             max_ms,
+            max_frames: None,
             format: None,
             bytes: Vec::new(),
             frames: 0,
@@ -96,7 +110,7 @@ impl AudioBufferAccumulator {
     }
 
     pub fn from_params(params: &Value) -> Result<Self> {
-        let p = Params::new(NODE_TYPE, params, &[MIN_MS, MAX_MS])?;
+        let p = Params::new(NODE_TYPE, params, &[MIN_MS, MAX_MS, BUFFER_SIZE])?;
         let min_ms = match p.get::<u32>(MIN_MS)? {
             Some(field) => {
                 ranged(&field, 0, LIMIT_MS, " ms")?;
@@ -111,7 +125,17 @@ impl AudioBufferAccumulator {
             }
             None => DEFAULT_MAX_MS,
         };
-        Ok(AudioBufferAccumulator::new(min_ms, max_ms))
+        let max_frames = match p.get::<u64>(BUFFER_SIZE)? {
+            Some(field) => {
+                ranged(&field, 1, MAX_BUFFER_SIZE, " samples")?;
+                Some(field.value)
+            }
+            None => None,
+        };
+        Ok(AudioBufferAccumulator {
+            max_frames,
+            ..AudioBufferAccumulator::new(min_ms, max_ms)
+        })
     }
 
     /// Whether `frames` at the buffered rate last at least `ms`.
@@ -219,7 +243,7 @@ impl AudioBufferAccumulator {
         self.last_timestamp_ns = header.timestamp_ns;
         self.bytes.extend_from_slice(payload);
         self.frames += header.dims()[0];
-        if self.lasts(self.max_ms) {
+        if self.lasts(self.max_ms) || self.max_frames.is_some_and(|n| self.frames >= n) {
             self.utterance(header.timestamp_ns, out)?;
         }
         Ok(())
@@ -304,6 +328,25 @@ mod tests {
         assert_eq!(frame.payload.len(), 1600 * 4);
         assert_eq!(frame.payload[..4], 0.1f32.to_le_bytes());
         assert_eq!(frame.payload[6396..], 0.2f32.to_le_bytes());
+    }
+
+    #[test]
+    fn buffer_size_caps_an_utterance_in_samples() {
+        let mut node = AudioBufferAccumulator::from_params(&json!({
+            "buffer_size": 2000, "min_utterance_duration_ms": 0
+        }))
+        .unwrap();
+        let mut frames = vec![event("speech_start", 1)];
+        frames.extend((0..5).map(|_| audio(0.5, 800)));
+        frames.push(event("speech_end", 9));
+        let out = feed(&mut node, &frames);
+        // 2400 samples reach 2000: emitted; the last 1600 at speech_end.
+        let sizes: Vec<u64> = out.iter().map(|f| f.header.dims()[0]).collect();
+        assert_eq!(sizes, [2400, 1600]);
+        let err = AudioBufferAccumulator::from_params(&json!({"bufferSize": 0})).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("params.bufferSize: 0 is out of range"));
     }
 
     #[test]

@@ -36,7 +36,13 @@ const MAX_CHANNELS: u32 = 64;
 const MAX_CHUNK: usize = 1024;
 
 const SOURCE_RATE: &[&str] = &["source_rate", "sourceRate"];
-const TARGET_RATE: &[&str] = &["target_rate", "targetRate"];
+/// `target_sample_rate` is the spelling remotemedia-sdk's manifests use.
+const TARGET_RATE: &[&str] = &[
+    "target_rate",
+    "targetRate",
+    "target_sample_rate",
+    "targetSampleRate",
+];
 const QUALITY: &[&str] = &["quality"];
 const CHANNELS: &[&str] = &["channels"];
 
@@ -84,14 +90,18 @@ pub fn info() -> NodeInfo {
         params_schema: json!({
             "type": "object",
             "additionalProperties": false,
-            "required": ["target_rate"],
             "properties": {
                 "source_rate": property(json!({
                     "oneOf": [rate("Input rate in Hz; frames at another rate are errors."),
                               {"const": "auto"}],
                     "description": "Input rate in Hz; omitted or \"auto\": the first frame's."
                 }), &SOURCE_RATE[1..]),
-                "target_rate": property(rate("Output rate in Hz."), &TARGET_RATE[1..]),
+                "target_rate": property(json!({
+                    "oneOf": [rate("Output rate in Hz."), {"const": "auto"}],
+                    "description": "Output rate in Hz; omitted or \"auto\": the input rate \
+                                    the next node declares (negotiated when the pipeline is \
+                                    planned)."
+                }), &TARGET_RATE[1..]),
                 "quality": property(json!({
                     "type": "string", "enum": ["low", "medium", "high"], "default": "medium",
                     "description": "Sinc filter length 64 / 128 / 256 taps (also Low, Medium, High)."
@@ -184,7 +194,8 @@ impl FastResample {
             if text == "auto" {
                 return Err(invalid(
                     key,
-                    "must be a rate in Hz: \"auto\" (negotiated with the next node) is not supported",
+                    "must be a rate in Hz here: \"auto\" is negotiated with the next node \
+                     when the pipeline is planned (Pipeline / manifest), not by the node",
                 ));
             }
         }
@@ -741,6 +752,8 @@ mod tests {
                 .all(|v| text.contains(v)),
             "{text}"
         );
+        let node = FastResample::from_params(&json!({"target_sample_rate": 16_000})).unwrap();
+        assert_eq!(node.target_rate, 16_000);
         let err = FastResample::from_params(&json!({"target_rate": 5})).unwrap_err();
         assert!(
             err.to_string()

@@ -21,20 +21,21 @@ struct PyPlanner {
 
 impl Planner for PyPlanner {
     fn plan(&self, manifest_json: &str) -> Result<Plan> {
-        let (graph_json, config) = Python::attach(|py| {
+        let (graph_json, config, warnings) = Python::attach(|py| {
             let planned = self
                 .plan
                 .call1(py, (manifest_json,))
                 .map_err(|e| from_pyerr(py, e))?;
-            let (graph_json, args) = planned
-                .extract::<(String, SessionArgs)>(py)
+            let (graph_json, args, warnings) = planned
+                .extract::<(String, SessionArgs, Vec<String>)>(py)
                 .map_err(|e| from_pyerr(py, e))?;
             let config = args.into_config().map_err(|e| from_pyerr(py, e))?;
-            Ok::<_, Error>((graph_json, config))
+            Ok::<_, Error>((graph_json, config, warnings))
         })?;
         Ok(Plan {
             graph: Graph::from_json(&graph_json)?,
             config,
+            warnings,
         })
     }
 
@@ -50,7 +51,7 @@ impl Planner for PyPlanner {
 
 /// Serves `remotemedia.v1` on `host:port` until Ctrl-C / SIGTERM (raised here as the
 /// signal handler's exception once every session is stopped). `plan(manifest_json)`
-/// returns `(graph_json, session_args)`; `node_types()` the registered type names;
+/// returns `(graph_json, session_args, warnings)`; `node_types()` the registered type names;
 /// `on_bound("host:port")` is called once the server accepts connections.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,

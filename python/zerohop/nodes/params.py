@@ -4,7 +4,9 @@ the camelCase spelling JavaScript clients send, both accepted; unknown names rej
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = ["NodeParams"]
@@ -22,3 +24,19 @@ class NodeParams(BaseModel):
         populate_by_name=True,
         extra="forbid",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling_each(cls, data: Any) -> Any:
+        """A field given under two of its spellings is an error, not a silent pick."""
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                alias = info.validation_alias
+                if isinstance(alias, AliasChoices):
+                    spellings = dict.fromkeys(c for c in alias.choices if isinstance(c, str))
+                    given = [c for c in spellings if c in data]
+                    if len(given) > 1:
+                        raise ValueError(
+                            f"{name} is given more than once, as {' and '.join(given)}"
+                        )
+        return data

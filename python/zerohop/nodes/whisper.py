@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..data import Frame, Json, Text
 from ..errors import NodeInitError
@@ -53,6 +53,7 @@ class WhisperSTTNode(MultiprocessNode):
     #: Utterances, and the accumulator's tentative/confirmed markers (Json).
     accepts = ("audio", "json")
     outputs = ("out", "info")
+    input_rate = RATE
 
     class Params(NodeParams):
         model: ModelName = PACKAGED_MODEL
@@ -63,6 +64,24 @@ class WhisperSTTNode(MultiprocessNode):
         device: Literal["cpu", "cuda", "auto"] = "cpu"
         cpu_threads: int = Field(2, ge=0)
         sample_rate: int = Field(RATE, ge=RATE, le=RATE)
+        #: "transcribe" (in the spoken language) or "translate" (into English; needs a
+        #: multilingual model, not an English-only ``*.en`` one such as tiny.en).
+        task: Literal["transcribe", "translate"] = "transcribe"
+
+        @field_validator("task")
+        @classmethod
+        def _translate_needs_multilingual(cls, task: str, info: ValidationInfo) -> str:
+            model = info.data.get("model") or ""
+            if (
+                task == "translate"
+                and info.data.get("model_path") is None
+                and model.endswith(".en")
+            ):
+                raise ValueError(
+                    f"'translate' needs a multilingual Whisper model; '{model}' is "
+                    "English-only (give another model, e.g. 'tiny', or model_path)"
+                )
+            return task
 
     def initialize(self, ctx: NodeContext) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is imported
@@ -82,6 +101,13 @@ class WhisperSTTNode(MultiprocessNode):
             raise NodeInitError(
                 f"{self.node_type}: cannot load Whisper model {source!r} offline: {err}"
             ) from None
+        if self.params.task == "translate" and not getattr(
+            self.model.model, "is_multilingual", True
+        ):
+            raise NodeInitError(
+                f"{self.node_type}: task 'translate' needs a multilingual Whisper model; "
+                f"{source!r} is English-only"
+            )
         # Speculation (module docs): what the next audio is, if a marker said; the
         # transcript of the last tentative utterance.
         self.next_is: str | None = None
@@ -157,6 +183,7 @@ class WhisperSTTNode(MultiprocessNode):
             audio,
             language=self.params.language,
             beam_size=self.params.beam_size,
+            task=self.params.task,
             without_timestamps=True,
             condition_on_previous_text=False,
         )
