@@ -100,6 +100,27 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(f"test leaked resources: {details}", pytrace=False)
 
 
+def _sockets() -> set[int]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                found.add(int(fd))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture
+def grpc_sockets_closed() -> Iterator[None]:
+    """grpcio closes a closed channel's sockets from its own threads, a moment later:
+    give it that moment before the leak check counts file descriptors (gRPC test
+    modules use it with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    before = _sockets()
+    yield
+    _wait_until(lambda: _sockets() <= before, 5.0)
+
+
 def _describe_fd(fd: int) -> str:
     try:
         return os.readlink(f"/proc/self/fd/{fd}")

@@ -169,6 +169,9 @@ FORMS: dict[str, tuple[dict[str, Any], Frame, list[str]]] = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("grpc_sockets_closed")
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("compat")

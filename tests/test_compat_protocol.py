@@ -7,9 +7,7 @@ node starts."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 
@@ -36,6 +34,9 @@ GRACE = 60.0
 HANG = GRACE / 2
 
 
+pytestmark = pytest.mark.usefixtures("grpc_sockets_closed")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = tmp_path_factory.mktemp("compat") / "runtime.toml"
@@ -49,23 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         client.version()
     yield srv
     stop_server(proc)
-
-
-def _sockets() -> set[int]:
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
-                found.add(int(fd))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def _grpc_sockets_closed() -> Iterator[None]:
-    """grpcio closes a channel's sockets from its own threads, a moment later."""
-    before = _sockets()
-    yield
-    wait_until(lambda: _sockets() <= before, 5.0)
 
 
 @pytest.fixture

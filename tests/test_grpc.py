@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
-import os
 import subprocess
 import sys
 import threading
@@ -42,6 +41,9 @@ MAX_PAYLOAD = 8 << 20
 RATE = 16000
 
 
+pytestmark = pytest.mark.usefixtures("grpc_sockets_closed")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = tmp_path_factory.mktemp("serve") / "runtime.toml"
@@ -54,24 +56,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         client.version()
     yield srv
     stop_server(proc)
-
-
-def sockets() -> set[int]:
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
-                found.add(int(fd))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def _grpc_sockets_closed() -> Iterator[None]:
-    """grpcio closes a closed channel's sockets from its own threads, a moment later:
-    give it that moment before the leak check counts file descriptors."""
-    before = sockets()
-    yield
-    wait_until(lambda: sockets() <= before, 5.0)
 
 
 @pytest.fixture
