@@ -227,7 +227,7 @@ def whole_calls(
             response_deserializer=streaming_pb2.StreamResponse.FromString,
         )
         request = execution_pb2.ExecuteRequest(
-            manifest=manifest, data_inputs={"input": wire_chunk()}
+            manifest=manifest, data_inputs={nodes[0][0]: wire_chunk()}
         )
         for _ in range(calls):
             start = time.perf_counter()
