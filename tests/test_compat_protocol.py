@@ -159,7 +159,8 @@ def test_stream_metrics_come_every_ten_chunks(client: RemotemediaClient) -> None
     assert [dict(m.data_type_breakdown) for m in metrics] == [{"audio": 10}, {"audio": 20}]
     session = next(r.ready.session_id for r in responses if r.WhichOneof("response") == "ready")
     assert all(m.session_id == session and m.chunks_dropped == 0 for m in metrics)
-    assert metrics[1].average_latency_ms > 0
+    # Over the results sent so far: none yet is possible on a busy machine.
+    assert all(0 <= m.average_latency_ms < 60_000 for m in metrics)
     # ChunkResult counts items (samples), not results.
     totals = [r.result.total_items_processed for r in responses if r.result.data_outputs]
     assert len(totals) == 25 and totals == sorted(totals) and totals[-1] == 25 * samples
