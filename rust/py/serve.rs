@@ -51,10 +51,11 @@ impl Planner for PyPlanner {
 /// Serves `remotemedia.v1` on `host:port` until Ctrl-C / SIGTERM (raised here as the
 /// signal handler's exception once every session is stopped). `plan(manifest_json)`
 /// returns `(graph_json, session_args)`; `node_types()` the registered type names;
-/// `on_bound("host:port")` is called once the server accepts connections.
+/// `on_bound("host:port")` is called once the server accepts connections; `file_dirs`
+/// are the directories `DataBuffer.file` references may be read from.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
-                    max_payload, on_bound))]
+                    max_payload, on_bound, file_dirs=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -67,7 +68,10 @@ pub fn serve(
     max_processes: usize,
     max_payload: usize,
     on_bound: Py<PyAny>,
+    file_dirs: Vec<std::path::PathBuf>,
 ) -> PyResult<()> {
+    // Where `DataBuffer.file` references may be read (runtime.toml [nodes] file_dirs).
+    crate::grpc::convert::set_file_dirs(&file_dirs);
     let planner = Arc::new(PyPlanner { plan, node_types });
     let cfg = ServerConfig {
         host,
