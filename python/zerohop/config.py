@@ -98,6 +98,10 @@ class NodesConfig(_Section):
     #: Directories a node's path params (``model_path``...) may point into, besides the
     #: packaged models'; see :mod:`zerohop.nodes.model_paths`.
     model_dirs: tuple[str, ...] = ()
+    #: Directories a gRPC ``DataBuffer.file`` reference may be read from (the server
+    #: reads it into a bytes frame); the same rule as ``model_dirs``: symlinks and ``..``
+    #: resolved first, and a manifest cannot add to it. Empty: every file is refused.
+    file_dirs: tuple[str, ...] = ()
 
     def validation_context(self) -> dict[str, tuple[str, ...]]:
         """The pydantic validation context of node params validated under this config."""

@@ -77,4 +77,5 @@ def serve(
         max_processes=cfg.server.max_processes,
         max_payload=cfg.channel.max_payload_bytes,
         on_bound=on_bound or (lambda address: None),
+        file_dirs=list(cfg.nodes.file_dirs),
     )

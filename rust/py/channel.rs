@@ -14,7 +14,7 @@ use crate::ipc::{self, ChannelConfig};
 use crate::py::blocking::{without_gil, Gate};
 use crate::py::errors::IntoPyResult;
 use crate::py::frame::{
-    buffer_bytes, build_header, contiguous_buffer, meta_from_py, RawFrame, Storage,
+    buffer_bytes, build_header, check_body, contiguous_buffer, meta_from_py, RawFrame, Storage,
 };
 
 fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
@@ -307,11 +307,12 @@ impl PySender {
             Some(buffer.len_bytes()),
         )
         .py_err()?;
+        let body = buffer_bytes(&buffer);
+        check_body(&header, body).py_err()?;
         self.stamp(&mut header, sequence, timestamp_ns);
         let sequence = header.sequence;
         let inner = Arc::clone(&self.inner);
         let bytes = header.to_bytes();
-        let body = buffer_bytes(&buffer);
         without_gil(py, |gate| {
             inner
                 .send_copy(&[&bytes, body], timeout, &|| self.guard(gate))

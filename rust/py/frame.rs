@@ -437,6 +437,15 @@ pub fn build_header(
     Ok(header)
 }
 
+/// Checks a payload a header's kind constrains beyond its size: a control message must
+/// be one (what a receiver's decode would refuse is refused at the sender instead).
+pub fn check_body(header: &Header, body: &[u8]) -> crate::error::Result<()> {
+    if header.kind == Kind::Control {
+        frame::Control::from_json(body)?;
+    }
+    Ok(())
+}
+
 /// A C-contiguous buffer exported by any Python object (numpy array, bytes, memoryview).
 pub fn contiguous_buffer(obj: &Bound<'_, PyAny>) -> PyResult<PyUntypedBuffer> {
     let buffer = PyUntypedBuffer::get(obj)?;
@@ -490,6 +499,7 @@ pub fn encode_frame<'py>(
         Some(body.len()),
     )
     .py_err()?;
+    check_body(&header, body).py_err()?;
     header.session_id = session_id;
     header.sequence = sequence;
     header.timestamp_ns = timestamp_ns;
