@@ -67,7 +67,8 @@ use crate::frame::{
 /// serve` sets it once before serving ([`set_file_dirs`]); empty refuses every file.
 static FILE_DIRS: RwLock<Vec<PathBuf>> = RwLock::new(Vec::new());
 
-/// Sets the directories file references may be read from (see [`FILE_DIRS`]).
+/// Sets the directories file references may be read from (runtime.toml `[nodes]
+/// file_dirs`), resolving their symlinks; process-wide, set once by `zerohop serve`.
 pub fn set_file_dirs(dirs: &[PathBuf]) {
     *FILE_DIRS.write().expect("poisoned") = resolve_roots(dirs);
 }
