@@ -273,7 +273,7 @@ def _frame_of(buffer: common.DataBuffer) -> Frame:
             raise FrameError(f"unsupported pixel format {video.format}")
         pixels = np.frombuffer(video.pixel_data, dtype=np.uint8)
         fields: dict[str, Any] = {
-            "frame_number": video.frame_number,
+            "frame_number": video.frame_number or None,  # proto3: 0 is "not set"
             "is_keyframe": video.is_keyframe,
             "codec": _CODEC_NAMES.get(video.codec),
         }
