@@ -1,31 +1,71 @@
-//! The RuntimeData wire format: a fixed 128-byte little-endian header followed by the
-//! payload. A frame is the only thing that travels through a channel, so both ends
-//! agree on it without any serialization step: the payload is the array's raw bytes.
+//! The RuntimeData wire format: a fixed 128-byte little-endian header, an optional
+//! metadata block, then the payload. A frame is the only thing that travels through a
+//! channel, so both ends agree on it without any serialization step: the payload is the
+//! array's raw bytes.
 //!
 //! ```text
 //! offset size field            offset size field
 //!   0     4  magic "ZHOP"        24     4  width (video)
-//!   4     2  version (1)         28     4  height (video)
+//!   4     2  version (2)         28     4  height (video)
 //!   6     1  kind                32     8  session id
 //!   7     1  dtype               40     8  sequence number
 //!   8     1  ndim (0..=8)        48     8  timestamp (ns, sender's clock)
 //!   9     1  pixel format        56     8  payload length (bytes)
 //!  10     2  flags (bit 0: end of stream)    64    64  shape: 8 × u64 (unused dims are 0)
-//!  12     4  header length (128)
+//!  12     4  header length H: 128, or 128 + the padded metadata block
 //!  16     4  sample rate (audio)
-//!  20     4  channels (audio)   128     …  payload (64-byte aligned when the slice is)
+//!  20     4  channels (audio)   128     4  metadata length N (only when H > 128)
+//!                               132     N  metadata: a UTF-8 JSON object ([`Meta`])
+//!                                    …  zero padding up to H (a multiple of 64)
+//!                                 H     …  payload (64-byte aligned when the slice is)
 //! ```
 //!
 //! [`Header::decode`] validates everything a receiver relies on before it builds an array
 //! view: a frame that passes describes exactly `payload_len` bytes of a known dtype whose
 //! shape multiplies out to that length, so a bad frame is an error, never a wrong array.
+//!
+//! # The metadata block
+//!
+//! What a remotemedia `DataBuffer` says beside its bytes (its `metadata` map, a text's
+//! channel and language, a tensor's layout, a video frame's codec and keyframe flag, ...)
+//! has no fixed size, so it cannot live in the fixed header; it rides in a block between
+//! the header and the payload, described by [`Meta`]. Choices, and why:
+//!
+//! - **Absent when empty.** A frame without metadata is exactly the version-1 layout
+//!   (H = 128), so the common case costs nothing: no bytes, no parsing.
+//! - **Padded to 64 bytes**, so the payload keeps the alignment the slice gives the
+//!   header (SIMD loads and numpy views of float data stay aligned).
+//! - **JSON**, because the values are short strings read by Python and by the gRPC
+//!   bridge, both of which speak JSON already; a binary format would save microseconds on
+//!   a block that is absent from almost every frame.
+//! - **Bounded**: at most [`MAX_META`] (64 KiB) of JSON. The length is checked against
+//!   the cap and against the frame before anything is allocated or parsed, and the
+//!   encoder refuses a larger block with an error naming both sizes. 64 KiB holds any
+//!   realistic tag set while keeping a hostile block small next to a payload.
+//! - **Validated like the header**: bad UTF-8, bad JSON, a field of the wrong type, a
+//!   length past the frame or a non-canonical header length is a [`Error::Frame`].
+//!   Unknown keys are ignored, so a newer writer's additions do not break an older reader.
+//!
+//! Version 2 introduced the block; version-1 frames (always H = 128) still decode.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 pub const MAGIC: [u8; 4] = *b"ZHOP";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest version this build reads (version 1 had no metadata block).
+pub const MIN_VERSION: u16 = 1;
+/// The fixed header; a frame's payload starts at [`Header::header_len`], which adds the
+/// metadata block when there is one.
 pub const HEADER_LEN: usize = 128;
 pub const MAX_DIMS: usize = 8;
+/// Largest metadata block (its JSON text), in bytes.
+pub const MAX_META: usize = 64 << 10;
+/// Alignment of the payload: the header length is always a multiple of it.
+pub const PAYLOAD_ALIGN: usize = 64;
 
 /// Header flag: this (empty) frame marks the end of a stream, not data.
 pub const FLAG_END_OF_STREAM: u16 = 1;
@@ -71,6 +111,7 @@ wire_enum!(
         Text = 4 => "text",
         Json = 5 => "json",
         Bytes = 6 => "bytes",
+        Control = 7 => "control",
     }
 );
 
@@ -99,6 +140,8 @@ wire_enum!(
         Rgba = 2 => "rgba",
         Yuv420p = 3 => "yuv420p",
         Gray = 4 => "gray",
+        // Compressed bitstream (VP8, H.264, AV1): opaque bytes, the codec in the metadata.
+        Encoded = 255 => "encoded",
     }
 );
 
@@ -110,6 +153,216 @@ impl DType {
             DType::U32 | DType::I32 | DType::F32 => 4,
             DType::U64 | DType::I64 | DType::F64 => 8,
         }
+    }
+}
+
+/// The metadata block: what a frame says beside its header. Every field is optional and
+/// left out of the JSON when unset, so a frame without any has no block at all. Field
+/// names are the JSON keys (and the keys of `RawFrame.meta` in Python).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Meta {
+    /// Free-form string tags of any frame (remotemedia `DataBuffer.metadata`). A node's
+    /// output inherits its input's unless the node sets its own.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Text: the channel it is meant for (remotemedia's TTS nodes skip `"ui"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Text: its language (`"en"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Text: the encoding as the sender named it, when not `"utf-8"` (the payload is
+    /// UTF-8 whatever this says: other encodings are refused on the way in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// Json: the schema the value follows (remotemedia `JsonData.schema_type`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_type: Option<String>,
+    /// Bytes: the MIME type of the content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// Tensor: a layout hint (`"NCHW"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// Tensor: it came as a numpy array; how to give it back as one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numpy: Option<NumpyMeta>,
+    /// Video: the frame's number in its stream (the header's sequence is the channel's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_number: Option<u64>,
+    /// Video: a keyframe (of an encoded stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_keyframe: Option<bool>,
+    /// Video: the codec of an encoded frame (`"vp8"`, `"h264"`, `"av1"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+    /// Video: the sender's name of a pixel format frames share with another (`"i420"`,
+    /// which frames carry as yuv420p).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixel_format: Option<String>,
+    /// Audio: remotemedia `AudioBuffer.metadata_json`, as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_json: Option<String>,
+    /// Bytes read from a file reference: which file, and which part of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileMeta>,
+}
+
+/// Memory order of an array that came as numpy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    #[default]
+    C,
+    F,
+}
+
+/// A tensor that came as a numpy array. The payload is always C-ordered (what an array
+/// view of a frame is); `order` says how the sender laid it out, so it goes back that way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NumpyMeta {
+    pub order: Order,
+    /// The sender's spelling of the dtype (`"<f4"`), when not the frame's dtype name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+}
+
+/// Where the bytes of a frame read from a file reference came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileMeta {
+    pub path: String,
+    pub filename: String,
+    pub size: u64,
+    pub offset: u64,
+    pub length: u64,
+    pub stream_id: String,
+}
+
+impl Meta {
+    pub fn is_empty(&self) -> bool {
+        *self == Meta::default()
+    }
+
+    /// The block's JSON text, or None when there is nothing to say.
+    pub fn to_json(&self) -> Option<Vec<u8>> {
+        if self.is_empty() {
+            return None;
+        }
+        Some(serde_json::to_vec(self).expect("strings and numbers always serialize"))
+    }
+
+    /// Parses a block's JSON text (which must be an object).
+    pub fn from_json(text: &[u8]) -> Result<Meta> {
+        let first = text.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(frame_err("metadata block is not a JSON object"));
+        }
+        serde_json::from_slice(text).map_err(|e| frame_err(format!("metadata block: {e}")))
+    }
+
+    /// The metadata to keep on a frame of another kind made from this one: the tags,
+    /// not what describes the old payload.
+    pub fn tags(&self) -> Meta {
+        Meta {
+            metadata: self.metadata.clone(),
+            ..Meta::default()
+        }
+    }
+}
+
+/// The header length for a block of `json_len` bytes: header + length word + JSON,
+/// rounded up to [`PAYLOAD_ALIGN`].
+fn padded_header_len(json_len: usize) -> usize {
+    (HEADER_LEN + 4 + json_len).div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN
+}
+
+fn meta_too_large(size: usize) -> Error {
+    frame_err(format!(
+        "the metadata block is {size} bytes, more than the cap of {MAX_META} bytes"
+    ))
+}
+
+/// The payload of a control frame (UTF-8 JSON): a remotemedia `ControlMessage`.
+/// `action` is the set member of its `message_type` oneof, with that member's fields
+/// beside it; the fields of the other actions must be absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Control {
+    /// `"cancel_speculation"`, `"batch_hint"`, `"deadline_warning"`, or None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_timestamp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_timestamp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_batch_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_us: Option<u64>,
+    pub segment_id: String,
+    pub timestamp_ms: u64,
+    /// The message's own metadata string (not the frame's tags).
+    pub metadata: String,
+}
+
+/// Control actions and the fields each may carry.
+pub const CONTROL_ACTIONS: &[(&str, &[&str])] = &[
+    ("cancel_speculation", &["from_timestamp", "to_timestamp"]),
+    ("batch_hint", &["suggested_batch_size"]),
+    ("deadline_warning", &["deadline_us"]),
+];
+
+impl Control {
+    /// Parses and checks a control frame's payload.
+    pub fn from_json(text: &[u8]) -> Result<Control> {
+        if text.len() > MAX_META {
+            return Err(frame_err(format!(
+                "a control message is {} bytes, more than the cap of {MAX_META} bytes",
+                text.len()
+            )));
+        }
+        let control: Control =
+            serde_json::from_slice(text).map_err(|e| frame_err(format!("control message: {e}")))?;
+        control.check()?;
+        Ok(control)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("strings and numbers always serialize")
+    }
+
+    fn check(&self) -> Result<()> {
+        let allowed: &[&str] = match self.action.as_deref() {
+            None => &[],
+            Some(action) => CONTROL_ACTIONS
+                .iter()
+                .find(|(name, _)| *name == action)
+                .map(|(_, fields)| *fields)
+                .ok_or_else(|| {
+                    frame_err(format!(
+                        "control message: unknown action {action:?} (cancel_speculation, \
+                         batch_hint or deadline_warning)"
+                    ))
+                })?,
+        };
+        let given = [
+            ("from_timestamp", self.from_timestamp.is_some()),
+            ("to_timestamp", self.to_timestamp.is_some()),
+            ("suggested_batch_size", self.suggested_batch_size.is_some()),
+            ("deadline_us", self.deadline_us.is_some()),
+        ];
+        if let Some((field, _)) = given
+            .iter()
+            .find(|(field, set)| *set && !allowed.contains(field))
+        {
+            return Err(frame_err(format!(
+                "control message: {field} does not belong to action {:?}",
+                self.action.as_deref().unwrap_or("none")
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -130,6 +383,8 @@ pub struct Header {
     pub timestamp_ns: u64,
     pub payload_len: u64,
     pub shape: [u64; MAX_DIMS],
+    /// The metadata block (empty: none).
+    pub meta: Meta,
 }
 
 fn frame_err(message: impl Into<String>) -> Error {
@@ -175,6 +430,7 @@ impl Header {
             timestamp_ns: 0,
             payload_len: 0,
             shape: dims,
+            meta: Meta::default(),
         };
         header.payload_len = header.expected_payload_len()?;
         Ok(header)
@@ -196,16 +452,20 @@ impl Header {
     /// Video: one picture of `width` × `height` in `format` (uint8 samples).
     pub fn video(format: PixelFormat, width: u32, height: u32) -> Result<Header> {
         let (w, h) = (u64::from(width), u64::from(height));
-        let shape: &[u64] = match format {
-            PixelFormat::Rgb24 => &[h, w, 3],
-            PixelFormat::Rgba => &[h, w, 4],
-            PixelFormat::Gray => &[h, w],
-            PixelFormat::Yuv420p => &[w
-                .checked_mul(h)
-                .and_then(|n| n.checked_mul(3))
-                .ok_or_else(|| frame_err("video size overflows"))?
-                / 2],
-        };
+        let shape: &[u64] =
+            match format {
+                PixelFormat::Rgb24 => &[h, w, 3],
+                PixelFormat::Rgba => &[h, w, 4],
+                PixelFormat::Gray => &[h, w],
+                PixelFormat::Yuv420p => &[w
+                    .checked_mul(h)
+                    .and_then(|n| n.checked_mul(3))
+                    .ok_or_else(|| frame_err("video size overflows"))?
+                    / 2],
+                PixelFormat::Encoded => return Err(frame_err(
+                    "an encoded video frame's size is its bitstream's: use Header::encoded_video",
+                )),
+            };
         let mut header = Header::new(Kind::Video, DType::U8, shape)?;
         header.pixel_format = Some(format);
         header.width = width;
@@ -214,7 +474,18 @@ impl Header {
         Ok(header)
     }
 
-    /// Text, JSON or raw bytes: a 1-D uint8 payload of `len` bytes.
+    /// Encoded video: `len` bytes of a compressed bitstream (the codec goes in
+    /// `meta.codec`) for a picture of `width` × `height` (0 when unknown).
+    pub fn encoded_video(width: u32, height: u32, len: u64) -> Result<Header> {
+        let mut header = Header::new(Kind::Video, DType::U8, &[len])?;
+        header.pixel_format = Some(PixelFormat::Encoded);
+        header.width = width;
+        header.height = height;
+        header.validate()?;
+        Ok(header)
+    }
+
+    /// Text, JSON, raw bytes or a control message: a 1-D uint8 payload of `len` bytes.
     pub fn bytes_like(kind: Kind, len: u64) -> Result<Header> {
         let header = Header::new(kind, DType::U8, &[len])?;
         header.validate()?;
@@ -233,13 +504,26 @@ impl Header {
             .ok_or_else(|| frame_err(format!("shape {:?} overflows", self.dims())))
     }
 
-    /// Total frame size (header + payload).
-    pub fn frame_len(&self) -> usize {
-        HEADER_LEN + self.payload_len as usize
+    /// Where the payload starts: the fixed header plus the padded metadata block.
+    pub fn header_len(&self) -> usize {
+        self.meta
+            .to_json()
+            .map_or(HEADER_LEN, |json| padded_header_len(json.len()))
     }
 
-    /// Checks the header is self-consistent for its kind.
+    /// Total frame size (header + metadata block + payload).
+    pub fn frame_len(&self) -> usize {
+        self.header_len() + self.payload_len as usize
+    }
+
+    /// Checks the header is self-consistent for its kind and its metadata block within
+    /// [`MAX_META`].
     pub fn validate(&self) -> Result<()> {
+        if let Some(json) = self.meta.to_json() {
+            if json.len() > MAX_META {
+                return Err(meta_too_large(json.len()));
+            }
+        }
         if usize::from(self.ndim) > MAX_DIMS {
             return Err(frame_err(format!("ndim {} exceeds {MAX_DIMS}", self.ndim)));
         }
@@ -276,7 +560,7 @@ impl Header {
             Kind::Audio => self.validate_audio(),
             Kind::Video => self.validate_video(),
             Kind::Tensor => Ok(()),
-            Kind::Text | Kind::Json | Kind::Bytes => {
+            Kind::Text | Kind::Json | Kind::Bytes | Kind::Control => {
                 if self.dtype != DType::U8 || self.ndim != 1 {
                     return Err(frame_err(format!(
                         "a {} frame must be 1-D uint8, got {}-D {}",
@@ -332,6 +616,14 @@ impl Header {
         }
         let (w, h) = (u64::from(self.width), u64::from(self.height));
         let expected: Vec<u64> = match format {
+            // Any number of bytes: the codec knows what they mean.
+            PixelFormat::Encoded if self.ndim == 1 => return Ok(()),
+            PixelFormat::Encoded => {
+                return Err(frame_err(format!(
+                    "an encoded video frame is 1-D bytes, got shape {:?}",
+                    self.dims()
+                )))
+            }
             PixelFormat::Rgb24 => vec![h, w, 3],
             PixelFormat::Rgba => vec![h, w, 4],
             PixelFormat::Gray => vec![h, w],
@@ -357,10 +649,24 @@ impl Header {
         Ok(())
     }
 
-    /// Writes the 128-byte header into `out[..HEADER_LEN]`.
-    pub fn encode(&self, out: &mut [u8]) {
-        let out = &mut out[..HEADER_LEN];
-        out.fill(0);
+    /// Writes the header and its metadata block into `out[..self.header_len()]`
+    /// (`out` must be at least that long). Returns that length.
+    pub fn encode(&self, out: &mut [u8]) -> usize {
+        let json = self.meta.to_json();
+        let header_len = json
+            .as_ref()
+            .map_or(HEADER_LEN, |json| padded_header_len(json.len()));
+        let block = &mut out[..header_len];
+        block.fill(0);
+        if let Some(json) = &json {
+            block[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&(json.len() as u32).to_le_bytes());
+            block[HEADER_LEN + 4..HEADER_LEN + 4 + json.len()].copy_from_slice(json);
+        }
+        self.encode_fixed(&mut block[..HEADER_LEN], header_len);
+        header_len
+    }
+
+    fn encode_fixed(&self, out: &mut [u8], header_len: usize) {
         out[0..4].copy_from_slice(&MAGIC);
         out[4..6].copy_from_slice(&VERSION.to_le_bytes());
         out[6] = self.kind as u8;
@@ -368,7 +674,7 @@ impl Header {
         out[8] = self.ndim;
         out[9] = self.pixel_format.map_or(0, |p| p as u8);
         out[10..12].copy_from_slice(&self.flags.to_le_bytes());
-        out[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        out[12..16].copy_from_slice(&(header_len as u32).to_le_bytes());
         out[16..20].copy_from_slice(&self.sample_rate.to_le_bytes());
         out[20..24].copy_from_slice(&self.channels.to_le_bytes());
         out[24..28].copy_from_slice(&self.width.to_le_bytes());
@@ -382,8 +688,9 @@ impl Header {
         }
     }
 
-    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
+    /// The header and metadata block: what goes before the payload.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.header_len()];
         self.encode(&mut out);
         out
     }
@@ -405,9 +712,9 @@ impl Header {
             )));
         }
         let version = read_u16(buf, 4);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(frame_err(format!(
-                "unsupported version {version}, this build reads {VERSION}"
+                "unsupported version {version}, this build reads {MIN_VERSION} to {VERSION}"
             )));
         }
         let kind =
@@ -421,12 +728,12 @@ impl Header {
                     .ok_or_else(|| frame_err(format!("unknown pixel format {p}")))?,
             ),
         };
-        let header_len = read_u32(buf, 12);
-        if header_len as usize != HEADER_LEN {
-            return Err(frame_err(format!(
-                "header length {header_len}, expected {HEADER_LEN}"
-            )));
-        }
+        let header_len = read_u32(buf, 12) as usize;
+        let meta = if header_len == HEADER_LEN {
+            Meta::default()
+        } else {
+            decode_meta(buf, version, header_len)?
+        };
         let mut shape = [0u64; MAX_DIMS];
         for (i, dim) in shape.iter_mut().enumerate() {
             *dim = read_u64(buf, 64 + 8 * i);
@@ -446,6 +753,7 @@ impl Header {
             timestamp_ns: read_u64(buf, 48),
             payload_len: read_u64(buf, 56),
             shape,
+            meta,
         };
         if header.payload_len > max_payload as u64 {
             return Err(Error::PayloadTooLarge {
@@ -453,7 +761,7 @@ impl Header {
                 max: max_payload,
             });
         }
-        let available = (buf.len() - HEADER_LEN) as u64;
+        let available = (buf.len() - header_len) as u64;
         if header.payload_len > available {
             return Err(frame_err(format!(
                 "truncated: header announces {} payload bytes, {available} present",
@@ -461,17 +769,59 @@ impl Header {
             )));
         }
         header.validate()?;
+        let body = &buf[header_len..header_len + header.payload_len as usize];
         if matches!(kind, Kind::Text | Kind::Json) {
-            std::str::from_utf8(&buf[HEADER_LEN..HEADER_LEN + header.payload_len as usize])
+            std::str::from_utf8(body)
                 .map_err(|e| frame_err(format!("{kind} payload is not valid UTF-8: {e}")))?;
+        }
+        if kind == Kind::Control {
+            Control::from_json(body)?;
         }
         Ok(header)
     }
 }
 
+/// Reads and checks the metadata block of a frame whose header length is not 128. Every
+/// length is checked against the cap and the buffer before anything is parsed.
+fn decode_meta(buf: &[u8], version: u16, header_len: usize) -> Result<Meta> {
+    if version < 2 {
+        return Err(frame_err(format!(
+            "header length {header_len}: a version-{version} frame's header is {HEADER_LEN}"
+        )));
+    }
+    let max_header_len = padded_header_len(MAX_META);
+    if header_len < HEADER_LEN + PAYLOAD_ALIGN
+        || !header_len.is_multiple_of(PAYLOAD_ALIGN)
+        || header_len > max_header_len
+    {
+        return Err(frame_err(format!(
+            "header length {header_len} is neither {HEADER_LEN} nor a multiple of              {PAYLOAD_ALIGN} from {} to {max_header_len}",
+            HEADER_LEN + PAYLOAD_ALIGN
+        )));
+    }
+    if buf.len() < header_len {
+        return Err(frame_err(format!(
+            "truncated: {} bytes, the header with its metadata block is {header_len}",
+            buf.len()
+        )));
+    }
+    let json_len = read_u32(buf, HEADER_LEN) as usize;
+    if json_len > MAX_META {
+        return Err(meta_too_large(json_len));
+    }
+    if padded_header_len(json_len) != header_len {
+        return Err(frame_err(format!(
+            "a metadata block of {json_len} bytes does not match header length {header_len}"
+        )));
+    }
+    Meta::from_json(&buf[HEADER_LEN + 4..HEADER_LEN + 4 + json_len])
+}
+
 /// The payload bytes of a frame whose header `decode` accepted.
 pub fn payload<'a>(buf: &'a [u8], header: &Header) -> &'a [u8] {
-    &buf[HEADER_LEN..HEADER_LEN + header.payload_len as usize]
+    // The header length word, not `header.header_len()`: no re-serialising the block.
+    let start = read_u32(buf, 12) as usize;
+    &buf[start..start + header.payload_len as usize]
 }
 
 #[cfg(test)]
@@ -607,12 +957,191 @@ mod tests {
             .contains("UTF-8"));
     }
 
+    fn tagged(mut header: Header) -> Header {
+        header
+            .meta
+            .metadata
+            .insert("client".into(), "node ✓".into());
+        header.meta.channel = Some("ui".into());
+        header
+    }
+
+    #[test]
+    fn the_metadata_block_round_trips_and_keeps_the_payload_aligned() {
+        for len in [0usize, 1, 59, 60, 61, 200] {
+            let mut header = Header::bytes_like(Kind::Text, 3).unwrap();
+            header.meta.language = Some("x".repeat(len));
+            let buf = frame(&header, b"abc");
+            let start = read_u32(&buf, 12) as usize;
+            assert_eq!(start, header.header_len());
+            assert_eq!(start % PAYLOAD_ALIGN, 0);
+            assert!(start >= HEADER_LEN + 4 + len + 13);
+            let decoded = Header::decode(&buf, MAX).unwrap();
+            assert_eq!(decoded, header);
+            assert_eq!(payload(&buf, &decoded), b"abc");
+        }
+        // No metadata: no block, the version-1 size.
+        let plain = Header::bytes_like(Kind::Bytes, 1).unwrap();
+        assert_eq!(plain.header_len(), HEADER_LEN);
+        assert_eq!(plain.to_bytes().len(), HEADER_LEN);
+    }
+
+    #[test]
+    fn version_1_frames_still_decode() {
+        let header = Header::new(Kind::Tensor, DType::F32, &[2]).unwrap();
+        let mut buf = frame(&header, &[0; 8]);
+        buf[4..6].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(Header::decode(&buf, MAX).unwrap(), header);
+        // ... but a version-1 frame has no block.
+        let mut tagged = frame(&tagged(header), &[0; 8]);
+        tagged[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let message = Header::decode(&tagged, MAX).unwrap_err().to_string();
+        assert!(
+            message.contains("version-1 frame's header is 128"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_metadata_block_is_capped() {
+        let mut header = Header::bytes_like(Kind::Bytes, 0).unwrap();
+        header.meta.mime_type = Some("m".repeat(MAX_META));
+        let message = header.validate().unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("cap of {MAX_META} bytes")) && message.contains("65"),
+            "{message}"
+        );
+        header.meta.mime_type = Some("m".repeat(MAX_META - 20));
+        header.validate().unwrap();
+        let buf = frame(&header, &[]);
+        assert_eq!(Header::decode(&buf, MAX).unwrap(), header);
+    }
+
+    /// A frame with a metadata block whose JSON text is `json` (header length fixed up).
+    fn with_block(json: &[u8]) -> Vec<u8> {
+        let header = Header::bytes_like(Kind::Bytes, 1).unwrap();
+        let header_len = padded_header_len(json.len());
+        let mut buf = vec![0u8; header_len + 1];
+        header.encode_fixed(&mut buf[..HEADER_LEN], header_len);
+        buf[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&(json.len() as u32).to_le_bytes());
+        buf[HEADER_LEN + 4..HEADER_LEN + 4 + json.len()].copy_from_slice(json);
+        buf
+    }
+
+    #[test]
+    fn corrupt_metadata_blocks_are_errors() {
+        let error = |buf: &[u8]| Header::decode(buf, MAX).unwrap_err().to_string();
+        assert!(Header::decode(&with_block(br#"{"mime_type":"a/b"}"#), MAX).is_ok());
+        for (json, expected) in [
+            (&b"not json"[..], "not a JSON object"),
+            (b"[1, 2]", "not a JSON object"),
+            (b"", "not a JSON object"),
+            (b"{\"channel\": \"\xff\"}", "metadata block"),
+            (br#"{"frame_number": "seven"}"#, "metadata block"),
+            (br#"{"metadata": {"k": 1}}"#, "metadata block"),
+            (br#"{"numpy": {"order": "Z"}}"#, "metadata block"),
+            (br#"{"channel": "ui""#, "metadata block"),
+        ] {
+            let message = error(&with_block(json));
+            assert!(message.contains(expected), "{json:?}: {message}");
+        }
+        // Unknown keys are a newer writer's: ignored.
+        let header = Header::decode(&with_block(br#"{"from_the_future": 1}"#), MAX).unwrap();
+        assert!(header.meta.is_empty());
+
+        let good = with_block(br#"{"mime_type":"a/b"}"#);
+        // The block length word past the cap, past the header length, or short of it.
+        for json_len in [MAX_META as u32 + 1, 1000, 1, u32::MAX] {
+            let mut bad = good.clone();
+            bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&json_len.to_le_bytes());
+            let message = error(&bad);
+            assert!(
+                message.contains("cap")
+                    || message.contains("does not match header length")
+                    || message.contains("metadata block"),
+                "{json_len}: {message}"
+            );
+        }
+        // Header lengths that are not 128 + a padded block.
+        for header_len in [129u32, 160, 191, 1 << 30, u32::MAX] {
+            let mut bad = good.clone();
+            bad[12..16].copy_from_slice(&header_len.to_le_bytes());
+            let message = error(&bad);
+            assert!(
+                message.contains("header length") || message.contains("truncated"),
+                "{header_len}: {message}"
+            );
+        }
+        // A block cut short by the end of the buffer.
+        let message = error(&good[..150]);
+        assert!(message.contains("truncated"), "{message}");
+    }
+
+    #[test]
+    fn encoded_video_is_opaque_bytes() {
+        let mut header = Header::encoded_video(640, 480, 1234).unwrap();
+        header.meta.codec = Some("h264".into());
+        header.meta.is_keyframe = Some(true);
+        let body = vec![7u8; 1234];
+        let decoded = Header::decode(&frame(&header, &body), MAX).unwrap();
+        assert_eq!(decoded, header);
+        assert_eq!(decoded.pixel_format, Some(PixelFormat::Encoded));
+        assert!(Header::video(PixelFormat::Encoded, 2, 2).is_err());
+        let mut two_d = header.clone();
+        two_d.ndim = 2;
+        two_d.shape[..2].copy_from_slice(&[617, 2]);
+        assert!(two_d
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("1-D bytes"));
+    }
+
+    #[test]
+    fn control_frames_carry_a_checked_control_message() {
+        let control = Control {
+            action: Some("cancel_speculation".into()),
+            from_timestamp: Some(1),
+            to_timestamp: Some(2),
+            segment_id: "s".into(),
+            timestamp_ms: 3,
+            metadata: "{}".into(),
+            ..Control::default()
+        };
+        let body = control.to_json();
+        let header = Header::bytes_like(Kind::Control, body.len() as u64).unwrap();
+        let buf = frame(&header, &body);
+        assert_eq!(Header::decode(&buf, MAX).unwrap().kind, Kind::Control);
+        assert_eq!(Control::from_json(payload(&buf, &header)).unwrap(), control);
+        for (body, expected) in [
+            (&br#"{"action":"reboot"}"#[..], "unknown action"),
+            (
+                br#"{"action":"batch_hint","deadline_us":1}"#,
+                "does not belong",
+            ),
+            (br#"{"deadline_us":1}"#, "does not belong"),
+            (br#"{"surprise":1}"#, "unknown field"),
+            (b"nope", "control message"),
+        ] {
+            let header = Header::bytes_like(Kind::Control, body.len() as u64).unwrap();
+            let message = Header::decode(&frame(&header, body), MAX)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A cheap deterministic sweep; the fuzz target and hypothesis tests go further.
         let base = frame(&Header::audio(DType::I16, 8, 2, 8000).unwrap(), &[1; 32]);
+        let with_meta = frame(
+            &tagged(Header::audio(DType::I16, 8, 2, 8000).unwrap()),
+            &[1; 32],
+        );
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..20_000 {
+        for i in 0..40_000 {
+            let base = if i % 2 == 0 { &base } else { &with_meta };
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;

@@ -12,7 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zerohop
-from zerohop import Audio, Bytes, FrameError, Json, PayloadTooLargeError, Tensor, Text, Video
+from zerohop import (
+    Audio,
+    Bytes,
+    Control,
+    FrameError,
+    Json,
+    PayloadTooLargeError,
+    Tensor,
+    Text,
+    Video,
+)
 from zerohop.data import from_bytes
 
 HEADER = zerohop._native.HEADER_LEN
@@ -131,7 +141,7 @@ def encoded(shape: tuple[int, ...] = (4,)) -> bytearray:
         (lambda b: b[:60], "truncated"),
         (lambda b: b[:-1], "truncated"),
         (lambda b: b"XXXX" + b[4:], "bad magic"),
-        (lambda b: b[:4] + struct.pack("<H", 2) + b[6:], "version 2"),
+        (lambda b: b[:4] + struct.pack("<H", 3) + b[6:], "version 3"),
         (lambda b: b[:6] + bytes([42]) + b[7:], "unknown kind 42"),
         (lambda b: b[:7] + bytes([77]) + b[8:], "unknown dtype 77"),
         (lambda b: b[:64] + struct.pack("<Q", 5) + b[72:], "needs 20 bytes"),
@@ -234,3 +244,140 @@ def test_structured_headers_decode_consistently_or_fail_cleanly(
     assert frame.to_bytes() == bytes(data)
     raw = frame.raw
     assert raw is not None and memoryview(raw).nbytes == len(payload)
+
+
+# ------------------------------------------------------------------ the metadata block
+
+
+def _every_kind_with_metadata() -> list[zerohop.Frame]:
+    tags = {"client": "node", "turn": "7"}
+    return [
+        Audio(np.zeros(8, np.float32), 16000, metadata_json='{"speaker": "a"}', metadata=tags),
+        Video(np.zeros((2, 4, 3), np.uint8), frame_number=12, is_keyframe=True, metadata=tags),
+        Video(np.arange(50, dtype=np.uint8), "encoded", width=64, height=48, codec="vp8"),
+        Tensor(np.ones((2, 3), np.float32), layout="NC", metadata=tags),
+        Text("hola", channel="ui", language="es", metadata=tags),
+        Json({"a": 1}, schema_type="event", metadata=tags),
+        Bytes(b"RIFF", mime_type="audio/wav", metadata=tags),
+        Control(
+            "cancel_speculation",
+            from_timestamp=10,
+            to_timestamp=20,
+            segment_id="seg",
+            timestamp_ms=5,
+            control_metadata='{"why": "barge-in"}',
+            metadata=tags,
+        ),
+    ]
+
+
+_TYPED = (
+    "metadata",
+    "metadata_json",
+    "frame_number",
+    "is_keyframe",
+    "codec",
+    "pixel_format",
+    "width",
+    "height",
+    "layout",
+    "channel",
+    "language",
+    "schema_type",
+    "mime_type",
+    "action",
+    "from_timestamp",
+    "to_timestamp",
+    "segment_id",
+    "timestamp_ms",
+    "control_metadata",
+)
+
+
+def _fields(frame: zerohop.Frame) -> dict[str, object]:
+    return {name: getattr(frame, name) for name in _TYPED if hasattr(frame, name)}
+
+
+def test_metadata_and_typed_fields_survive_encoding() -> None:
+    for frame in _every_kind_with_metadata():
+        back = from_bytes(frame.to_bytes())
+        assert type(back) is type(frame)
+        assert _fields(back) == _fields(frame), frame
+        raw = back.raw
+        if raw is not None:  # the payload stays 64-byte aligned after the block
+            assert (len(raw.to_bytes()) - raw.nbytes) % 64 == 0
+
+
+def test_metadata_crosses_a_channel_and_can_be_changed_on_the_way() -> None:
+    name = f"meta-{uuid.uuid4().hex[:8]}"
+    with zerohop.Sender(name) as tx, zerohop.Receiver(name) as rx:
+        for frame in _every_kind_with_metadata():
+            tx.send(frame)
+            got = rx.recv(timeout=5)
+            assert _fields(got) == _fields(frame)
+        # A received frame passed on keeps its block; changed, it carries the change.
+        tx.send(Text("x", channel="ui", metadata={"a": "1"}))
+        got = rx.recv(timeout=5)
+        tx.send(got)
+        again = rx.recv(timeout=5)
+        assert (again.metadata, again.channel) == ({"a": "1"}, "ui")  # type: ignore[attr-defined]
+        again.metadata["b"] = "2"
+        tx.send(again)
+        assert rx.recv(timeout=5).metadata == {"a": "1", "b": "2"}
+        # A loan given metadata after it was loaned still carries it (one copy then).
+        loan = tx.loan_bytes(3)
+        loan.data[:] = b"abc"
+        loan.metadata = {"loaned": "yes"}
+        tx.send(loan)
+        got = rx.recv(timeout=5)
+        assert (bytes(got), got.metadata) == (b"abc", {"loaned": "yes"})  # type: ignore[call-overload]
+
+
+def test_metadata_is_bounded_and_typed() -> None:
+    with pytest.raises(FrameError, match=f"cap of {zerohop.data.MAX_META} bytes"):
+        Text("x", metadata={"k": "v" * (zerohop.data.MAX_META + 1)}).to_bytes()
+    with pytest.raises(FrameError, match="str to str"):
+        Text("x", metadata={"k": 1})  # type: ignore[dict-item]
+    with pytest.raises(FrameError, match="unknown codec"):
+        Video(np.zeros(4, np.uint8), "encoded", codec="mpeg1")
+    with pytest.raises(FrameError, match="1-D bytes"):
+        Video(np.zeros((2, 2), np.uint8), "encoded")
+    with pytest.raises(FrameError, match="unknown control action"):
+        Control("reboot")  # type: ignore[arg-type]
+    with pytest.raises(FrameError, match="does not belong"):
+        Control("batch_hint", deadline_us=3).to_bytes()
+
+
+def test_a_copy_owns_its_metadata() -> None:
+    import copy
+
+    text = Text("x", metadata={"a": "1"})
+    twin = copy.copy(text)
+    twin.metadata["b"] = "2"
+    assert text.metadata == {"a": "1"}
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"not json",
+        b"[1]",
+        b'{"channel": 5}',
+        b'{"channel": "\xff"}',
+        b'{"numpy": {"order": "Z"}}',
+    ],
+)
+def test_corrupt_metadata_blocks_raise_frame_error(block: bytes) -> None:
+    data = bytearray(Bytes(b"abc").to_bytes())
+    header_len = (128 + 4 + len(block) + 63) // 64 * 64
+    frame = bytearray(header_len) + data[128:]
+    frame[:128] = data[:128]
+    struct.pack_into("<I", frame, 12, header_len)
+    struct.pack_into("<I", frame, 128, len(block))
+    frame[132 : 132 + len(block)] = block
+    with pytest.raises(FrameError, match="metadata block"):
+        from_bytes(bytes(frame))
+    # The same block length pointing past the frame's end.
+    struct.pack_into("<I", frame, 128, 1 << 20)
+    with pytest.raises(FrameError, match=r"cap|header length"):
+        from_bytes(bytes(frame))

@@ -484,3 +484,22 @@ def test_a_failed_spawn_is_clear_and_leaves_other_sessions_running() -> None:
             broken.session()
         assert info.value.node_id == "n"
         assert texts(session.run([Text("still here")])) == ["STILL HERE"]
+
+
+@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
+def test_outputs_inherit_their_inputs_metadata_in_both_executors(executor: str) -> None:
+    """A new frame from a node gets its input's tags (and, same kind, its typed fields)
+    unless the node set its own; native nodes keep them; both executors agree."""
+    pipe = (
+        Pipeline("tags", executor=executor)  # type: ignore[arg-type]
+        .node("upper", "UpperCase")
+        .node("tag", "Tag", key="by", value="tag")
+        .node("pass", "PassThrough")
+        .node("echo", "Echo")
+        .connect("upper", "tag", "pass", "echo")
+    )
+    text = Text("hi", channel="ui", language="en", metadata={"turn": "1"})
+    (out,) = pipe.run([text])
+    assert isinstance(out, Text)
+    assert (out.text, out.channel, out.language) == ("HI", "ui", "en")
+    assert out.metadata == {"turn": "1", "by": "tag"}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from . import _native
 from .channel import Receiver, Sender
 from .config import ChannelConfig, RuntimeConfig, load_config
-from .data import Audio, Bytes, Frame, Json, Tensor, Text, Video, from_bytes
+from .data import Audio, Bytes, Control, Frame, Json, Tensor, Text, Video, from_bytes
 from .errors import (
     ChannelClosedError,
     ChannelError,
@@ -49,6 +49,7 @@ __all__ = [
     "ChannelError",
     "Client",
     "ConfigError",
+    "Control",
     "Frame",
     "FrameError",
     "Json",

@@ -6,11 +6,14 @@ from typing import Any, final
 from typing_extensions import Buffer
 
 __all__ = [
+    "CONTROL_ACTIONS",
     "DTYPES",
     "HEADER_LEN",
     "KINDS",
     "MAX_DIMS",
+    "MAX_META",
     "PIXEL_FORMATS",
+    "VIDEO_CODECS",
     "NativeNode",
     "NativeSession",
     "RawFrame",
@@ -33,6 +36,9 @@ MAX_DIMS: int
 KINDS: list[str]
 DTYPES: list[str]
 PIXEL_FORMATS: list[str]
+MAX_META: int
+VIDEO_CODECS: list[str]
+CONTROL_ACTIONS: list[str]
 
 @final
 class RawFrame:
@@ -64,6 +70,8 @@ class RawFrame:
     def flags(self) -> int: ...
     @property
     def is_end_of_stream(self) -> bool: ...
+    @property
+    def meta(self) -> dict[str, Any]: ...
     @property
     def nbytes(self) -> int: ...
     @property
@@ -105,6 +113,7 @@ class Sender:
         width: int = 0,
         height: int = 0,
         pixel_format: str | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> RawFrame: ...
     def send_loan(
         self,
@@ -113,6 +122,7 @@ class Sender:
         sequence: int | None = None,
         timestamp_ns: int | None = None,
         timeout: float | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> int: ...
     def send(
         self,
@@ -129,6 +139,7 @@ class Sender:
         sequence: int | None = None,
         timestamp_ns: int | None = None,
         timeout: float | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> int: ...
     def send_frame(
         self,
@@ -137,6 +148,7 @@ class Sender:
         sequence: int | None = None,
         timestamp_ns: int | None = None,
         timeout: float | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> int: ...
     def flush(self, timeout: float | None = None) -> None: ...
     def send_end_of_stream(self, *, timeout: float | None = None) -> None: ...
@@ -175,6 +187,7 @@ def encode_frame(
     session_id: int = 0,
     sequence: int = 0,
     timestamp_ns: int = 0,
+    meta: Mapping[str, Any] | None = None,
 ) -> bytes: ...
 def decode_frame(data: Buffer, max_payload: int | None = None) -> RawFrame: ...
 def reclaim_dead() -> int: ...
@@ -213,6 +226,7 @@ def serve(
     max_processes: int,
     max_payload: int,
     metrics_every: int,
+    file_dirs: Sequence[str],
     on_bound: Callable[[str], None],
 ) -> None: ...
 

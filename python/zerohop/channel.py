@@ -133,17 +133,28 @@ class Sender(Closing):
         raw = frame.raw
         if frame._sent:
             raise FrameError("this loaned frame was already sent; loan a new one")
+        # The metadata block goes with the frame: a received frame's own unless it was
+        # read or changed here (then the block as it is now).
+        meta = frame._meta_for_send()
         if raw is not None and raw.is_loan:
             sequence = native.send_loan(
-                raw, sequence=frame.sequence, timestamp_ns=frame.timestamp_ns, timeout=timeout
+                raw,
+                sequence=frame.sequence,
+                timestamp_ns=frame.timestamp_ns,
+                timeout=timeout,
+                meta=meta,
             )
             frame._sent = True
         elif raw is not None:
             sequence = native.send_frame(
-                raw, sequence=frame.sequence, timestamp_ns=frame.timestamp_ns, timeout=timeout
+                raw,
+                sequence=frame.sequence,
+                timestamp_ns=frame.timestamp_ns,
+                timeout=timeout,
+                meta=meta,
             )
         else:
-            dtype, shape, payload, meta = frame._wire()
+            dtype, shape, payload, header = frame._wire()
             sequence = native.send(
                 frame.kind,
                 dtype,
@@ -152,7 +163,8 @@ class Sender(Closing):
                 sequence=frame.sequence,
                 timestamp_ns=frame.timestamp_ns,
                 timeout=timeout,
-                **meta,
+                meta=meta,
+                **header,
             )
         return sequence
 

@@ -36,7 +36,18 @@ import numpy as np
 from ._proto import common_pb2 as common
 from ._proto import execution_pb2 as execution
 from ._proto import streaming_pb2 as streaming
-from .data import Audio, Bytes, Frame, Json, PixelFormat, Tensor, Text, Video
+from .data import (
+    Audio,
+    Bytes,
+    Control,
+    ControlAction,
+    Frame,
+    Json,
+    PixelFormat,
+    Tensor,
+    Text,
+    Video,
+)
 from .errors import FrameError, ZerohopError
 
 if TYPE_CHECKING:
@@ -129,27 +140,42 @@ _PIXEL_FORMATS: dict[PixelFormat, Any] = {
     "rgba": common.PIXEL_FORMAT_RGBA32,
     "yuv420p": common.PIXEL_FORMAT_YUV420P,
     "gray": common.PIXEL_FORMAT_GRAY8,
+    "encoded": common.PIXEL_FORMAT_ENCODED,
 }
 _PIXEL_NAMES = {v: k for k, v in _PIXEL_FORMATS.items()}
 _PIXEL_NAMES[common.PIXEL_FORMAT_I420] = "yuv420p"
+_CODECS: dict[str, Any] = {
+    "vp8": common.VIDEO_CODEC_VP8,
+    "h264": common.VIDEO_CODEC_H264,
+    "av1": common.VIDEO_CODEC_AV1,
+}
+_CODEC_NAMES = {v: k for k, v in _CODECS.items()}
 
 
 def to_buffer(frame: Frame) -> common.DataBuffer:
-    """The ``DataBuffer`` that carries ``frame`` (float64 audio is sent as float32)."""
+    """The ``DataBuffer`` that carries ``frame``, with its metadata and typed fields
+    (float64 audio is sent as float32)."""
+    buffer = _payload_buffer(frame)
+    buffer.metadata.update(frame._field("metadata") or {})  # no reading-makes-it-own
+    return buffer
+
+
+def _payload_buffer(frame: Frame) -> common.DataBuffer:
     if isinstance(frame, Audio):
         samples = frame.samples
         if samples.dtype == np.float64:
             samples = samples.astype(np.float32)
         data = np.ascontiguousarray(samples, dtype=samples.dtype.newbyteorder("<"))
-        return common.DataBuffer(
-            audio=common.AudioBuffer(
-                samples=data.tobytes(),
-                sample_rate=frame.sample_rate,
-                channels=frame.channels,
-                format=_AUDIO_FORMATS[str(data.dtype)],
-                num_samples=frame.num_frames,
-            )
+        audio = common.AudioBuffer(
+            samples=data.tobytes(),
+            sample_rate=frame.sample_rate,
+            channels=frame.channels,
+            format=_AUDIO_FORMATS[str(data.dtype)],
+            num_samples=frame.num_frames,
         )
+        if frame.metadata_json is not None:
+            audio.metadata_json = frame.metadata_json.encode()
+        return common.DataBuffer(audio=audio)
     if isinstance(frame, Video):
         return common.DataBuffer(
             video=common.VideoFrame(
@@ -157,6 +183,9 @@ def to_buffer(frame: Frame) -> common.DataBuffer:
                 width=frame.width,
                 height=frame.height,
                 format=_PIXEL_FORMATS[cast(PixelFormat, frame.pixel_format)],
+                frame_number=frame.frame_number or 0,
+                is_keyframe=frame.is_keyframe,
+                codec=_CODECS.get(frame.codec or "", common.VIDEO_CODEC_UNSPECIFIED),
             )
         )
     if isinstance(frame, Tensor):
@@ -165,7 +194,10 @@ def to_buffer(frame: Frame) -> common.DataBuffer:
         if name in _TENSOR_DTYPES:
             return common.DataBuffer(
                 tensor=common.TensorBuffer(
-                    data=array.tobytes(), shape=array.shape, dtype=_TENSOR_DTYPES[name]
+                    data=array.tobytes(),
+                    shape=array.shape,
+                    dtype=_TENSOR_DTYPES[name],
+                    layout=frame.layout or "",
                 )
             )
         return common.DataBuffer(
@@ -173,22 +205,56 @@ def to_buffer(frame: Frame) -> common.DataBuffer:
                 data=array.tobytes(),
                 shape=array.shape,
                 dtype=array.dtype.str,
+                strides=array.strides,
                 c_contiguous=True,
+                f_contiguous=bool(array.flags.f_contiguous),
             )
         )
     if isinstance(frame, Text):
         return common.DataBuffer(
-            text=common.TextBuffer(text_data=frame.text.encode(), encoding="utf-8")
+            text=common.TextBuffer(
+                text_data=frame.text.encode(),
+                encoding=frame.encoding or "utf-8",
+                language=frame.language or "",
+                channel=frame.channel or "",
+            )
         )
     if isinstance(frame, Json):
-        return common.DataBuffer(json=common.JsonData(json_payload=json.dumps(frame.value)))
+        return common.DataBuffer(
+            json=common.JsonData(
+                json_payload=json.dumps(frame.value), schema_type=frame.schema_type or ""
+            )
+        )
     if isinstance(frame, Bytes):
-        return common.DataBuffer(binary=common.BinaryBuffer(data=bytes(frame)))
+        return common.DataBuffer(
+            binary=common.BinaryBuffer(data=bytes(frame), mime_type=frame.mime_type or "")
+        )
+    if isinstance(frame, Control):
+        control = common.ControlMessage(
+            segment_id=frame.segment_id,
+            timestamp_ms=frame.timestamp_ms,
+            metadata=frame.control_metadata,
+        )
+        if frame.action == "cancel_speculation":
+            control.cancel_speculation.from_timestamp = frame.from_timestamp or 0
+            control.cancel_speculation.to_timestamp = frame.to_timestamp or 0
+        elif frame.action == "batch_hint":
+            control.batch_hint.suggested_batch_size = frame.suggested_batch_size or 0
+        elif frame.action == "deadline_warning":
+            control.deadline_warning.deadline_us = frame.deadline_us or 0
+        return common.DataBuffer(control=control)
     raise FrameError(f"cannot send a {type(frame).__name__} frame")
 
 
 def from_buffer(buffer: common.DataBuffer) -> Frame:
-    """The zerohop frame a ``DataBuffer`` carries."""
+    """The zerohop frame a ``DataBuffer`` carries, with its metadata and typed fields."""
+    frame = _frame_of(buffer)
+    if buffer.metadata:
+        frame.metadata = dict(buffer.metadata)
+    return frame
+
+
+def _frame_of(buffer: common.DataBuffer) -> Frame:
     which = buffer.WhichOneof("data_type")
     if which == "audio":
         audio = buffer.audio
@@ -198,30 +264,69 @@ def from_buffer(buffer: common.DataBuffer) -> Frame:
         samples = np.frombuffer(audio.samples, dtype=np.dtype(dtype).newbyteorder("<"))
         if audio.channels > 1:
             samples = samples.reshape(-1, audio.channels)
-        return Audio(samples, audio.sample_rate)
+        metadata_json = audio.metadata_json.decode() if audio.HasField("metadata_json") else None
+        return Audio(samples, audio.sample_rate, metadata_json=metadata_json)
     if which == "video":
         video = buffer.video
         pixel_format = _PIXEL_NAMES.get(video.format)
         if pixel_format is None:
             raise FrameError(f"unsupported pixel format {video.format}")
         pixels = np.frombuffer(video.pixel_data, dtype=np.uint8)
-        if pixel_format == "yuv420p":
-            return Video(pixels, "yuv420p", width=video.width, height=video.height)
+        fields: dict[str, Any] = {
+            "frame_number": video.frame_number or None,  # proto3: 0 is "not set"
+            "is_keyframe": video.is_keyframe,
+            "codec": _CODEC_NAMES.get(video.codec),
+        }
+        if pixel_format in ("yuv420p", "encoded"):
+            return Video(pixels, pixel_format, width=video.width, height=video.height, **fields)
         planes = {"rgb24": (3,), "rgba": (4,), "gray": ()}[pixel_format]
-        return Video(pixels.reshape(video.height, video.width, *planes), pixel_format)
+        return Video(pixels.reshape(video.height, video.width, *planes), pixel_format, **fields)
     if which == "tensor":
         name = _TENSOR_NAMES.get(buffer.tensor.dtype)
         if name is None:
             raise FrameError(f"unsupported tensor dtype {buffer.tensor.dtype}")
-        return _array(buffer.tensor.data, name, buffer.tensor.shape)
+        tensor = _array(buffer.tensor.data, name, buffer.tensor.shape)
+        tensor.layout = buffer.tensor.layout or None
+        return tensor
     if which == "numpy":
-        return _array(buffer.numpy.data, buffer.numpy.dtype, buffer.numpy.shape)
+        numpy = buffer.numpy
+        fortran = numpy.f_contiguous and not numpy.c_contiguous
+        array = np.frombuffer(numpy.data, dtype=np.dtype(numpy.dtype))
+        return Tensor(array.reshape(tuple(numpy.shape), order="F" if fortran else "C"))
     if which == "text":
-        return Text(buffer.text.text_data.decode(buffer.text.encoding or "utf-8"))
+        text = buffer.text
+        return Text(
+            text.text_data.decode(text.encoding or "utf-8"),
+            channel=text.channel or None,
+            language=text.language or None,
+        )
     if which == "json":
-        return Json(json.loads(buffer.json.json_payload))
+        return Json(
+            json.loads(buffer.json.json_payload), schema_type=buffer.json.schema_type or None
+        )
     if which == "binary":
-        return Bytes(buffer.binary.data)
+        return Bytes(buffer.binary.data, mime_type=buffer.binary.mime_type or None)
+    if which == "control":
+        control = buffer.control
+        action = control.WhichOneof("message_type")
+        return Control(
+            cast("ControlAction | None", action),
+            segment_id=control.segment_id,
+            timestamp_ms=control.timestamp_ms,
+            control_metadata=control.metadata,
+            from_timestamp=control.cancel_speculation.from_timestamp
+            if action == "cancel_speculation"
+            else None,
+            to_timestamp=control.cancel_speculation.to_timestamp
+            if action == "cancel_speculation"
+            else None,
+            suggested_batch_size=control.batch_hint.suggested_batch_size
+            if action == "batch_hint"
+            else None,
+            deadline_us=control.deadline_warning.deadline_us
+            if action == "deadline_warning"
+            else None,
+        )
     raise FrameError(f"cannot receive a DataBuffer of type {which!r}")
 
 

@@ -103,6 +103,10 @@ class NodesConfig(_Section):
     #: ``zerohop validate --strict`` / ``zerohop run --strict``. Applies to manifests
     #: (files and gRPC); the Python builder is always strict about params.
     strict_params: bool = False
+    #: Directories a gRPC ``DataBuffer.file`` reference may be read from (the server
+    #: reads it into a bytes frame); the same rule as ``model_dirs``: symlinks and ``..``
+    #: resolved first, and a manifest cannot add to it. Empty: every file is refused.
+    file_dirs: tuple[str, ...] = ()
 
     def validation_context(self) -> dict[str, tuple[str, ...]]:
         """The pydantic validation context of node params validated under this config."""

@@ -65,8 +65,11 @@ class _NativeNode(MultiprocessNode):
 
     def process(self, frame: Frame) -> list[Frame]:
         # A frame that came from a native node is handed over as is; a Python-made one
-        # is encoded once (the copy a channel send would make).
+        # (or one whose metadata was read or changed here) is encoded once (the copy a
+        # channel send would make).
         raw = frame.raw if frame.raw is not None and not frame.is_loan else None
+        if frame._meta_for_send() is not None:
+            raw = None
         return self._frames(self._node.process(raw if raw is not None else frame.to_bytes()))
 
     def flush(self) -> list[Frame]:
@@ -94,6 +97,7 @@ class _NodeThread:
         self.state = "initializing"
         self.frames_in = 0
         self.frames_out = 0
+        self.last_input: Frame | None = None
         self.started_at = time.time()
         self.init_secs: float | None = None
         self.init_error: BaseException | None = None
@@ -110,6 +114,9 @@ class _NodeThread:
         targets = self.targets.get(port)
         if targets is None:
             raise ValueError(f"node '{self.node_id}' has no output port {port!r}")
+        if self.last_input is not None:
+            # The multiprocess runner's rule: outputs inherit their input's metadata.
+            frame._inherit(self.last_input)
         frame = _stamp(frame, self.sequences[port])
         for i, put in enumerate(targets):
             put(frame if i == 0 else copy.copy(frame))
@@ -163,6 +170,7 @@ class _NodeThread:
             self.frames_in += 1
             self.state = "processing"
             item.port = port
+            self.last_input = item
             try:
                 self._emit_result(self.node.process(item))
             except _Stop:

@@ -100,6 +100,7 @@ class Runner:
         self.busy = False
         self.frames_in = 0
         self.frames_out = 0
+        self.last_input: Frame | None = None
         self.initializing = True
         self.last_progress: tuple[float | None, str] = (None, "starting")
         self.last_progress_at = 0.0
@@ -262,13 +263,16 @@ class Runner:
         senders = self.outputs[target]
         if not senders:
             return
+        if self.last_input is not None:
+            frame._inherit(self.last_input)
         raw = frame.raw
+        meta = frame._meta_for_send()
         with self._interruptible():
             # Fan-out: every extra edge gets a copy; the first gets the frame itself,
             # which for a loan means no copy at all.
             for sender in senders[1:]:
                 if raw is not None:
-                    sender._ends().send_frame(raw)
+                    sender._ends().send_frame(raw, meta=meta)
                 else:
                     sender.send(frame)
             senders[0].send(frame)
@@ -285,6 +289,9 @@ class Runner:
 
     def _handle(self, frame: Any) -> None:
         self.frames_in += 1
+        # What the node emits for this frame (and at flush, for the last one) inherits
+        # its metadata unless the node sets its own; see zerohop.data.
+        self.last_input = frame
         self.busy = True
         try:
             self._run_user(lambda: self.node.process(frame), frame.sequence)

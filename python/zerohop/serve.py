@@ -87,4 +87,5 @@ def serve(
         max_payload=cfg.channel.max_payload_bytes,
         metrics_every=cfg.server.stream_metrics_every,
         on_bound=on_bound or (lambda address: None),
+        file_dirs=list(cfg.nodes.file_dirs),
     )

@@ -94,7 +94,7 @@ fn run(
             index,
             buffer,
             sequence as u64,
-            running.max_payload,
+            &running.intake,
             interrupt,
         )?;
     }

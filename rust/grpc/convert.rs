@@ -1,6 +1,6 @@
 //! `remotemedia.v1` [`DataBuffer`]s ↔ zerohop frames ([`Header`] + payload bytes).
 //!
-//! A DataBuffer arrives from the network, so [`to_frame`] trusts none of it: the payload
+//! A DataBuffer arrives from the network, so [`into_frame`] trusts none of it: the payload
 //! size is checked against `max_payload` before anything is copied, byte counts must
 //! match shape × itemsize exactly, text must be UTF-8 and JSON must parse, and an enum
 //! value this build does not know is an error naming the field
@@ -11,73 +11,155 @@
 //! |--------------------------------|------------------------------------------------|
 //! | audio (F32, I16, I32)          | audio float32 / int16 / int32                  |
 //! | video (RGB24, RGBA32, YUV420P, I420, GRAY8) | video rgb24 / rgba / yuv420p / gray |
+//! | video (ENCODED, any codec)     | video "encoded": the bitstream's bytes, opaque |
 //! | tensor (F32, F16, I32, I8, U8) | tensor                                         |
-//! | numpy (C-contiguous, little-endian) | tensor of any frame dtype                 |
+//! | numpy (C or Fortran order, little-endian) | tensor of any frame dtype (C order) |
 //! | json / text / binary           | json / text / bytes                            |
-//! | control, file                  | not supported yet                              |
+//! | control                        | control (the ControlMessage as JSON)           |
+//! | file (inside `[nodes] file_dirs`) | bytes: the file's contents                  |
+//!
+//! Every field that the frame header has no place for rides in the frame's metadata
+//! block ([`Meta`](crate::frame::Meta)): `DataBuffer.metadata`, `AudioBuffer.metadata_json`, the text's
+//! channel, language and encoding, the JSON schema type, the MIME type, the tensor
+//! layout, the video frame number, keyframe flag and codec. So [`from_frame`] gives back
+//! what came in, field for field, unless a node changed it:
+//!
+//! - **numpy stays numpy.** A frame's payload is always C-ordered (that is what an array
+//!   view of it is), so a Fortran-ordered array is reordered once on the way in and once
+//!   on the way out, and the block remembers the order and the sender's dtype spelling:
+//!   the client gets the same bytes, strides and flags it sent. A node sees the right
+//!   values either way.
+//! - **Encoded video is opaque**: a 1-D uint8 frame of pixel format `encoded` with the
+//!   codec and keyframe flag in the block; width and height stay in the header. Nothing
+//!   decodes it: a node that wants pixels brings its decoder.
+//! - **Control messages are frames** of kind `control` so that nodes receive them in
+//!   order with the data they are about (the voice-agent's barge-in cancels speculation
+//!   for the segment it names).
+//! - **A file reference is read, not passed on.** A node process should not be handed
+//!   paths from the network, and a reply cannot be a file on the server: the server
+//!   reads the file (only inside runtime.toml's `[nodes] file_dirs`, after symlinks and
+//!   `..` are resolved; `offset`/`length` honoured; the payload cap checked before
+//!   reading) into a bytes frame with the MIME type, and records the reference in the
+//!   block (`Bytes.file` in Python). It comes back as a BinaryBuffer of those bytes.
 //!
 //! Going back, [`from_frame`] always produces a buffer: float64 audio (which
 //! AudioFormat cannot say) is narrowed to F32, a tensor whose dtype TensorDtype lacks
-//! becomes a NumpyBuffer, and video keeps its frame number (the header's sequence) and
-//! timestamp. What frames have no room for is dropped: `DataBuffer.metadata`,
-//! `AudioBuffer.metadata_json`, the tensor layout hint, text language/channel, the JSON
-//! schema type, the MIME type.
+//! becomes a NumpyBuffer, and video without a frame number in its block gives the
+//! header's sequence.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
 
 use super::proto::{
-    data_buffer::DataType, AudioBuffer, AudioFormat, BinaryBuffer, DataBuffer, JsonData,
-    NumpyBuffer, PixelFormat as ProtoPixelFormat, TensorBuffer, TensorDtype, TextBuffer,
+    control_message::MessageType, data_buffer::DataType, AudioBuffer, AudioFormat, BatchHint,
+    BinaryBuffer, CancelSpeculation, ControlMessage, DataBuffer, DeadlineWarning, FileBuffer,
+    JsonData, NumpyBuffer, PixelFormat as ProtoPixelFormat, TensorBuffer, TensorDtype, TextBuffer,
     VideoCodec, VideoFrame,
 };
 use crate::error::{Error, Result};
-use crate::frame::{DType, Header, Kind, PixelFormat, MAX_DIMS};
+use crate::frame::{
+    Control, DType, FileMeta, Header, Kind, NumpyMeta, Order, PixelFormat, MAX_DIMS, MAX_META,
+};
 
-/// Validates `buffer` and returns the frame that carries it (the payload is copied once).
-pub fn to_frame(buffer: &DataBuffer, max_payload: usize) -> Result<(Header, Vec<u8>)> {
-    let data = buffer.data_type.as_ref().ok_or_else(no_data)?;
-    let header = describe(data, max_payload)?;
-    Ok((header, payload(data).to_vec()))
+/// The directories file references may be read from (runtime.toml `[nodes]
+/// file_dirs`) with their symlinks resolved, as [`into_frame`] takes them.
+pub fn file_roots(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| normalize(d)))
+        .collect()
 }
 
-/// Like [`to_frame`], but moves the payload out of `buffer` instead of copying it.
-pub fn into_frame(buffer: DataBuffer, max_payload: usize) -> Result<(Header, Vec<u8>)> {
-    let data = buffer.data_type.ok_or_else(no_data)?;
-    let header = describe(&data, max_payload)?;
-    Ok((header, into_payload(data)))
+/// Validates `buffer` and returns the frame that carries it (the payload is copied once;
+/// file references are refused).
+pub fn to_frame(buffer: &DataBuffer, max_payload: usize) -> Result<(Header, Vec<u8>)> {
+    into_frame(buffer.clone(), max_payload, &[])
+}
+
+/// Like [`to_frame`], but moves the payload out of `buffer` instead of copying it, and
+/// reads a file reference inside `file_dirs` (from [`file_roots`]).
+pub fn into_frame(
+    buffer: DataBuffer,
+    max_payload: usize,
+    file_dirs: &[PathBuf],
+) -> Result<(Header, Vec<u8>)> {
+    let DataBuffer {
+        data_type,
+        metadata,
+    } = buffer;
+    // The tags are bounded before they are copied into the frame's block.
+    let tags_len: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if tags_len > MAX_META {
+        return Err(field_err(
+            "metadata",
+            format!(
+                "{tags_len} bytes of keys and values, more than the metadata block's cap \
+                 of {MAX_META} bytes"
+            ),
+        ));
+    }
+    let data = data_type.ok_or_else(no_data)?;
+    let (mut header, bytes) = match data {
+        DataType::File(file) => read_file(&file, max_payload, file_dirs)?,
+        data => {
+            let header = describe(&data, max_payload)?;
+            let mut bytes = into_payload(data);
+            if header.meta.numpy.as_ref().map(|n| n.order) == Some(Order::F) {
+                bytes = reorder(&bytes, header.dims(), header.dtype.itemsize(), Order::F);
+            }
+            (header, bytes)
+        }
+    };
+    header.meta.metadata = metadata.into_iter().collect();
+    header.validate().map_err(|err| match err {
+        Error::Frame(message) => field_err("metadata", message),
+        other => other,
+    })?;
+    Ok((header, bytes))
 }
 
 /// The DataBuffer that carries a frame. `header` must be one that validates (every
 /// constructor and [`Header::decode`] ensure that); a header that does not still gives a
 /// buffer, as a NumpyBuffer of the payload's raw bytes, never a panic.
 pub fn from_frame(header: &Header, payload: &[u8]) -> DataBuffer {
+    let meta = &header.meta;
     let data = match header.kind {
         Kind::Audio => audio_from_frame(header, payload),
         Kind::Video => video_from_frame(header, payload),
+        Kind::Tensor if meta.numpy.is_some() => None,
         Kind::Tensor => tensor_dtype(header.dtype).map(|dtype| {
             DataType::Tensor(TensorBuffer {
                 data: payload.to_vec(),
                 shape: header.dims().to_vec(),
                 dtype: dtype as i32,
-                layout: String::new(),
+                layout: meta.layout.clone().unwrap_or_default(),
             })
         }),
         Kind::Text => Some(DataType::Text(TextBuffer {
             text_data: payload.to_vec(),
-            encoding: "utf-8".to_owned(),
-            ..TextBuffer::default()
+            encoding: meta.encoding.clone().unwrap_or_else(|| "utf-8".to_owned()),
+            language: meta.language.clone().unwrap_or_default(),
+            channel: meta.channel.clone().unwrap_or_default(),
         })),
         Kind::Json => Some(DataType::Json(JsonData {
             json_payload: String::from_utf8_lossy(payload).into_owned(),
-            schema_type: String::new(),
+            schema_type: meta.schema_type.clone().unwrap_or_default(),
         })),
         Kind::Bytes => Some(DataType::Binary(BinaryBuffer {
             data: payload.to_vec(),
-            mime_type: String::new(),
+            mime_type: meta.mime_type.clone().unwrap_or_default(),
         })),
+        Kind::Control => Control::from_json(payload)
+            .ok()
+            .map(|c| DataType::Control(control_to_proto(c))),
     };
     let data = data.unwrap_or_else(|| DataType::Numpy(numpy_from_frame(header, payload)));
     DataBuffer {
         data_type: Some(data),
-        metadata: Default::default(),
+        metadata: meta
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -87,7 +169,7 @@ pub fn from_frame(header: &Header, payload: &[u8]) -> DataBuffer {
 fn no_data() -> Error {
     Error::Frame(
         "DataBuffer.data_type: no data set (one of audio, video, tensor, json, text, \
-         binary, numpy is required)"
+         binary, control, numpy, file is required)"
             .to_owned(),
     )
 }
@@ -127,7 +209,13 @@ fn unset(field: &str) -> Error {
     field_err(field, "not set (0 = unspecified)")
 }
 
-/// Checks a whole DataBuffer payload and builds its header; copies nothing.
+/// Some text, or None for proto3's empty default.
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// Checks a whole DataBuffer payload and builds its header (with the metadata block of
+/// its typed fields); copies nothing. Not for file references, which are read instead.
 fn describe(data: &DataType, max_payload: usize) -> Result<Header> {
     check_size(payload(data).len(), max_payload)?;
     match data {
@@ -138,19 +226,26 @@ fn describe(data: &DataType, max_payload: usize) -> Result<Header> {
         DataType::Json(json) => {
             serde_json::from_str::<serde::de::IgnoredAny>(&json.json_payload)
                 .map_err(|e| field_err("json.json_payload", format!("not valid JSON: {e}")))?;
-            Header::bytes_like(Kind::Json, json.json_payload.len() as u64)
+            let mut header = Header::bytes_like(Kind::Json, json.json_payload.len() as u64)?;
+            header.meta.schema_type = non_empty(&json.schema_type);
+            Ok(header)
         }
         DataType::Text(text) => text_header(text),
-        DataType::Binary(binary) => Header::bytes_like(Kind::Bytes, binary.data.len() as u64),
-        DataType::Control(_) => Err(field_err(
-            "control",
-            "control messages are not supported yet",
-        )),
-        DataType::File(_) => Err(field_err("file", "file references are not supported yet")),
+        DataType::Binary(binary) => {
+            let mut header = Header::bytes_like(Kind::Bytes, binary.data.len() as u64)?;
+            header.meta.mime_type = non_empty(&binary.mime_type);
+            Ok(header)
+        }
+        DataType::Control(control) => {
+            let len = control_from_proto(control).to_json().len();
+            Header::bytes_like(Kind::Control, len as u64).map_err(within("control"))
+        }
+        DataType::File(_) => Err(field_err("file", "a file reference has no inline payload")),
     }
 }
 
-/// The payload bytes of any variant (empty for those that have none).
+/// The payload bytes of any variant with inline data (empty for control and file,
+/// whose payloads are made rather than carried).
 fn payload(data: &DataType) -> &[u8] {
     match data {
         DataType::Audio(audio) => &audio.samples,
@@ -173,8 +268,203 @@ fn into_payload(data: DataType) -> Vec<u8> {
         DataType::Json(json) => json.json_payload.into_bytes(),
         DataType::Text(text) => text.text_data,
         DataType::Binary(binary) => binary.data,
-        DataType::Control(_) | DataType::File(_) => Vec::new(),
+        DataType::Control(control) => control_from_proto(&control).to_json(),
+        DataType::File(_) => Vec::new(),
     }
+}
+
+fn control_from_proto(control: &ControlMessage) -> Control {
+    let mut out = Control {
+        segment_id: control.segment_id.clone(),
+        timestamp_ms: control.timestamp_ms,
+        metadata: control.metadata.clone(),
+        ..Control::default()
+    };
+    match &control.message_type {
+        None => {}
+        Some(MessageType::CancelSpeculation(c)) => {
+            out.action = Some("cancel_speculation".to_owned());
+            out.from_timestamp = Some(c.from_timestamp);
+            out.to_timestamp = Some(c.to_timestamp);
+        }
+        Some(MessageType::BatchHint(b)) => {
+            out.action = Some("batch_hint".to_owned());
+            out.suggested_batch_size = Some(b.suggested_batch_size);
+        }
+        Some(MessageType::DeadlineWarning(d)) => {
+            out.action = Some("deadline_warning".to_owned());
+            out.deadline_us = Some(d.deadline_us);
+        }
+    }
+    out
+}
+
+fn control_to_proto(control: Control) -> ControlMessage {
+    let message_type = match control.action.as_deref() {
+        Some("cancel_speculation") => Some(MessageType::CancelSpeculation(CancelSpeculation {
+            from_timestamp: control.from_timestamp.unwrap_or(0),
+            to_timestamp: control.to_timestamp.unwrap_or(0),
+        })),
+        Some("batch_hint") => Some(MessageType::BatchHint(BatchHint {
+            suggested_batch_size: control.suggested_batch_size.unwrap_or(0),
+        })),
+        Some("deadline_warning") => Some(MessageType::DeadlineWarning(DeadlineWarning {
+            deadline_us: control.deadline_us.unwrap_or(0),
+        })),
+        _ => None,
+    };
+    ControlMessage {
+        message_type,
+        segment_id: control.segment_id,
+        timestamp_ms: control.timestamp_ms,
+        metadata: control.metadata,
+    }
+}
+
+/// `path` with `.` and `..` resolved lexically (for a path that does not exist, whose
+/// symlinks cannot be resolved).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Reads a file reference into a bytes frame; see the module docs for the rules.
+fn read_file(
+    file: &FileBuffer,
+    max_payload: usize,
+    roots: &[PathBuf],
+) -> Result<(Header, Vec<u8>)> {
+    let path = Path::new(&file.path);
+    if !path.is_absolute() {
+        return Err(field_err(
+            "file.path",
+            format!("{:?} is not an absolute path", file.path),
+        ));
+    }
+    let inside = |p: &Path| roots.iter().any(|root| p.starts_with(root));
+    let outside = || {
+        let listed = if roots.is_empty() {
+            "none are set".to_owned()
+        } else {
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        field_err(
+            "file.path",
+            format!(
+                "{:?} is outside the directories files may be read from (runtime.toml \
+                 [nodes] file_dirs: {listed})",
+                file.path
+            ),
+        )
+    };
+    // Symlinks and `..` are resolved before the check, and the resolved path is what is
+    // opened. A path that does not resolve says "outside" unless it would be inside, so
+    // an error never tells whether a file exists elsewhere.
+    let real = match std::fs::canonicalize(path) {
+        Ok(real) if inside(&real) => real,
+        Ok(_) => return Err(outside()),
+        Err(err) if inside(&normalize(path)) => {
+            return Err(field_err("file.path", format!("{:?}: {err}", file.path)))
+        }
+        Err(_) => return Err(outside()),
+    };
+    let io_err = |err: std::io::Error| field_err("file.path", format!("{:?}: {err}", file.path));
+    let mut handle = std::fs::File::open(&real).map_err(io_err)?;
+    let info = handle.metadata().map_err(io_err)?;
+    if !info.is_file() {
+        return Err(field_err(
+            "file.path",
+            format!("{:?} is not a regular file", file.path),
+        ));
+    }
+    let size = info.len();
+    if file.offset > size {
+        return Err(field_err(
+            "file.offset",
+            format!("{} is past the end of the file ({size} bytes)", file.offset),
+        ));
+    }
+    let length = if file.length == 0 {
+        size - file.offset
+    } else {
+        file.length
+    };
+    if length > size - file.offset {
+        return Err(field_err(
+            "file.length",
+            format!(
+                "{length} bytes from offset {} run past the end of the file ({size} bytes)",
+                file.offset
+            ),
+        ));
+    }
+    check_size(usize::try_from(length).unwrap_or(usize::MAX), max_payload)?;
+    let mut bytes = vec![0u8; length as usize];
+    handle.seek(SeekFrom::Start(file.offset)).map_err(io_err)?;
+    handle.read_exact(&mut bytes).map_err(io_err)?;
+    let mut header = Header::bytes_like(Kind::Bytes, length)?;
+    header.meta.mime_type = non_empty(&file.mime_type);
+    header.meta.file = Some(FileMeta {
+        path: file.path.clone(),
+        filename: file.filename.clone(),
+        size: file.size,
+        offset: file.offset,
+        length: file.length,
+        stream_id: file.stream_id.clone(),
+    });
+    Ok((header, bytes))
+}
+
+/// Copies an array of `shape` stored in `from` order into the other order (C ↔ F).
+fn reorder(src: &[u8], shape: &[u64], itemsize: usize, from: Order) -> Vec<u8> {
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    if dims.iter().filter(|&&d| d > 1).count() < 2 {
+        return src.to_vec(); // one non-trivial dimension: both orders are the same bytes
+    }
+    // Element strides of the source order.
+    let mut strides = vec![0usize; dims.len()];
+    let mut step = 1;
+    let positions: Vec<usize> = match from {
+        Order::F => (0..dims.len()).collect(),
+        Order::C => (0..dims.len()).rev().collect(),
+    };
+    for &k in &positions {
+        strides[k] = step;
+        step *= dims[k];
+    }
+    // Walk the destination order: its fastest index is the source's slowest.
+    let mut out = Vec::with_capacity(src.len());
+    let mut index = vec![0usize; dims.len()];
+    for _ in 0..src.len() / itemsize {
+        let at = index
+            .iter()
+            .zip(&strides)
+            .map(|(i, s)| i * s)
+            .sum::<usize>()
+            * itemsize;
+        out.extend_from_slice(&src[at..at + itemsize]);
+        for &k in positions.iter().rev() {
+            index[k] += 1;
+            if index[k] < dims[k] {
+                break;
+            }
+            index[k] = 0;
+        }
+    }
+    out
 }
 
 fn audio_header(audio: &AudioBuffer) -> Result<Header> {
@@ -216,60 +506,78 @@ fn audio_header(audio: &AudioBuffer) -> Result<Header> {
             ),
         ));
     }
-    Header::audio(dtype, frames, audio.channels, audio.sample_rate).map_err(within("audio"))
+    let mut header =
+        Header::audio(dtype, frames, audio.channels, audio.sample_rate).map_err(within("audio"))?;
+    if let Some(json) = &audio.metadata_json {
+        let text = std::str::from_utf8(json)
+            .map_err(|e| field_err("audio.metadata_json", format!("not UTF-8 text: {e}")))?;
+        header.meta.metadata_json = Some(text.to_owned());
+    }
+    Ok(header)
+}
+
+/// The lower-case name of a codec (`"h264"`), None for unspecified.
+fn codec_name(codec: VideoCodec) -> Option<String> {
+    (codec != VideoCodec::Unspecified).then(|| {
+        codec
+            .as_str_name()
+            .trim_start_matches("VIDEO_CODEC_")
+            .to_ascii_lowercase()
+    })
 }
 
 fn video_header(video: &VideoFrame) -> Result<Header> {
     let codec: VideoCodec = known("video.codec", video.codec)?;
-    if codec != VideoCodec::Unspecified {
-        return Err(field_err(
-            "video.codec",
-            format!(
-                "encoded video ({}) is not supported; send raw frames",
-                codec.as_str_name()
-            ),
-        ));
-    }
     let format = match known("video.format", video.format)? {
         ProtoPixelFormat::Rgb24 => PixelFormat::Rgb24,
         ProtoPixelFormat::Rgba32 => PixelFormat::Rgba,
         ProtoPixelFormat::Yuv420p | ProtoPixelFormat::I420 => PixelFormat::Yuv420p,
         ProtoPixelFormat::Gray8 => PixelFormat::Gray,
-        other @ (ProtoPixelFormat::Nv12 | ProtoPixelFormat::Encoded) => {
+        ProtoPixelFormat::Encoded => PixelFormat::Encoded,
+        ProtoPixelFormat::Nv12 => {
             return Err(field_err(
                 "video.format",
-                format!(
-                    "{} is not supported (RGB24, RGBA32, YUV420P, I420 and GRAY8 are)",
-                    other.as_str_name()
-                ),
+                "PIXEL_FORMAT_NV12 is not supported (RGB24, RGBA32, YUV420P, I420, GRAY8 \
+                 and ENCODED are)",
             ))
         }
         ProtoPixelFormat::Unspecified => return Err(unset("video.format")),
     };
-    if video.width == 0 || video.height == 0 {
-        return Err(field_err(
-            "video",
-            format!("empty picture {}x{}", video.width, video.height),
-        ));
-    }
-    let mut header = Header::video(format, video.width, video.height).map_err(within("video"))?;
     let len = video.pixel_data.len() as u64;
-    if header.payload_len != len {
-        return Err(field_err(
-            "video.pixel_data",
-            format!(
-                "{len} bytes, but {format} {}x{} needs {}",
-                video.width, video.height, header.payload_len
-            ),
-        ));
-    }
-    header.sequence = video.frame_number;
+    let mut header = if format == PixelFormat::Encoded {
+        Header::encoded_video(video.width, video.height, len).map_err(within("video"))?
+    } else {
+        if video.width == 0 || video.height == 0 {
+            return Err(field_err(
+                "video",
+                format!("empty picture {}x{}", video.width, video.height),
+            ));
+        }
+        let header = Header::video(format, video.width, video.height).map_err(within("video"))?;
+        if header.payload_len != len {
+            return Err(field_err(
+                "video.pixel_data",
+                format!(
+                    "{len} bytes, but {format} {}x{} needs {}",
+                    video.width, video.height, header.payload_len
+                ),
+            ));
+        }
+        header
+    };
     header.timestamp_ns = video.timestamp_us.checked_mul(1000).ok_or_else(|| {
         field_err(
             "video.timestamp_us",
             format!("{} overflows nanoseconds", video.timestamp_us),
         )
     })?;
+    let meta = &mut header.meta;
+    meta.frame_number = Some(video.frame_number);
+    meta.is_keyframe = video.is_keyframe.then_some(true);
+    meta.codec = codec_name(codec);
+    if video.format == ProtoPixelFormat::I420 as i32 {
+        meta.pixel_format = Some("i420".to_owned());
+    }
     Ok(header)
 }
 
@@ -306,21 +614,63 @@ fn tensor_header(tensor: &TensorBuffer) -> Result<Header> {
         TensorDtype::U8 => DType::U8,
         TensorDtype::Unspecified => return Err(unset("tensor.dtype")),
     };
-    array_header("tensor", dtype, &tensor.shape, tensor.data.len())
+    let mut header = array_header("tensor", dtype, &tensor.shape, tensor.data.len())?;
+    header.meta.layout = non_empty(&tensor.layout);
+    Ok(header)
 }
 
 fn numpy_header(numpy: &NumpyBuffer) -> Result<Header> {
     let dtype = numpy_dtype(&numpy.dtype)?;
-    let header = array_header("numpy", dtype, &numpy.shape, numpy.data.len())?;
-    if numpy.f_contiguous && !numpy.c_contiguous {
+    let mut header = array_header("numpy", dtype, &numpy.shape, numpy.data.len())?;
+    let order = numpy_order(numpy, dtype.itemsize())?;
+    header.meta.numpy = Some(NumpyMeta {
+        order,
+        dtype: (numpy.dtype != dtype.name()).then(|| numpy.dtype.clone()),
+    });
+    Ok(header)
+}
+
+/// The memory order of the array's bytes: from its strides when given (they must be
+/// those of a C- or a Fortran-ordered array), else from its flags (C unless only
+/// `f_contiguous` is set).
+fn numpy_order(numpy: &NumpyBuffer, itemsize: usize) -> Result<Order> {
+    if numpy.strides.is_empty() || numpy.shape.contains(&0) {
+        return Ok(if numpy.f_contiguous && !numpy.c_contiguous {
+            Order::F
+        } else {
+            Order::C
+        });
+    }
+    if numpy.strides.len() != numpy.shape.len() {
         return Err(field_err(
-            "numpy",
-            "the array is in Fortran order (f_contiguous, not c_contiguous); \
-             send np.ascontiguousarray(a)",
+            "numpy.strides",
+            format!(
+                "{} strides for {} dimensions",
+                numpy.strides.len(),
+                numpy.shape.len()
+            ),
         ));
     }
-    check_c_strides(&numpy.shape, &numpy.strides, dtype.itemsize())?;
-    Ok(header)
+    let c_fits = strides_match(&numpy.shape, &numpy.strides, itemsize, Order::C);
+    // Strides that fit both orders (a vector, say) follow the flags.
+    let says_fortran = numpy.f_contiguous && !numpy.c_contiguous;
+    if c_fits && !says_fortran {
+        return Ok(Order::C);
+    }
+    if strides_match(&numpy.shape, &numpy.strides, itemsize, Order::F) {
+        return Ok(Order::F);
+    }
+    if c_fits {
+        return Ok(Order::C);
+    }
+    Err(field_err(
+        "numpy.strides",
+        format!(
+            "{:?} for shape {:?} is neither C- nor Fortran-contiguous; send \
+             np.ascontiguousarray(a)",
+            numpy.strides, numpy.shape
+        ),
+    ))
 }
 
 /// A numpy dtype name (`float32`) or little-endian type string (`<f4`, `|u1`, `f4`).
@@ -365,33 +715,38 @@ fn numpy_dtype(text: &str) -> Result<DType> {
     Ok(dtype)
 }
 
-/// Strides, when given, must be those of a C-ordered array (numpy ignores the stride of
-/// a dimension of length 1, and an empty array is contiguous whatever its strides).
-fn check_c_strides(shape: &[u64], strides: &[i64], itemsize: usize) -> Result<()> {
-    if strides.is_empty() || shape.contains(&0) {
-        return Ok(());
-    }
-    if strides.len() != shape.len() {
-        return Err(field_err(
-            "numpy.strides",
-            format!("{} strides for {} dimensions", strides.len(), shape.len()),
-        ));
-    }
+/// Whether `strides` are those of a dense array of `shape` in `order` (numpy ignores
+/// the stride of a dimension of length 1).
+fn strides_match(shape: &[u64], strides: &[i64], itemsize: usize, order: Order) -> bool {
     // The shape's byte size fits in u64 (array_header checked it), so in i128 too.
     let mut expected = itemsize as i128;
-    for (&dim, &stride) in shape.iter().zip(strides).rev() {
+    let pairs: Vec<(u64, i64)> = shape.iter().copied().zip(strides.iter().copied()).collect();
+    let walk: Box<dyn Iterator<Item = &(u64, i64)>> = match order {
+        Order::C => Box::new(pairs.iter().rev()),
+        Order::F => Box::new(pairs.iter()),
+    };
+    for &(dim, stride) in walk {
         if dim > 1 && i128::from(stride) != expected {
-            return Err(field_err(
-                "numpy.strides",
-                format!(
-                    "{strides:?} for shape {shape:?} is not C-contiguous; \
-                     send np.ascontiguousarray(a)"
-                ),
-            ));
+            return false;
         }
         expected *= i128::from(dim);
     }
-    Ok(())
+    true
+}
+
+/// Strides of a dense array of `shape` in `order`, in bytes.
+fn strides_of(shape: &[u64], itemsize: usize, order: Order) -> Vec<i64> {
+    let mut strides = vec![0i64; shape.len()];
+    let mut step = itemsize as i64;
+    let positions: Vec<usize> = match order {
+        Order::C => (0..shape.len()).rev().collect(),
+        Order::F => (0..shape.len()).collect(),
+    };
+    for k in positions {
+        strides[k] = step;
+        step = step.saturating_mul(i64::try_from(shape[k]).unwrap_or(i64::MAX));
+    }
+    strides
 }
 
 fn text_header(text: &TextBuffer) -> Result<Header> {
@@ -415,7 +770,12 @@ fn text_header(text: &TextBuffer) -> Result<Header> {
     }
     std::str::from_utf8(&text.text_data)
         .map_err(|e| field_err("text.text_data", format!("not valid UTF-8: {e}")))?;
-    Header::bytes_like(Kind::Text, text.text_data.len() as u64)
+    let mut header = Header::bytes_like(Kind::Text, text.text_data.len() as u64)?;
+    let meta = &mut header.meta;
+    meta.channel = non_empty(&text.channel);
+    meta.language = non_empty(&text.language);
+    meta.encoding = (text.encoding != "utf-8").then(|| text.encoding.clone());
+    Ok(header)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -449,26 +809,38 @@ fn audio_from_frame(header: &Header, payload: &[u8]) -> Option<DataType> {
         sample_rate: header.sample_rate,
         channels: header.channels,
         format: format as i32,
-        metadata_json: None,
+        metadata_json: header.meta.metadata_json.clone().map(String::into_bytes),
     }))
 }
 
 fn video_from_frame(header: &Header, payload: &[u8]) -> Option<DataType> {
+    let meta = &header.meta;
     let format = match header.pixel_format? {
         PixelFormat::Rgb24 => ProtoPixelFormat::Rgb24,
         PixelFormat::Rgba => ProtoPixelFormat::Rgba32,
+        PixelFormat::Yuv420p if meta.pixel_format.as_deref() == Some("i420") => {
+            ProtoPixelFormat::I420
+        }
         PixelFormat::Yuv420p => ProtoPixelFormat::Yuv420p,
         PixelFormat::Gray => ProtoPixelFormat::Gray8,
+        PixelFormat::Encoded => ProtoPixelFormat::Encoded,
     };
+    let codec = meta
+        .codec
+        .as_deref()
+        .and_then(|name| {
+            VideoCodec::from_str_name(&format!("VIDEO_CODEC_{}", name.to_ascii_uppercase()))
+        })
+        .unwrap_or(VideoCodec::Unspecified);
     Some(DataType::Video(VideoFrame {
         pixel_data: payload.to_vec(),
         width: header.width,
         height: header.height,
         format: format as i32,
-        frame_number: header.sequence,
+        frame_number: meta.frame_number.unwrap_or(header.sequence),
         timestamp_us: header.timestamp_ns / 1000,
-        codec: VideoCodec::Unspecified as i32,
-        is_keyframe: false,
+        codec: codec as i32,
+        is_keyframe: meta.is_keyframe.unwrap_or(false),
     }))
 }
 
@@ -483,24 +855,31 @@ fn tensor_dtype(dtype: DType) -> Option<TensorDtype> {
     })
 }
 
-/// Any frame as a C-ordered numpy array of its dtype and shape.
+/// Any frame as a numpy array of its dtype and shape: in the order and dtype spelling
+/// it came in as, if it came as numpy, else C-ordered.
 fn numpy_from_frame(header: &Header, payload: &[u8]) -> NumpyBuffer {
     let shape = header.dims().to_vec();
-    let mut strides = vec![0i64; shape.len()];
-    let mut step = header.dtype.itemsize() as i64;
-    for (stride, &dim) in strides.iter_mut().zip(&shape).rev() {
-        *stride = step;
-        step = step.saturating_mul(i64::try_from(dim).unwrap_or(i64::MAX));
-    }
-    // numpy's rule: C order is also Fortran order when at most one dimension is not 1.
-    let f_contiguous = shape.contains(&0) || shape.iter().filter(|&&d| d != 1).count() <= 1;
+    let itemsize = header.dtype.itemsize();
+    let numpy = header.meta.numpy.clone().unwrap_or_default();
+    // The sender's spelling, if it still names this frame's dtype (a node may change it).
+    let dtype = numpy
+        .dtype
+        .filter(|name| numpy_dtype(name).ok() == Some(header.dtype))
+        .unwrap_or_else(|| header.dtype.name().to_owned());
+    let data = match numpy.order {
+        Order::C => payload.to_vec(),
+        Order::F => reorder(payload, &shape, itemsize, Order::C),
+    };
+    // numpy's rule: an array with at most one dimension other than 1 (or an empty one)
+    // is both C- and Fortran-contiguous.
+    let both = shape.contains(&0) || shape.iter().filter(|&&d| d != 1).count() <= 1;
     NumpyBuffer {
-        data: payload.to_vec(),
+        data,
+        strides: strides_of(&shape, itemsize, numpy.order),
         shape,
-        dtype: header.dtype.name().to_owned(),
-        strides,
-        c_contiguous: true,
-        f_contiguous,
+        dtype,
+        c_contiguous: both || numpy.order == Order::C,
+        f_contiguous: both || numpy.order == Order::F,
     }
 }
 

@@ -2,6 +2,7 @@
 //! server's caps, feeding it DataBuffers and reading its outputs back as DataBuffers.
 //! Everything here blocks; it runs on the session's own threads.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct Context {
     pub shutdown: AtomicBool,
     /// A stream gets a `StreamMetrics` after every this many chunks (0: never).
     pub metrics_every: u64,
+    /// Where `DataBuffer.file` references may be read (resolved `[nodes] file_dirs`).
+    pub file_dirs: Arc<[PathBuf]>,
 }
 
 impl Context {
@@ -31,12 +34,20 @@ impl Context {
     }
 }
 
+/// What a session takes in from the network.
+#[derive(Clone)]
+pub struct Intake {
+    /// The largest payload a frame of this session may carry.
+    pub max_payload: usize,
+    /// Where `DataBuffer.file` references may be read (resolved `[nodes] file_dirs`).
+    pub file_dirs: Arc<[PathBuf]>,
+}
+
 /// A started session with its share of the server's caps (given back after the
 /// session is closed: the fields drop in this order).
 pub struct Running {
     pub session: Arc<Session>,
-    /// The largest payload a frame of this session may carry.
-    pub max_payload: usize,
+    pub intake: Intake,
     _ticket: Ticket,
 }
 
@@ -64,12 +75,15 @@ pub fn start(
     on_event: &mut dyn FnMut(Event) -> Result<()>,
     interrupt: Interrupt,
 ) -> Result<Running> {
-    let max_payload = plan.config.channel.max_payload;
+    let intake = Intake {
+        max_payload: plan.config.channel.max_payload,
+        file_dirs: Arc::clone(&ctx.file_dirs),
+    };
     let ticket = ctx.admission.admit(plan.processes())?;
     let session = Session::start(plan.graph, &plan.config, on_event, interrupt)?;
     Ok(Running {
         session: Arc::new(session),
-        max_payload,
+        intake,
         _ticket: ticket,
     })
 }
@@ -136,10 +150,10 @@ pub fn send(
     index: usize,
     buffer: DataBuffer,
     sequence: u64,
-    max_payload: usize,
+    intake: &Intake,
     interrupt: Interrupt,
 ) -> Result<()> {
-    let (mut header, bytes) = into_frame(buffer, max_payload)?;
+    let (mut header, bytes) = into_frame(buffer, intake.max_payload, &intake.file_dirs)?;
     header.sequence = sequence;
     let guarded = || {
         session.check()?;

@@ -3,6 +3,7 @@
 //! its `stop` check fails and every session is gone.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::batch::execute;
+use super::convert::file_roots;
 use super::deadline::Deadline;
 use super::limits::{Admission, Limits};
 use super::plan::{warnings_header, Planner, WARNINGS_METADATA};
@@ -57,6 +59,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// A stream gets a `StreamMetrics` after every this many chunks (0: never).
     pub metrics_every: u64,
+    /// Where `DataBuffer.file` references may be read (runtime.toml `[nodes] file_dirs`);
+    /// empty refuses them all.
+    pub file_dirs: Vec<PathBuf>,
 }
 
 /// Both services; cheap to clone (one per service).
@@ -67,20 +72,16 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(
-        planner: Arc<dyn Planner>,
-        limits: Limits,
-        token: Option<String>,
-        metrics_every: u64,
-    ) -> Service {
+    pub fn new(planner: Arc<dyn Planner>, cfg: ServerConfig) -> Service {
         Service {
             ctx: Arc::new(Context {
                 planner,
-                admission: Admission::new(limits),
+                admission: Admission::new(cfg.limits),
                 shutdown: AtomicBool::new(false),
-                metrics_every,
+                metrics_every: cfg.metrics_every,
+                file_dirs: file_roots(&cfg.file_dirs).into(),
             }),
-            token: token.map(Into::into),
+            token: cfg.token.map(Into::into),
         }
     }
 
@@ -253,7 +254,7 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(io("cannot start the gRPC runtime"))?;
-    let service = Service::new(planner, cfg.limits, cfg.token, cfg.metrics_every);
+    let service = Service::new(planner, cfg);
     let stopped = Arc::new(Notify::new());
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io("listener"))?;

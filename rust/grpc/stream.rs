@@ -35,7 +35,7 @@ use super::proto::{
     stream_response::Response, DataBuffer, DataChunk, ExecutionMetrics, InitProgress, StreamClosed,
     StreamInit, StreamMetrics, StreamReady, StreamRequest, StreamResponse,
 };
-use super::run::{output_buffer, plan, route, send, start, Context, Running};
+use super::run::{output_buffer, plan, route, send, start, Context, Intake, Running};
 use super::status::{as_status, error_response, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Output, Session};
@@ -470,7 +470,7 @@ fn feed_in_background(
     ctx: Arc<Context>,
 ) -> Result<()> {
     let session = Arc::clone(&running.session);
-    let max_payload = running.max_payload;
+    let intake = running.intake.clone();
     let metrics_every = ctx.metrics_every;
     let initial = init.data_inputs.clone();
     std::thread::Builder::new()
@@ -490,7 +490,7 @@ fn feed_in_background(
                     &session,
                     initial,
                     0,
-                    max_payload,
+                    &intake,
                     &interrupt,
                     "init.data_inputs",
                 )?;
@@ -509,20 +509,13 @@ fn feed_in_background(
                     if let Some(buffer) = chunk.buffer {
                         let index =
                             route(&session.graph, &chunk.node_id, &buffer, "data_chunk.buffer")?;
-                        send(
-                            &session,
-                            index,
-                            buffer,
-                            chunk.sequence,
-                            max_payload,
-                            &interrupt,
-                        )?;
+                        send(&session, index, buffer, chunk.sequence, &intake, &interrupt)?;
                     }
                     feed_named(
                         &session,
                         chunk.named_buffers,
                         chunk.sequence,
-                        max_payload,
+                        &intake,
                         &interrupt,
                         "data_chunk.named_buffers",
                     )?;
@@ -552,7 +545,7 @@ fn feed_named(
     session: &Session,
     buffers: HashMap<String, DataBuffer>,
     sequence: u64,
-    max_payload: usize,
+    intake: &Intake,
     interrupt: &dyn Fn() -> Result<()>,
     field: &str,
 ) -> Result<()> {
@@ -565,7 +558,7 @@ fn feed_named(
             &buffer,
             &format!("{field}[\"{key}\"]"),
         )?;
-        send(session, index, buffer, sequence, max_payload, interrupt)?;
+        send(session, index, buffer, sequence, intake, interrupt)?;
     }
     Ok(())
 }

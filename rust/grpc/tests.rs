@@ -194,6 +194,7 @@ impl TestServer {
                 max_payload: 1 << 20,
             },
             metrics_every: 10,
+            file_dirs: vec![],
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {

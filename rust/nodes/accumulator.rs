@@ -27,7 +27,7 @@ use super::{
     check_payload, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame,
 };
 use crate::error::{Error, Result};
-use crate::frame::{DType, Header, Kind};
+use crate::frame::{DType, Header, Kind, Meta};
 
 pub const NODE_TYPE: &str = "AudioBufferAccumulatorNode";
 const DEFAULT_MIN_MS: u32 = 250;
@@ -92,6 +92,8 @@ pub struct AudioBufferAccumulator {
     last_timestamp_ns: u64,
     /// A tentative utterance went out and no speech followed it yet.
     tentative: bool,
+    /// The metadata block of the latest audio frame, for what is emitted from it.
+    meta: Meta,
 }
 
 impl AudioBufferAccumulator {
@@ -106,6 +108,7 @@ impl AudioBufferAccumulator {
             session_id: 0,
             last_timestamp_ns: 0,
             tentative: false,
+            meta: Meta::default(),
         }
     }
 
@@ -168,6 +171,7 @@ impl AudioBufferAccumulator {
         )?;
         header.session_id = self.session_id;
         header.timestamp_ns = timestamp_ns;
+        header.meta = self.meta.clone();
         Ok(Some(header))
     }
 
@@ -203,6 +207,7 @@ impl AudioBufferAccumulator {
         let mut header = Header::bytes_like(Kind::Json, payload.len() as u64)?;
         header.session_id = self.session_id;
         header.timestamp_ns = timestamp_ns;
+        header.meta = self.meta.tags();
         Ok(OutFrame { header, payload })
     }
 
@@ -241,6 +246,8 @@ impl AudioBufferAccumulator {
         self.format = Some(format);
         self.session_id = header.session_id;
         self.last_timestamp_ns = header.timestamp_ns;
+        // An utterance carries the metadata of its latest audio frame.
+        self.meta = header.meta.clone();
         self.bytes.extend_from_slice(payload);
         self.frames += header.dims()[0];
         if self.lasts(self.max_ms) || self.max_frames.is_some_and(|n| self.frames >= n) {

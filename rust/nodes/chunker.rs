@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::params::{ranged, Params};
 use super::{advance_ns, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
-use crate::frame::{DType, Header};
+use crate::frame::{DType, Header, Meta};
 
 pub const NODE_TYPE: &str = "AudioChunkerNode";
 /// remotemedia-sdk's default (Silero VAD's window at 16 kHz).
@@ -80,6 +80,8 @@ pub struct AudioChunker {
     /// precede the pending ones: the next chunk starts `base_ns + offset / rate`.
     base_ns: u64,
     base_offset: u64,
+    /// The metadata block of the latest input frame, for the chunks made from it.
+    meta: Meta,
 }
 
 impl AudioChunker {
@@ -92,6 +94,7 @@ impl AudioChunker {
             session_id: 0,
             base_ns: 0,
             base_offset: 0,
+            meta: Meta::default(),
         }
     }
 
@@ -132,6 +135,7 @@ impl AudioChunker {
         let mut header = Header::audio(format.dtype, frames, format.channels, format.sample_rate)?;
         header.session_id = self.session_id;
         header.timestamp_ns = advance_ns(self.base_ns, self.base_offset, format.sample_rate);
+        header.meta = self.meta.clone();
         self.base_offset += frames;
         out.push(OutFrame {
             header,
@@ -168,6 +172,8 @@ impl NativeNode for AudioChunker {
         }
         let chunk_bytes = self.chunk_bytes(format)?;
         self.session_id = header.session_id;
+        // A chunk carries the metadata of the latest frame it holds bytes of.
+        self.meta = header.meta.clone();
         if self.pending.is_empty() {
             self.base_ns = header.timestamp_ns;
             self.base_offset = 0;

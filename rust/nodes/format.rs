@@ -129,6 +129,7 @@ impl NativeNode for AudioFormat {
         let mut converted = Header::audio(dtype, frames, out_channels, header.sample_rate)?;
         converted.session_id = header.session_id;
         converted.timestamp_ns = header.timestamp_ns;
+        converted.meta = header.meta.clone();
         if dtype == header.dtype && out_channels == in_channels {
             out.push(OutFrame {
                 header: converted,

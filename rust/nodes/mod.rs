@@ -265,6 +265,33 @@ mod tests {
     }
 
     #[test]
+    fn audio_nodes_keep_their_input_metadata() {
+        let mut header = Header::audio(crate::frame::DType::F32, 480, 1, 48_000).unwrap();
+        header.meta.metadata.insert("client".into(), "node".into());
+        header.meta.metadata_json = Some(r#"{"speaker":"a"}"#.into());
+        let payload = vec![0u8; 480 * 4];
+        for (node_type, params) in [
+            ("AudioChunkerNode", json!({"chunk_size": 160})),
+            ("FastResampleNode", json!({"target_rate": 16_000})),
+            ("AudioFormatNode", json!({"target_format": "i16"})),
+            ("PassThrough", json!({})),
+            (
+                "AudioBufferAccumulatorNode",
+                json!({"min_utterance_duration_ms": 0}),
+            ),
+        ] {
+            let mut node = create(node_type, &params).unwrap().unwrap();
+            let mut out = Vec::new();
+            node.process(&header, &payload, &mut out).unwrap();
+            node.flush(&mut out).unwrap();
+            assert!(!out.is_empty(), "{node_type}");
+            for frame in &out {
+                assert_eq!(frame.header.meta, header.meta, "{node_type}");
+            }
+        }
+    }
+
+    #[test]
     fn advance_keeps_missing_timestamps_missing() {
         assert_eq!(advance_ns(0, 480, 48_000), 0);
         assert_eq!(advance_ns(1_000, 480, 48_000), 10_001_000);

@@ -57,6 +57,8 @@ mod tests {
         let mut audio = Header::audio(DType::I16, 2, 1, 8_000).unwrap();
         audio.sequence = 41;
         audio.timestamp_ns = 12;
+        audio.meta.metadata.insert("k".into(), "v".into());
+        audio.meta.metadata_json = Some("{}".into());
         let frames = [
             (audio, vec![1, 2, 3, 4]),
             (Header::video(PixelFormat::Gray, 2, 1).unwrap(), vec![9, 8]),

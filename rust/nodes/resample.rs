@@ -26,7 +26,7 @@ use super::params::{invalid, ranged, Params};
 use super::samples::{f32_bytes, read_f32};
 use super::{advance_ns, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
-use crate::frame::{DType, Header};
+use crate::frame::{DType, Header, Meta};
 
 pub const NODE_TYPE: &str = "FastResampleNode";
 pub const MIN_RATE: u32 = 1_000;
@@ -140,6 +140,8 @@ struct Stream {
     /// Timestamp of the stream's first frame, and the session of the latest.
     base_ns: u64,
     session_id: u64,
+    /// The metadata block of the latest input frame, for the output made from it.
+    meta: Meta,
 }
 
 impl std::fmt::Debug for Stream {
@@ -283,6 +285,7 @@ impl FastResample {
             frames_out: 0,
             base_ns: header.timestamp_ns,
             session_id: header.session_id,
+            meta: header.meta.clone(),
         })
     }
 }
@@ -354,6 +357,7 @@ impl Stream {
         let mut header = Header::audio(DType::F32, frames, self.channels as u32, target_rate)?;
         header.session_id = self.session_id;
         header.timestamp_ns = advance_ns(self.base_ns, self.frames_out, target_rate);
+        header.meta = self.meta.clone();
         self.frames_out += frames;
         out.push(OutFrame {
             header,
@@ -394,6 +398,8 @@ impl NativeNode for FastResample {
         let stream = self.stream.as_mut().expect("started above");
         stream.check(header)?;
         stream.session_id = header.session_id;
+        // Output carries the metadata of the latest input frame.
+        stream.meta = header.meta.clone();
         stream.input.clear();
         read_f32(header.dtype, payload, &mut stream.input)?;
         let frames = stream.input.len() / stream.channels;

@@ -13,7 +13,9 @@ use crate::frame::Header;
 use crate::ipc::{self, ChannelConfig};
 use crate::py::blocking::{without_gil, Gate};
 use crate::py::errors::IntoPyResult;
-use crate::py::frame::{buffer_bytes, build_header, contiguous_buffer, RawFrame, Storage};
+use crate::py::frame::{
+    buffer_bytes, build_header, check_body, contiguous_buffer, meta_from_py, RawFrame, Storage,
+};
 
 fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     match seconds {
@@ -155,8 +157,10 @@ impl PySender {
 
     /// Loans a shared-memory frame whose payload the caller fills through the buffer
     /// protocol (a writable numpy view), then passes to `send_loan`.
+    /// `meta` (the metadata block, see `RawFrame.meta`) sizes the loan; giving another
+    /// block to `send_loan` costs a copy if it needs another size.
     #[pyo3(signature = (kind, dtype, shape, *, sample_rate=0, channels=0, width=0, height=0,
-                        pixel_format=None))]
+                        pixel_format=None, meta=None))]
     #[allow(clippy::too_many_arguments)]
     fn loan(
         &self,
@@ -169,6 +173,7 @@ impl PySender {
         width: u32,
         height: u32,
         pixel_format: Option<&str>,
+        meta: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RawFrame> {
         let header = build_header(
             kind,
@@ -179,23 +184,27 @@ impl PySender {
             width,
             height,
             pixel_format,
+            meta_from_py(meta)?,
             None,
         )
         .py_err()?;
         let inner = Arc::clone(&self.inner);
         let len = header.frame_len();
         let mut loan = py.detach(|| inner.loan(len)).py_err()?;
-        header.encode(&mut loan);
-        let base = loan.as_ptr();
+        let start = header.encode(&mut loan);
+        // SAFETY: the loan is `len` bytes, `start` of them the header and block.
+        let payload = unsafe { loan.as_ptr().add(start) };
         Ok(RawFrame::new(
             header,
-            base,
+            payload,
             Storage::Loaned(loan, Arc::clone(&self.inner)),
         ))
     }
 
     /// Sends a loaned frame without copying. Returns the sequence number it carries.
-    #[pyo3(signature = (frame, *, sequence=None, timestamp_ns=None, timeout=None))]
+    /// `meta` replaces the metadata block given at loan time; a block of another padded
+    /// size than the loan's makes this one copy into a fresh slice instead.
+    #[pyo3(signature = (frame, *, sequence=None, timestamp_ns=None, timeout=None, meta=None))]
     fn send_loan(
         &self,
         py: Python<'_>,
@@ -203,8 +212,13 @@ impl PySender {
         sequence: Option<u64>,
         timestamp_ns: Option<u64>,
         timeout: Option<f64>,
+        meta: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         let timeout = duration(timeout)?;
+        let new_meta = match meta {
+            Some(m) if !m.is_none() => Some(meta_from_py(Some(m))?),
+            _ => None,
+        };
         let frame = frame.get();
         let mut storage = frame.storage();
         let (mut loan, owner) =
@@ -225,9 +239,26 @@ impl PySender {
         }
         let mut header = frame.header.clone();
         self.stamp(&mut header, sequence, timestamp_ns);
-        header.encode(&mut loan);
+        let loaned_len = frame.header.header_len();
+        if let Some(meta) = new_meta {
+            header.meta = meta;
+            header.validate().py_err()?;
+        }
         let sent_sequence = header.sequence;
         let inner = Arc::clone(&self.inner);
+        if header.header_len() != loaned_len {
+            // The payload cannot move inside the slice: send header, block and payload
+            // with one copy (the loan is dropped unsent).
+            let bytes = header.to_bytes();
+            let body = &loan[loaned_len..];
+            without_gil(py, |gate| {
+                inner
+                    .send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
+                    .map_err(|e| self.explain(e))
+            })?;
+            return Ok(sent_sequence);
+        }
+        header.encode(&mut loan);
         // The storage lock is held across the send: the frame is in no usable state until
         // it has either gone out or failed (and a failed loan is gone either way).
         without_gil(py, move |gate| {
@@ -241,7 +272,8 @@ impl PySender {
     /// Sends a frame built from `payload` (any C-contiguous buffer) with one copy into
     /// shared memory. Returns the sequence number it carries.
     #[pyo3(signature = (kind, dtype, shape, payload, *, sample_rate=0, channels=0, width=0,
-                        height=0, pixel_format=None, sequence=None, timestamp_ns=None, timeout=None))]
+                        height=0, pixel_format=None, sequence=None, timestamp_ns=None, timeout=None,
+                        meta=None))]
     #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
@@ -258,6 +290,7 @@ impl PySender {
         sequence: Option<u64>,
         timestamp_ns: Option<u64>,
         timeout: Option<f64>,
+        meta: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         let timeout = duration(timeout)?;
         let buffer = contiguous_buffer(payload)?;
@@ -270,14 +303,16 @@ impl PySender {
             width,
             height,
             pixel_format,
+            meta_from_py(meta)?,
             Some(buffer.len_bytes()),
         )
         .py_err()?;
+        let body = buffer_bytes(&buffer);
+        check_body(&header, body).py_err()?;
         self.stamp(&mut header, sequence, timestamp_ns);
         let sequence = header.sequence;
         let inner = Arc::clone(&self.inner);
         let bytes = header.to_bytes();
-        let body = buffer_bytes(&buffer);
         without_gil(py, |gate| {
             inner
                 .send_copy(&[&bytes, body], timeout, &|| self.guard(gate))
@@ -286,9 +321,9 @@ impl PySender {
         Ok(sequence)
     }
 
-    /// Forwards a frame (e.g. one just received) with one copy, keeping its metadata
-    /// unless `sequence` / `timestamp_ns` are given.
-    #[pyo3(signature = (frame, *, sequence=None, timestamp_ns=None, timeout=None))]
+    /// Forwards a frame (e.g. one just received) with one copy, keeping its header and
+    /// metadata block unless `sequence` / `timestamp_ns` / `meta` are given.
+    #[pyo3(signature = (frame, *, sequence=None, timestamp_ns=None, timeout=None, meta=None))]
     fn send_frame(
         &self,
         py: Python<'_>,
@@ -296,10 +331,15 @@ impl PySender {
         sequence: Option<u64>,
         timestamp_ns: Option<u64>,
         timeout: Option<f64>,
+        meta: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         let timeout = duration(timeout)?;
         let frame = frame.get();
         let mut header = frame.header.clone();
+        if meta.is_some_and(|m| !m.is_none()) {
+            header.meta = meta_from_py(meta)?;
+            header.validate().py_err()?;
+        }
         header.session_id = self.session_id;
         header.sequence = sequence.unwrap_or(header.sequence);
         header.timestamp_ns = timestamp_ns.unwrap_or(header.timestamp_ns);
@@ -362,8 +402,8 @@ pub struct PyReceiver {
 impl PyReceiver {
     fn wrap(&self, sample: ipc::Sample) -> PyResult<RawFrame> {
         let header = Header::decode(&sample, self.max_payload).py_err()?;
-        let base = sample.as_ptr();
-        Ok(RawFrame::new(header, base, Storage::Received(sample)))
+        let payload = crate::frame::payload(&sample, &header).as_ptr();
+        Ok(RawFrame::new(header, payload, Storage::Received(sample)))
     }
 }
 

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::{ffi, IntoPyObjectExt};
+use serde_json::Value;
 
 use crate::error::Error;
-use crate::frame::{self, DType, Header, Kind, PixelFormat, HEADER_LEN};
+use crate::frame::{self, DType, Header, Kind, Meta, PixelFormat, HEADER_LEN, MAX_META};
 use crate::ipc::{Loan, Sample, Sender};
 use crate::py::errors::IntoPyResult;
 
@@ -61,9 +62,9 @@ fn format_cstr(dtype: DType) -> &'static CStr {
 }
 
 impl RawFrame {
-    /// Wraps a frame whose whole bytes (header + payload) start at `base`. The header must
-    /// already be validated against those bytes.
-    pub fn new(header: Header, base: *const u8, storage: Storage) -> RawFrame {
+    /// Wraps a frame whose payload starts at `payload` (after the header and its metadata
+    /// block). The header must already be validated against those bytes.
+    pub fn new(header: Header, payload: *const u8, storage: Storage) -> RawFrame {
         let writable = !matches!(storage, Storage::Received(_));
         let mut dims = [0; frame::MAX_DIMS];
         let mut strides = [0; frame::MAX_DIMS];
@@ -74,7 +75,7 @@ impl RawFrame {
             stride *= dims[i];
         }
         RawFrame {
-            payload: base as usize + HEADER_LEN,
+            payload: payload as usize,
             writable,
             dims,
             strides,
@@ -86,8 +87,11 @@ impl RawFrame {
     /// Copies a complete encoded frame into ordinary memory after validating it.
     pub fn decode(bytes: &[u8], max_payload: usize) -> crate::error::Result<RawFrame> {
         let header = Header::decode(bytes, max_payload)?;
-        let owned = bytes[..header.frame_len()].to_vec();
-        Ok(RawFrame::new(header, owned.as_ptr(), Storage::Heap(owned)))
+        let start = frame::payload(bytes, &header).as_ptr() as usize - bytes.as_ptr() as usize;
+        let owned = bytes[..start + header.payload_len as usize].to_vec();
+        // SAFETY: `start` is within `owned` (the payload follows it, possibly empty).
+        let payload = unsafe { owned.as_ptr().add(start) };
+        Ok(RawFrame::new(header, payload, Storage::Heap(owned)))
     }
 
     pub fn storage(&self) -> MutexGuard<'_, Storage> {
@@ -165,6 +169,13 @@ impl RawFrame {
     fn is_end_of_stream(&self) -> bool {
         self.header.flags & frame::FLAG_END_OF_STREAM != 0
     }
+    /// The metadata block as a dict (JSON keys of `zerohop.frame::Meta`; empty if none).
+    #[getter]
+    fn meta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let value = serde_json::to_value(&self.header.meta)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        json_to_py(py, &value)
+    }
     #[getter]
     fn nbytes(&self) -> u64 {
         self.header.payload_len
@@ -181,9 +192,9 @@ impl RawFrame {
             && !matches!(&*self.storage(), Storage::Received(s) if !s.is_zero_copy())
     }
 
-    /// The payload of a text or JSON frame as `str` (UTF-8 was checked on decode).
+    /// The payload of a text, JSON or control frame as `str` (UTF-8 was checked on decode).
     fn text(&self) -> PyResult<String> {
-        if !matches!(self.header.kind, Kind::Text | Kind::Json) {
+        if !matches!(self.header.kind, Kind::Text | Kind::Json | Kind::Control) {
             return Err(PyValueError::new_err(format!(
                 "a {} frame has no text",
                 self.header.kind
@@ -260,6 +271,120 @@ impl RawFrame {
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }
 
+/// A JSON value as the Python object `json.loads` would give.
+fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => b.into_bound_py_any(py)?,
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.into_bound_py_any(py)?,
+            (_, Some(i)) => i.into_bound_py_any(py)?,
+            _ => n.as_f64().unwrap_or(f64::NAN).into_bound_py_any(py)?,
+        },
+        Value::String(text) => text.into_bound_py_any(py)?,
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (key, item) in map {
+                dict.set_item(key, json_to_py(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+/// A Python value (dicts, lists, str, int, float, bool, None) as JSON. `budget` counts
+/// down the bytes of strings seen, so an oversize block fails before it is built.
+fn py_to_json(obj: &Bound<'_, PyAny>, budget: &mut usize, depth: usize) -> PyResult<Value> {
+    fn spend(budget: &mut usize, len: usize) -> PyResult<()> {
+        *budget = budget
+            .checked_sub(len)
+            .ok_or_else(|| {
+                Error::Frame(format!(
+                    "the metadata block would exceed its cap of {MAX_META} bytes"
+                ))
+            })
+            .py_err()?;
+        Ok(())
+    }
+    if depth > 16 {
+        return Err(Error::Frame("metadata is nested too deeply".into())).py_err();
+    }
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(u) = obj.extract::<u64>() {
+            return Ok(Value::from(u));
+        }
+        return Ok(Value::from(obj.extract::<i64>()?));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::from(f.value()));
+    }
+    if let Ok(text) = obj.cast::<PyString>() {
+        let text = text.to_str()?;
+        spend(budget, text.len())?;
+        return Ok(Value::String(text.to_owned()));
+    }
+    if let Ok(dict) = obj.cast::<PyDict>() {
+        let mut map = serde_json::Map::new();
+        for (key, item) in dict.iter() {
+            let key: String = key
+                .extract()
+                .map_err(|_| {
+                    Error::Frame(format!(
+                        "metadata keys must be str, got {}",
+                        key.get_type().name().map_or("?".into(), |n| n.to_string())
+                    ))
+                })
+                .py_err()?;
+            spend(budget, key.len())?;
+            let item = py_to_json(&item, budget, depth + 1)?;
+            map.insert(key, item);
+        }
+        return Ok(Value::Object(map));
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let items = obj
+            .try_iter()?
+            .map(|item| py_to_json(&item?, budget, depth + 1))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(Value::Array(items));
+    }
+    Err(Error::Frame(format!(
+        "metadata values must be str, int, float, bool, None, list or dict, got {}",
+        obj.get_type().name().map_or("?".into(), |n| n.to_string())
+    )))
+    .py_err()
+}
+
+/// The metadata block from the dict the Python frame classes pass (the JSON keys of
+/// [`Meta`]); None stays none. Bad types are a FrameError naming the key; a block over
+/// [`MAX_META`] fails before it is built.
+pub fn meta_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Meta> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Meta::default());
+    };
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(Error::Frame("meta must be a dict".into())).py_err();
+    }
+    let mut budget = MAX_META;
+    let value = py_to_json(obj, &mut budget, 0)?;
+    serde_json::from_value(value)
+        .map_err(|e| Error::Frame(format!("frame metadata: {e}")))
+        .py_err()
+}
+
 /// Builds a header from the keyword arguments the Python data classes pass; with
 /// `payload_len`, also checks that the payload is exactly what the shape needs.
 #[allow(clippy::too_many_arguments)]
@@ -272,6 +397,7 @@ pub fn build_header(
     width: u32,
     height: u32,
     pixel_format: Option<&str>,
+    meta: Meta,
     payload_len: Option<usize>,
 ) -> crate::error::Result<Header> {
     let kind = Kind::from_name(kind)
@@ -298,6 +424,7 @@ pub fn build_header(
                 .ok_or_else(|| Error::Frame(format!("unknown pixel format '{name}'")))?,
         ),
     };
+    header.meta = meta;
     header.validate()?;
     if let Some(len) = payload_len.filter(|&len| len as u64 != header.payload_len) {
         return Err(Error::Frame(format!(
@@ -308,6 +435,15 @@ pub fn build_header(
         )));
     }
     Ok(header)
+}
+
+/// Checks a payload a header's kind constrains beyond its size: a control message must
+/// be one (what a receiver's decode would refuse is refused at the sender instead).
+pub fn check_body(header: &Header, body: &[u8]) -> crate::error::Result<()> {
+    if header.kind == Kind::Control {
+        frame::Control::from_json(body)?;
+    }
+    Ok(())
 }
 
 /// A C-contiguous buffer exported by any Python object (numpy array, bytes, memoryview).
@@ -330,7 +466,7 @@ pub fn buffer_bytes(buffer: &PyUntypedBuffer) -> &[u8] {
 /// memory (what a test, the gRPC bridge or a file writer needs).
 #[pyfunction]
 #[pyo3(signature = (kind, dtype, shape, payload, *, sample_rate=0, channels=0, width=0, height=0,
-                    pixel_format=None, session_id=0, sequence=0, timestamp_ns=0))]
+                    pixel_format=None, session_id=0, sequence=0, timestamp_ns=0, meta=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn encode_frame<'py>(
     py: Python<'py>,
@@ -346,6 +482,7 @@ pub fn encode_frame<'py>(
     session_id: u64,
     sequence: u64,
     timestamp_ns: u64,
+    meta: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let buffer = contiguous_buffer(payload)?;
     let body = buffer_bytes(&buffer);
@@ -358,15 +495,17 @@ pub fn encode_frame<'py>(
         width,
         height,
         pixel_format,
+        meta_from_py(meta)?,
         Some(body.len()),
     )
     .py_err()?;
+    check_body(&header, body).py_err()?;
     header.session_id = session_id;
     header.sequence = sequence;
     header.timestamp_ns = timestamp_ns;
     PyBytes::new_with(py, header.frame_len(), |out| {
-        header.encode(out);
-        out[HEADER_LEN..].copy_from_slice(body);
+        let start = header.encode(out);
+        out[start..].copy_from_slice(body);
         Ok(())
     })
 }
@@ -384,6 +523,17 @@ pub fn constants(py: Python<'_>) -> PyResult<Vec<(&'static str, Py<PyAny>)>> {
     let names = |all: &[&'static str]| all.to_vec().into_py_any(py);
     Ok(vec![
         ("HEADER_LEN", HEADER_LEN.into_py_any(py)?),
+        ("MAX_META", MAX_META.into_py_any(py)?),
+        ("VIDEO_CODECS", names(&["vp8", "h264", "av1"])?),
+        (
+            "CONTROL_ACTIONS",
+            names(
+                &frame::CONTROL_ACTIONS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>(),
+            )?,
+        ),
         ("MAX_DIMS", frame::MAX_DIMS.into_py_any(py)?),
         (
             "KINDS",

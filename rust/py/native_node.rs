@@ -24,10 +24,12 @@ fn to_raw(frames: Vec<OutFrame>) -> Vec<RawFrame> {
     frames
         .into_iter()
         .map(|frame| {
-            let mut bytes = Vec::with_capacity(frame.header.frame_len());
-            bytes.extend_from_slice(&frame.header.to_bytes());
+            let mut bytes = frame.header.to_bytes();
+            let start = bytes.len();
             bytes.extend_from_slice(&frame.payload);
-            RawFrame::new(frame.header, bytes.as_ptr(), Storage::Heap(bytes))
+            // SAFETY: `start` is within `bytes` (the payload follows it, possibly empty).
+            let payload = unsafe { bytes.as_ptr().add(start) };
+            RawFrame::new(frame.header, payload, Storage::Heap(bytes))
         })
         .collect()
 }

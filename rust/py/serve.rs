@@ -51,11 +51,12 @@ impl Planner for PyPlanner {
 
 /// Serves `remotemedia.v1` on `host:port` until Ctrl-C / SIGTERM (raised here as the
 /// signal handler's exception once every session is stopped). `plan(manifest_json)`
-/// returns `(graph_json, session_args, warnings)`; `node_types()` the registered type names;
-/// `on_bound("host:port")` is called once the server accepts connections.
+/// returns `(graph_json, session_args, warnings)`; `node_types()` the registered type
+/// names; `on_bound("host:port")` is called once the server accepts connections;
+/// `file_dirs` are the directories `DataBuffer.file` references may be read from.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
-                    max_payload, metrics_every, on_bound))]
+                    max_payload, metrics_every, file_dirs, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -68,6 +69,7 @@ pub fn serve(
     max_processes: usize,
     max_payload: usize,
     metrics_every: u64,
+    file_dirs: Vec<std::path::PathBuf>,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
     let planner = Arc::new(PyPlanner { plan, node_types });
@@ -81,6 +83,7 @@ pub fn serve(
             max_payload,
         },
         metrics_every,
+        file_dirs,
     };
     without_gil(py, |gate| {
         let mut bound = |addr: std::net::SocketAddr| {

@@ -259,8 +259,8 @@ impl NativeSession {
                 header,
                 sample,
             } => {
-                let base = sample.as_ptr();
-                let frame = RawFrame::new(header, base, Storage::Received(sample));
+                let payload = crate::frame::payload(&sample, &header).as_ptr();
+                let frame = RawFrame::new(header, payload, Storage::Received(sample));
                 ("frame", output, frame).into_pyobject(py)?.into_any()
             }
             Output::Event(event) => ("event", event_to_py(py, event)?)

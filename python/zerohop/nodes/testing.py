@@ -31,6 +31,7 @@ __all__ = [
     "SlowInit",
     "Split",
     "Suffix",
+    "Tag",
     "UpperCase",
 ]
 
@@ -64,6 +65,25 @@ class Suffix(MultiprocessNode):
 
     def process(self, frame: Text) -> Text:
         return Text(frame.text + self.params.suffix)
+
+
+@register_node
+class Tag(MultiprocessNode):
+    """Text → the same text as a new frame whose metadata is its input's plus
+    ``key: value``, and whose channel is ``channel`` if given: a node that changes
+    metadata."""
+
+    accepts = emits = ("text",)
+
+    class Params(BaseModel):
+        key: str = "tagged"
+        value: str = "yes"
+        channel: str | None = None
+
+    def process(self, frame: Text) -> Text:
+        out = Text(frame.text, channel=self.params.channel or frame.channel)
+        out.metadata = {**frame.metadata, self.params.key: self.params.value}
+        return out
 
 
 @register_node
