@@ -244,3 +244,22 @@ def test_stream_warnings_arrive_in_the_response_headers(client: RemotemediaClien
     assert [w.split(":")[0] for w in warnings] == ["nodes[0].params.gain_db"], warnings
     responses = list(client.stream(pipeline([("p", "PassThrough", {})]), chunks([text("x")])))
     assert "zerohop-warnings" not in client.stream_metadata
+
+
+def test_control_messages_pass_nodes_that_take_only_data(client: RemotemediaClient) -> None:
+    """A ControlMessage sent between two text chunks into a text-only node comes back,
+    unchanged and in order (the node loop passes it on)."""
+    control = common_pb2.DataBuffer(
+        control=common_pb2.ControlMessage(
+            cancel_speculation=common_pb2.CancelSpeculation(from_timestamp=1, to_timestamp=2),
+            segment_id="seg-1",
+            timestamp_ms=7,
+        )
+    )
+    sent = [text("a"), control, text("b")]
+    manifest = pipeline([("up", "UpperCase", {}), ("p", "PassThrough", {})])
+    responses = list(client.stream(manifest, chunks(sent)))
+    got = [r.result.data_outputs["p"] for r in responses if r.WhichOneof("response") == "result"]
+    assert [b.WhichOneof("data_type") for b in got] == ["text", "control", "text"], responses
+    assert got[1].control == control.control
+    assert [got[0].text.text_data, got[2].text.text_data] == [b"A", b"B"]

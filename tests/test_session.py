@@ -503,3 +503,41 @@ def test_outputs_inherit_their_inputs_metadata_in_both_executors(executor: str) 
     assert isinstance(out, Text)
     assert (out.text, out.channel, out.language) == ("HI", "ui", "en")
     assert out.metadata == {"turn": "1", "by": "tag"}
+
+
+@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
+def test_control_frames_pass_nodes_that_do_not_take_them(executor: str) -> None:
+    """A control message reaches every node downstream, in order with the data: a node
+    that does not list "control" in `accepts` (Python or native) passes it on unchanged;
+    one that does gets it in `process`."""
+    cancel = zerohop.Control(
+        "cancel_speculation", from_timestamp=10, to_timestamp=20, segment_id="s1"
+    )
+    chain = (
+        Pipeline("control", executor=executor)  # type: ignore[arg-type]
+        .node("upper", "UpperCase")
+        .node("pass", "PassThrough")
+        .node("suffix", "Suffix")
+        .connect("upper", "pass", "suffix")
+    )
+    out = chain.run([Text("a"), cancel, Text("b")])
+    assert [type(f).__name__ for f in out] == ["Text", "Control", "Text"]
+    assert texts([out[0], out[2]]) == ["A!", "B!"]
+    control = out[1]
+    assert isinstance(control, zerohop.Control)
+    assert (control.action, control.segment_id, control.to_timestamp) == (
+        "cancel_speculation",
+        "s1",
+        20,
+    )
+    taking = (
+        Pipeline("control", executor=executor)  # type: ignore[arg-type]
+        .node("take", "Cancellable")
+        .node("pass", "PassThrough")
+        .connect("take", "pass")
+    )
+    out = taking.run([Text("a"), cancel])
+    assert [f.value if isinstance(f, Json) else f.text for f in out] == [  # type: ignore[attr-defined]
+        "a",
+        {"action": "cancel_speculation", "segment": "s1"},
+    ]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import _native
 from .data import Frame, from_raw
 from .errors import NodeError, NodeInitError, NodeInitTimeout, ZerohopTimeoutError
-from .node import MultiprocessNode, NativeNodeType, NodeContext, iter_outputs
+from .node import MultiprocessNode, NativeNodeType, NodeContext, iter_outputs, takes_control
 from .session import EventCallback, NodeStatus, Session
 
 if TYPE_CHECKING:
@@ -171,8 +171,10 @@ class _NodeThread:
             self.state = "processing"
             item.port = port
             self.last_input = item
+            forward = item.kind == "control" and not takes_control(type(self.node))
             try:
-                self._emit_result(self.node.process(item))
+                # A control frame passes a node that does not take them (see node.py).
+                self._emit_result([item] if forward else self.node.process(item))
             except _Stop:
                 raise
             except Exception as err:

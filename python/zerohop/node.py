@@ -182,7 +182,10 @@ class MultiprocessNode:
     accepts, emits : tuple[str, ...] | None
         Frame kinds (``"audio"``, ``"text"``, ...) the node takes and emits, if fixed:
         a connection whose kinds cannot meet is refused before anything starts.
-        ``None`` (the default) means any.
+        ``None`` (the default) means any. Control frames (:class:`~zerohop.Control`:
+        cancel a speculation, a deadline) reach ``process`` only when ``accepts``
+        names ``"control"``; otherwise the node loop passes them on unchanged on the
+        primary output, so they reach every node downstream (native nodes alike).
     input_rate : int | None
         The audio sample rate (Hz) the node needs on its input, if fixed (Whisper,
         Silero VAD: 16000). A ``FastResampleNode`` just before it with its target rate
@@ -263,6 +266,12 @@ class MultiprocessNode:
         """Releases resources when the node stops. Runs after a successful
         ``initialize`` only: a session stopped while this node is still initializing
         ends its process with SIGTERM (nothing has run yet that needs finishing)."""
+
+
+def takes_control(cls: type[MultiprocessNode]) -> bool:
+    """Whether nodes of ``cls`` get control frames in ``process`` (``accepts`` names
+    ``"control"``); the node loop passes them on for every other node."""
+    return cls.accepts is not None and "control" in cls.accepts
 
 
 def iter_outputs(result: Any, event_loop: Callable[[], asyncio.AbstractEventLoop]) -> Iterator[Any]:

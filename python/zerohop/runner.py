@@ -289,6 +289,10 @@ class Runner:
 
     def _handle(self, frame: Any) -> None:
         self.frames_in += 1
+        if frame.kind == "control" and not node.takes_control(type(self.node)):
+            self.last_input = frame
+            self._run_user(lambda: [frame], frame.sequence)  # passed on, see node.py
+            return
         # What the node emits for this frame (and at flush, for the last one) inherits
         # its metadata unless the node sets its own; see zerohop.data.
         self.last_input = frame

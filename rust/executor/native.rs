@@ -176,7 +176,7 @@ fn serve(
                 continue;
             }
             let payload = crate::frame::payload(&sample, &header);
-            match task.node.process(&header, payload, &mut out) {
+            match task.node.handle(&header, payload, &mut out) {
                 Ok(()) => {}
                 Err(err @ Error::Frame(_)) if task.on_error == OnError::Skip => {
                     out.clear();

@@ -138,8 +138,9 @@ fn frame_kind(buffer: &DataBuffer) -> Option<Kind> {
         DataType::Tensor(_) | DataType::Numpy(_) => Kind::Tensor,
         DataType::Json(_) => Kind::Json,
         DataType::Text(_) => Kind::Text,
-        DataType::Binary(_) => Kind::Bytes,
-        DataType::Control(_) | DataType::File(_) => return None,
+        DataType::Binary(_) | DataType::File(_) => Kind::Bytes,
+        // Passed on by every node that does not take it.
+        DataType::Control(_) => return None,
     })
 }
 

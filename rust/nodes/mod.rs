@@ -14,8 +14,12 @@
 //!   `params`; `Ok(None)` means the type is not native (look for it in the Python
 //!   registry). Param errors are [`Error::Manifest`] with a path relative to the node
 //!   (`params.chunk_size`): prefix it with the node's place (`nodes[2].`).
-//! - For every data frame: [`NativeNode::process`], then send every [`OutFrame`] it
-//!   pushed, in order, on the node's output. Output headers carry the session id and a
+//! - For every data frame: [`NativeNode::handle`], then send every [`OutFrame`] it
+//!   pushed, in order, on the node's output. `handle` is `process`, except for a
+//!   control frame (a remotemedia `ControlMessage`: cancel a speculation, a deadline)
+//!   given to a node that does not declare it takes them: it passes on unchanged, so a
+//!   control message reaches every node downstream whatever sits between (the same
+//!   rule as the Python node loop's). Output headers carry the session id and a
 //!   timestamp derived from the input (0 when the input had none); `sequence` is left 0
 //!   for the sending channel to number.
 //! - On end of stream: [`NativeNode::flush`], send what it pushed, then forward the
@@ -69,6 +73,28 @@ pub trait NativeNode: Send {
     fn flush(&mut self, _out: &mut Vec<OutFrame>) -> Result<()> {
         Ok(())
     }
+
+    /// What the host calls for every frame: [`process`](NativeNode::process), or a
+    /// control frame passed on unchanged when the node does not take them (see the
+    /// module docs).
+    fn handle(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
+        if header.kind == Kind::Control && !takes_control(self.node_type()) {
+            out.push(OutFrame {
+                header: header.clone(),
+                payload: payload.to_vec(),
+            });
+            return Ok(());
+        }
+        self.process(header, payload, out)
+    }
+}
+
+/// Whether a node of `node_type` takes control frames itself (it declares them among
+/// the kinds it accepts); others pass them on.
+pub fn takes_control(node_type: &str) -> bool {
+    port_kinds(node_type)
+        .0
+        .is_some_and(|kinds| kinds.contains(&Kind::Control))
 }
 
 /// A native node type as `zerohop nodes` and the manifest validator see it.
@@ -287,6 +313,34 @@ mod tests {
             assert!(!out.is_empty(), "{node_type}");
             for frame in &out {
                 assert_eq!(frame.header.meta, header.meta, "{node_type}");
+            }
+        }
+    }
+
+    #[test]
+    fn control_frames_pass_through_every_native_node_unchanged() {
+        let message = br#"{"action":"cancel_speculation","from_timestamp":0,"to_timestamp":5}"#;
+        let mut header = Header::bytes_like(Kind::Control, message.len() as u64).unwrap();
+        header.meta.metadata.insert("segment".into(), "s1".into());
+        for (node_type, params) in [
+            ("AudioChunkerNode", json!({"chunk_size": 160})),
+            ("FastResampleNode", json!({"target_rate": 16_000})),
+            ("AudioFormatNode", json!({"target_format": "i16"})),
+            ("PassThrough", json!({})),
+            (
+                "AudioBufferAccumulatorNode",
+                json!({"min_utterance_duration_ms": 0}),
+            ),
+        ] {
+            let mut node = create(node_type, &params).unwrap().unwrap();
+            let mut out = Vec::new();
+            node.handle(&header, message, &mut out).unwrap();
+            assert_eq!(out.len(), 1, "{node_type}");
+            assert_eq!(out[0].header, header, "{node_type}");
+            assert_eq!(out[0].payload, message, "{node_type}");
+            // `process` itself refuses it where the node takes only audio.
+            if node_type != "PassThrough" {
+                assert!(node.process(&header, message, &mut Vec::new()).is_err());
             }
         }
     }

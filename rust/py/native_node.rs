@@ -88,14 +88,14 @@ impl PyNativeNode {
         if let Ok(raw) = frame.cast::<RawFrame>() {
             let raw = raw.get();
             return self.run(py, |node, out| {
-                node.process(&raw.header, raw.payload_bytes(), out)
+                node.handle(&raw.header, raw.payload_bytes(), out)
             });
         }
         let buffer = contiguous_buffer(frame)?;
         let bytes = buffer_bytes(&buffer);
         let header = Header::decode(bytes, usize::MAX).py_err()?;
         let payload = crate::frame::payload(bytes, &header);
-        self.run(py, |node, out| node.process(&header, payload, out))
+        self.run(py, |node, out| node.handle(&header, payload, out))
     }
 
     /// End of stream: the frames the node still holds (the chunker's partial chunk, the

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ..data import Audio, Frame, Json, Tensor, Text
+from ..data import Audio, Control, Frame, Json, Tensor, Text
 from ..node import MultiprocessNode, NodeContext, register_node
 
 __all__ = [
@@ -65,6 +65,19 @@ class Suffix(MultiprocessNode):
 
     def process(self, frame: Text) -> Text:
         return Text(frame.text + self.params.suffix)
+
+
+@register_node
+class Cancellable(MultiprocessNode):
+    """Takes control frames itself (``accepts`` names them): a control message is
+    answered with a Json naming its action and segment; text passes through."""
+
+    accepts = ("text", "control")
+
+    def process(self, frame: Frame) -> Frame:
+        if isinstance(frame, Control):
+            return Json({"action": frame.action, "segment": frame.segment_id})
+        return frame
 
 
 @register_node
