@@ -33,7 +33,10 @@ SampleFormat = Literal["int16", "float32"]
 
 
 class _TTSNode(MultiprocessNode):
-    """Text in, streamed audio out, and a timing report per reply on ``info``."""
+    """Text in, streamed audio out, and a timing report per reply on ``info``. Text on
+    channel ``"ui"`` (``Text.channel``, remotemedia's ``TextBuffer.channel``) is for a
+    screen, not a speaker: it passes through on ``out`` unspoken, as remotemedia-sdk's
+    own TTS nodes do."""
 
     accepts = ("text",)
     outputs = ("out", "info")
@@ -44,6 +47,9 @@ class _TTSNode(MultiprocessNode):
     def process(self, frame: Frame) -> Iterator[tuple[str, Frame]]:
         if not isinstance(frame, Text):
             raise TypeError(f"{self.node_type} takes text frames, got {type(frame).__name__}")
+        if frame.channel == "ui":
+            yield "out", frame
+            return
         started = time.perf_counter()
         first_ms, seconds = None, 0.0
         for audio in self.synthesize(frame.text):
