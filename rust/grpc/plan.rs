@@ -44,7 +44,7 @@ pub fn plan_logged(planner: &dyn Planner, manifest: &PipelineManifest) -> Result
 }
 
 /// `warnings` as the value of [`WARNINGS_METADATA`]: a JSON list, ASCII only, at most
-/// about [`MAX_WARNINGS_BYTES`]; `None` when there are none.
+/// about 4 KiB; `None` when there are none.
 pub fn warnings_header(warnings: &[String]) -> Option<String> {
     if warnings.is_empty() {
         return None;
