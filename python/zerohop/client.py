@@ -309,23 +309,19 @@ def _frame_of(buffer: common.DataBuffer) -> Frame:
     if which == "control":
         control = buffer.control
         action = control.WhichOneof("message_type")
+        # The action's message fields are Control's keywords of the same names.
+        message = getattr(control, action) if action is not None else None
+        fields = (
+            {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields}
+            if message is not None
+            else {}
+        )
         return Control(
             cast("ControlAction | None", action),
             segment_id=control.segment_id,
             timestamp_ms=control.timestamp_ms,
             control_metadata=control.metadata,
-            from_timestamp=control.cancel_speculation.from_timestamp
-            if action == "cancel_speculation"
-            else None,
-            to_timestamp=control.cancel_speculation.to_timestamp
-            if action == "cancel_speculation"
-            else None,
-            suggested_batch_size=control.batch_hint.suggested_batch_size
-            if action == "batch_hint"
-            else None,
-            deadline_us=control.deadline_warning.deadline_us
-            if action == "deadline_warning"
-            else None,
+            **fields,
         )
     raise FrameError(f"cannot receive a DataBuffer of type {which!r}")
 

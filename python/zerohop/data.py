@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, TypeAlias, TypedDict, cast
+from typing import Any, ClassVar, Literal, TypeAlias, TypedDict, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -131,6 +131,34 @@ def _contiguous(array: Any) -> Any:
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
+class _BlockText:
+    """A frame property for an optional str of its metadata block (remotemedia's
+    ``TextBuffer.channel``, ``JsonData.schema_type``, ...): ``None`` when absent,
+    assigning ``None`` removes it. One descriptor instead of a getter/setter pair per
+    field."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.key = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, frame: None, owner: type) -> _BlockText: ...
+    @overload
+    def __get__(self, frame: Frame, owner: type) -> str | None: ...
+    def __get__(self, frame: Frame | None, owner: type) -> _BlockText | str | None:
+        if frame is None:
+            return self
+        return cast("str | None", frame._field(self.key))
+
+    def __set__(self, frame: Frame, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise FrameError(f"{self.key} must be a str or None, got {type(value).__name__}")
+        frame._set_field(self.key, value)
+
+
 class Frame:
     """Base class of every frame.
 
@@ -213,11 +241,6 @@ class Frame:
             block.pop(key, None)
         else:
             block[key] = value
-
-    def _optional_str(self, key: str, value: str | None) -> None:
-        if value is not None and not isinstance(value, str):
-            raise FrameError(f"{key} must be a str or None, got {type(value).__name__}")
-        self._set_field(key, value)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -359,14 +382,9 @@ class Audio(Frame):
             self._samples = np.asarray(self._raw)
         return cast("npt.NDArray[Any]", self._samples)
 
-    @property
-    def metadata_json(self) -> str | None:
+    metadata_json = _BlockText(
         """JSON text about the audio (remotemedia ``AudioBuffer.metadata_json``)."""
-        return cast("str | None", self._field("metadata_json"))
-
-    @metadata_json.setter
-    def metadata_json(self, value: str | None) -> None:
-        self._optional_str("metadata_json", value)
+    )
 
     @property
     def num_frames(self) -> int:
@@ -528,14 +546,7 @@ class Tensor(Frame):
         if layout is not None:
             self.layout = layout
 
-    @property
-    def layout(self) -> str | None:
-        """A layout hint (remotemedia ``TensorBuffer.layout``)."""
-        return cast("str | None", self._field("layout"))
-
-    @layout.setter
-    def layout(self, value: str | None) -> None:
-        self._optional_str("layout", value)
+    layout = _BlockText("""A layout hint (remotemedia ``TensorBuffer.layout``).""")
 
     @classmethod
     def _from(cls, raw: _native.RawFrame) -> Tensor:
@@ -595,23 +606,9 @@ class Text(Frame):
         if language is not None:
             self.language = language
 
-    @property
-    def channel(self) -> str | None:
-        """What the text is meant for (``"ui"``: shown, not spoken)."""
-        return cast("str | None", self._field("channel"))
+    channel = _BlockText("""What the text is meant for (``"ui"``: shown, not spoken).""")
 
-    @channel.setter
-    def channel(self, value: str | None) -> None:
-        self._optional_str("channel", value)
-
-    @property
-    def language(self) -> str | None:
-        """The text's language."""
-        return cast("str | None", self._field("language"))
-
-    @language.setter
-    def language(self, value: str | None) -> None:
-        self._optional_str("language", value)
+    language = _BlockText("""The text's language.""")
 
     @property
     def encoding(self) -> str | None:
@@ -662,14 +659,9 @@ class Json(Frame):
         if schema_type is not None:
             self.schema_type = schema_type
 
-    @property
-    def schema_type(self) -> str | None:
+    schema_type = _BlockText(
         """The schema the value follows (remotemedia ``JsonData.schema_type``)."""
-        return cast("str | None", self._field("schema_type"))
-
-    @schema_type.setter
-    def schema_type(self, value: str | None) -> None:
-        self._optional_str("schema_type", value)
+    )
 
     @classmethod
     def _from(cls, raw: _native.RawFrame) -> Json:
@@ -722,14 +714,7 @@ class Bytes(Frame):
         if mime_type is not None:
             self.mime_type = mime_type
 
-    @property
-    def mime_type(self) -> str | None:
-        """The MIME type of the bytes."""
-        return cast("str | None", self._field("mime_type"))
-
-    @mime_type.setter
-    def mime_type(self, value: str | None) -> None:
-        self._optional_str("mime_type", value)
+    mime_type = _BlockText("""The MIME type of the bytes.""")
 
     @property
     def file(self) -> FileInfo | None:

@@ -290,13 +290,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn audio_nodes_keep_their_input_metadata() {
-        let mut header = Header::audio(crate::frame::DType::F32, 480, 1, 48_000).unwrap();
-        header.meta.metadata.insert("client".into(), "node".into());
-        header.meta.metadata_json = Some(r#"{"speaker":"a"}"#.into());
-        let payload = vec![0u8; 480 * 4];
-        for (node_type, params) in [
+    /// One node of every native type, with params that make it emit at once.
+    fn every_node() -> Vec<(&'static str, Box<dyn NativeNode>)> {
+        [
             ("AudioChunkerNode", json!({"chunk_size": 160})),
             ("FastResampleNode", json!({"target_rate": 16_000})),
             ("AudioFormatNode", json!({"target_format": "i16"})),
@@ -305,8 +301,19 @@ mod tests {
                 "AudioBufferAccumulatorNode",
                 json!({"min_utterance_duration_ms": 0}),
             ),
-        ] {
-            let mut node = create(node_type, &params).unwrap().unwrap();
+        ]
+        .into_iter()
+        .map(|(node_type, params)| (node_type, create(node_type, &params).unwrap().unwrap()))
+        .collect()
+    }
+
+    #[test]
+    fn audio_nodes_keep_their_input_metadata() {
+        let mut header = Header::audio(crate::frame::DType::F32, 480, 1, 48_000).unwrap();
+        header.meta.metadata.insert("client".into(), "node".into());
+        header.meta.metadata_json = Some(r#"{"speaker":"a"}"#.into());
+        let payload = vec![0u8; 480 * 4];
+        for (node_type, mut node) in every_node() {
             let mut out = Vec::new();
             node.process(&header, &payload, &mut out).unwrap();
             node.flush(&mut out).unwrap();
@@ -322,17 +329,7 @@ mod tests {
         let message = br#"{"action":"cancel_speculation","from_timestamp":0,"to_timestamp":5}"#;
         let mut header = Header::bytes_like(Kind::Control, message.len() as u64).unwrap();
         header.meta.metadata.insert("segment".into(), "s1".into());
-        for (node_type, params) in [
-            ("AudioChunkerNode", json!({"chunk_size": 160})),
-            ("FastResampleNode", json!({"target_rate": 16_000})),
-            ("AudioFormatNode", json!({"target_format": "i16"})),
-            ("PassThrough", json!({})),
-            (
-                "AudioBufferAccumulatorNode",
-                json!({"min_utterance_duration_ms": 0}),
-            ),
-        ] {
-            let mut node = create(node_type, &params).unwrap().unwrap();
+        for (node_type, mut node) in every_node() {
             let mut out = Vec::new();
             node.handle(&header, message, &mut out).unwrap();
             assert_eq!(out.len(), 1, "{node_type}");
