@@ -111,8 +111,21 @@ def _sockets() -> set[int]:
     return found
 
 
+@pytest.fixture(scope="session")
+def _grpc_core() -> Iterator[None]:
+    """grpcio starts its core (an epoll fd, an eventfd, threads) with the first channel
+    and shuts it down from its own thread a moment after the last one closes: a gRPC
+    test that starts it again would seem to leak those fds. One idle channel, held for
+    the whole run (never used, so it never connects), keeps the core up."""
+    import grpc
+
+    channel = grpc.insecure_channel("127.0.0.1:9")
+    yield
+    channel.close()
+
+
 @pytest.fixture
-def grpc_sockets_closed() -> Iterator[None]:
+def grpc_sockets_closed(_grpc_core: None) -> Iterator[None]:
     """grpcio closes a closed channel's sockets from its own threads, a moment later:
     give it that moment before the leak check counts file descriptors (gRPC test
     modules use it with ``pytestmark = pytest.mark.usefixtures(...)``)."""

@@ -31,6 +31,9 @@ AUTH = [("authorization", f"Bearer {TOKEN}")]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.usefixtures("grpc_sockets_closed")
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``allowed/`` (the configured file dir) with a clip and a symlink out of it, and a
