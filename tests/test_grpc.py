@@ -31,6 +31,7 @@ from zerohop.client import (
     Client,
     InitProgress,
     RemoteError,
+    ServerWarning,
     from_buffer,
     to_buffer,
 )
@@ -684,3 +685,23 @@ def test_random_and_truncated_messages_are_refused_and_the_server_survives(
                 assert response.HasField("error") or response.HasField("result"), response
     assert client.version().protocol_version == "v1"
     assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+def test_the_client_warns_about_what_the_server_ignored(server: Server) -> None:
+    """The server's zerohop-warnings reach zerohop.client users as ServerWarning, from
+    batch calls and streams, sync and async."""
+    m = manifest(("up", "UpperCase", {}), ("p", "PassThrough", {"gain_db": 3}))
+    with Client(server.address, TOKEN) as client:
+        with pytest.warns(ServerWarning, match=r"nodes\[1\]\.params\.gain_db"):
+            assert client.execute(m, {"up": zerohop.Text("a")})["p"].text == "A"  # type: ignore[attr-defined]
+        with pytest.warns(ServerWarning, match=r"nodes\[1\]\.params\.gain_db"):
+            assert len(list(client.stream(m, [zerohop.Text("a")]))) == 1
+
+    async def main() -> None:
+        async with AsyncClient(server.address, TOKEN) as client:
+            with pytest.warns(ServerWarning, match="gain_db"):
+                await client.execute(m, {"up": zerohop.Text("a")})
+            with pytest.warns(ServerWarning, match="gain_db"):
+                assert len([f async for f in client.stream(m, [zerohop.Text("a")])]) == 1
+
+    asyncio.run(main())

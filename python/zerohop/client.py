@@ -23,6 +23,7 @@ failing node and ``path`` the manifest field where the server knows them.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ __all__ = [
     "ManifestLike",
     "RemoteError",
     "ServerVersion",
+    "ServerWarning",
     "from_buffer",
     "to_buffer",
 ]
@@ -74,6 +76,21 @@ _EXECUTION = "/remotemedia.v1.PipelineExecutionService/"
 _STREAMING = "/remotemedia.v1.StreamingPipelineService/StreamPipeline"
 #: Default gRPC message limit: the server's default max payload (64 MiB) plus headroom.
 DEFAULT_MAX_MESSAGE = (64 << 20) + (1 << 20)
+
+
+class ServerWarning(UserWarning):
+    """What the server accepted from a manifest but ignores or reinterprets (an unknown
+    param, a ``host`` the node runs without, ...), one warning each, naming the JSON
+    path: the ``zerohop-warnings`` response metadata of a call or stream. The server
+    refuses them instead under ``[nodes] strict_params = true``."""
+
+
+def _warn(metadata: Iterable[tuple[str, Any]] | None) -> None:
+    """Issues a :class:`ServerWarning` for each warning in a response's metadata."""
+    for key, value in metadata or ():
+        if key == "zerohop-warnings":
+            for text in json.loads(value):
+                warnings.warn(ServerWarning(text), stacklevel=3)
 
 
 class RemoteError(ZerohopError):
@@ -537,9 +554,12 @@ class Client:
         come back concatenated (audio) or as ``label[1]``, ``label[2]``, ..."""
         request = _execute_request(manifest, inputs)
         try:
-            response = self._execute(request, metadata=self._metadata, timeout=timeout)
+            response, call = self._execute.with_call(
+                request, metadata=self._metadata, timeout=timeout
+            )
         except grpc.RpcError as err:
             raise _status_error(err) from None
+        _warn(call.initial_metadata())
         return _outputs(response)
 
     def stream(
@@ -557,7 +577,9 @@ class Client:
         call = self._stream(_stream_requests(manifest, frames, chunk_size), metadata=self._metadata)
         handler = _Responses(on_progress)
         try:
-            for response in call:
+            for i, response in enumerate(call):
+                if i == 0:
+                    _warn(call.initial_metadata())
                 yield from handler.frames(response)
         except grpc.RpcError as err:
             raise _status_error(err) from None
@@ -618,7 +640,9 @@ class AsyncClient:
         """See :meth:`Client.execute`."""
         request = _execute_request(manifest, inputs)
         try:
-            response = await self._execute(request, metadata=self._metadata, timeout=timeout)
+            call = self._execute(request, metadata=self._metadata, timeout=timeout)
+            response = await call
+            _warn(await call.initial_metadata())
         except grpc.RpcError as err:
             raise _status_error(err) from None
         return _outputs(response)
@@ -651,6 +675,7 @@ class AsyncClient:
         call = self._stream(requests(), metadata=self._metadata)
         handler = _Responses(on_progress)
         try:
+            _warn(await call.initial_metadata())
             async for response in call:
                 for frame in handler.frames(response):
                     yield frame
