@@ -111,12 +111,14 @@ def _sockets() -> set[int]:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _grpc_core() -> Iterator[None]:
     """grpcio starts its core (an epoll fd, an eventfd, threads) with the first channel
     and shuts it down from its own thread a moment after the last one closes: a gRPC
-    test that starts it again would seem to leak those fds. One idle channel, held for
-    the whole run (never used, so it never connects), keeps the core up."""
+    test that starts it again would seem to leak those fds. One idle channel (never
+    used, so it never connects) keeps the core up through a gRPC test module, and only
+    that module: a live core makes eventfds of its own now and then, which a later
+    module's leak check would count."""
     import grpc
 
     channel = grpc.insecure_channel("127.0.0.1:9")
