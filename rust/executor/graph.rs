@@ -545,10 +545,6 @@ impl Graph {
         }
     }
 
-    pub fn node_id(&self, port: &PortRef) -> &str {
-        &self.nodes[port.node].id
-    }
-
     /// `node` for a node's only port on that side or its primary output, else
     /// `node.port` (see the module docs).
     pub fn port_label(&self, port: &PortRef, outputs: bool) -> String {

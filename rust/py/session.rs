@@ -270,11 +270,6 @@ impl NativeSession {
         })
     }
 
-    /// The session's failure as an exception, or None.
-    fn failure(&self) -> Option<PyErr> {
-        self.inner.check().err().map(crate::py::errors::to_pyerr)
-    }
-
     /// One dict per node: state, pid, started_at, rss_bytes, init_secs, frames in/out.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let inner = Arc::clone(&self.inner);

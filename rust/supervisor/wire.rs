@@ -3,7 +3,7 @@
 //! keeps the runner side (Python) trivial; the control plane carries a few messages
 //! per node, never frames.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,11 +17,6 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);
     out
-}
-
-/// Writes one message (blocking until written).
-pub fn write<T: Serialize>(stream: &mut impl Write, message: &T) -> io::Result<()> {
-    stream.write_all(&encode(message))
 }
 
 /// Collects bytes from a non-blocking stream and yields complete messages.
