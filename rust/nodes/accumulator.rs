@@ -43,6 +43,9 @@ const MAX_BUFFER_SIZE: u64 = 3600 * 192_000;
 pub fn info() -> NodeInfo {
     NodeInfo {
         node_type: NODE_TYPE,
+        create: |params| Ok(Box::new(AudioBufferAccumulator::from_params(params)?)),
+        accepts: Some(&[Kind::Audio, Kind::Json]),
+        emits: Some(&[Kind::Audio, Kind::Json]),
         description: "Audio between VAD speech_start/speech_end events -> one utterance frame \
                       each (stamped with the end of speech); at speech_pause, the utterance \
                       so far as a tentative one.",

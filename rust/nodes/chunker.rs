@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::params::{ranged, Params};
 use super::{advance_ns, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
-use crate::frame::{DType, Header, Meta};
+use crate::frame::{DType, Header, Kind, Meta};
 
 pub const NODE_TYPE: &str = "AudioChunkerNode";
 /// remotemedia-sdk's default (Silero VAD's window at 16 kHz).
@@ -28,6 +28,9 @@ const PAD_LAST: &[&str] = &["pad_last", "padLast"];
 pub fn info() -> NodeInfo {
     NodeInfo {
         node_type: NODE_TYPE,
+        create: |params| Ok(Box::new(AudioChunker::from_params(params)?)),
+        accepts: Some(&[Kind::Audio]),
+        emits: Some(&[Kind::Audio]),
         description: "Re-chunks audio into frames of exactly chunk_size samples per channel, \
                       keeping dtype, rate and channels; the last partial chunk is emitted at \
                       end of stream (zero-padded with pad_last).",

@@ -15,7 +15,7 @@ use super::params::{ranged, Params};
 use super::samples::{read_f64, write_f64};
 use super::{expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
-use crate::frame::{DType, Header};
+use crate::frame::{DType, Header, Kind};
 
 pub const NODE_TYPE: &str = "AudioFormatNode";
 const MAX_CHANNELS: u32 = 64;
@@ -51,6 +51,9 @@ impl SampleFormat {
 pub fn info() -> NodeInfo {
     NodeInfo {
         node_type: NODE_TYPE,
+        create: |params| Ok(Box::new(AudioFormat::from_params(params)?)),
+        accepts: Some(&[Kind::Audio]),
+        emits: Some(&[Kind::Audio]),
         description: "Converts audio between float32, int16, int32 and float64 (scaled to full \
                       scale, clipped on the way to integers) and mixes down to mono by \
                       averaging (or copies mono to N channels).",

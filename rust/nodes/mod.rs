@@ -97,10 +97,17 @@ pub fn takes_control(node_type: &str) -> bool {
         .is_some_and(|kinds| kinds.contains(&Kind::Control))
 }
 
-/// A native node type as `zerohop nodes` and the manifest validator see it.
+/// A native node type: everything the host and the manifest validator know of it, in
+/// one entry per type (each node's module builds its own).
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     pub node_type: &'static str,
+    /// Builds a node from its manifest `params` (see [`create`]).
+    pub create: fn(&Value) -> Result<Box<dyn NativeNode>>,
+    /// The frame kinds the node takes and emits, where they are fixed (`None`: any
+    /// kind, or the same as its input), so that the graph can refuse a knowable mismatch.
+    pub accepts: Option<&'static [Kind]>,
+    pub emits: Option<&'static [Kind]>,
     pub description: &'static str,
     /// JSON Schema of the node's `params` (snake_case names; the camelCase aliases are
     /// accepted too and listed under each property's `x-aliases`).
@@ -130,30 +137,15 @@ pub fn info(node_type: &str) -> Option<&'static NodeInfo> {
 /// none). `Ok(None)` when `node_type` is not a native type; `Err(Error::Manifest)` naming
 /// the field (`params.target_rate`) when the params are invalid.
 pub fn create(node_type: &str, params: &Value) -> Result<Option<Box<dyn NativeNode>>> {
-    let node: Box<dyn NativeNode> = match node_type {
-        chunker::NODE_TYPE => Box::new(AudioChunker::from_params(params)?),
-        resample::NODE_TYPE => Box::new(FastResample::from_params(params)?),
-        format::NODE_TYPE => Box::new(AudioFormat::from_params(params)?),
-        passthrough::NODE_TYPE => Box::new(PassThrough::from_params(params)?),
-        accumulator::NODE_TYPE => Box::new(AudioBufferAccumulator::from_params(params)?),
-        _ => return Ok(None),
-    };
-    Ok(Some(node))
+    info(node_type)
+        .map(|info| (info.create)(params))
+        .transpose()
 }
 
-/// The frame kinds a native node takes and emits, where they are fixed (`None`: any kind,
-/// or the same as its input), so that the graph can refuse a knowable mismatch.
+/// The frame kinds a native node takes and emits (see [`NodeInfo::accepts`]); `None`
+/// for both when `node_type` is not native.
 pub fn port_kinds(node_type: &str) -> (Option<&'static [Kind]>, Option<&'static [Kind]>) {
-    match node_type {
-        chunker::NODE_TYPE | resample::NODE_TYPE | format::NODE_TYPE => {
-            (Some(&[Kind::Audio]), Some(&[Kind::Audio]))
-        }
-        accumulator::NODE_TYPE => (
-            Some(&[Kind::Audio, Kind::Json]),
-            Some(&[Kind::Audio, Kind::Json]),
-        ),
-        _ => (None, None),
-    }
+    info(node_type).map_or((None, None), |info| (info.accepts, info.emits))
 }
 
 /// Whether `header` is an end-of-stream marker rather than data.

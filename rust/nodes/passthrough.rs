@@ -13,6 +13,9 @@ pub const NODE_TYPE: &str = "PassThrough";
 pub fn info() -> NodeInfo {
     NodeInfo {
         node_type: NODE_TYPE,
+        create: |params| Ok(Box::new(PassThrough::from_params(params)?)),
+        accepts: None,
+        emits: None,
         description: "Emits every frame unchanged, of any kind.",
         params_schema: json!({"type": "object", "additionalProperties": false, "properties": {}}),
     }

@@ -26,7 +26,7 @@ use super::params::{invalid, ranged, Params};
 use super::samples::{f32_bytes, read_f32};
 use super::{advance_ns, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
-use crate::frame::{DType, Header, Meta};
+use crate::frame::{DType, Header, Kind, Meta};
 
 pub const NODE_TYPE: &str = "FastResampleNode";
 pub const MIN_RATE: u32 = 1_000;
@@ -85,6 +85,9 @@ pub fn info() -> NodeInfo {
     let rate = |description: &str| json!({"type": "integer", "minimum": MIN_RATE, "maximum": MAX_RATE, "description": description});
     NodeInfo {
         node_type: NODE_TYPE,
+        create: |params| Ok(Box::new(FastResample::from_params(params)?)),
+        accepts: Some(&[Kind::Audio]),
+        emits: Some(&[Kind::Audio]),
         description: "Resamples audio to target_rate with a streaming band-limited sinc \
                       resampler (rubato); output is float32 with the input's channels.",
         params_schema: json!({
