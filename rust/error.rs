@@ -94,3 +94,14 @@ impl Error {
         }
     }
 }
+
+impl From<crate::frame::Error> for Error {
+    fn from(err: crate::frame::Error) -> Self {
+        match err {
+            crate::frame::Error::Frame(message) => Error::Frame(message),
+            crate::frame::Error::PayloadTooLarge { size, max } => {
+                Error::PayloadTooLarge { size, max }
+            }
+        }
+    }
+}

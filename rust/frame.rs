@@ -52,7 +52,21 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+/// What can be wrong with a frame. The frame module depends on nothing else in the
+/// crate (the node processes' framing, fuzzed on its own): its errors become the
+/// crate's error through `From` (in `error.rs`) at the first `?` outside it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The bytes do not describe a valid frame (truncated, bad magic, shape and payload
+    /// disagree, ...).
+    #[error("invalid frame: {0}")]
+    Frame(String),
+    /// The payload is larger than the receiver's maximum.
+    #[error("payload of {size} bytes exceeds the maximum of {max} bytes")]
+    PayloadTooLarge { size: usize, max: usize },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 pub const MAGIC: [u8; 4] = *b"ZHOP";
 pub const VERSION: u16 = 2;

@@ -5,9 +5,6 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../rust/error.rs"]
-mod error;
-#[allow(dead_code)]
 #[path = "../../rust/frame.rs"]
 mod frame;
 

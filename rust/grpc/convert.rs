@@ -58,7 +58,7 @@ use super::proto::{
 };
 use crate::error::{Error, Result};
 use crate::frame::{
-    Control, DType, FileMeta, Header, Kind, NumpyMeta, Order, PixelFormat, MAX_DIMS, MAX_META,
+    self, Control, DType, FileMeta, Header, Kind, NumpyMeta, Order, PixelFormat, MAX_DIMS, MAX_META,
 };
 
 /// The directories file references may be read from (runtime.toml `[nodes]
@@ -110,10 +110,7 @@ pub fn into_frame(
         }
     };
     header.meta.metadata = metadata.into_iter().collect();
-    header.validate().map_err(|err| match err {
-        Error::Frame(message) => field_err("metadata", message),
-        other => other,
-    })?;
+    header.validate().map_err(within("metadata"))?;
     Ok((header, bytes))
 }
 
@@ -180,10 +177,10 @@ fn field_err(field: &str, message: impl std::fmt::Display) -> Error {
 }
 
 /// Prefixes a frame error (from a [`Header`] constructor) with the field it is about.
-fn within(field: &str) -> impl FnOnce(Error) -> Error + '_ {
+fn within(field: &str) -> impl FnOnce(frame::Error) -> Error + '_ {
     move |error| match error {
-        Error::Frame(message) => field_err(field, message),
-        other => other,
+        frame::Error::Frame(message) => field_err(field, message),
+        other => other.into(),
     }
 }
 

@@ -142,8 +142,8 @@ pub trait IntoPyResult<T> {
     fn py_err(self) -> PyResult<T>;
 }
 
-impl<T> IntoPyResult<T> for Result<T, Error> {
+impl<T, E: Into<Error>> IntoPyResult<T> for Result<T, E> {
     fn py_err(self) -> PyResult<T> {
-        self.map_err(to_pyerr)
+        self.map_err(|err| to_pyerr(err.into()))
     }
 }
