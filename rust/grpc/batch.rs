@@ -23,9 +23,7 @@ use super::proto::{
 use super::run::{output_buffer, plan, route, send, start, Context};
 use super::status::{as_status, error_response, Dialect};
 use crate::error::{Error, Result};
-use crate::executor::Output;
-use crate::ipc::Interrupt;
-use crate::supervisor::NodeStatus;
+use crate::executor::{Interrupt, NodeStatus, Output};
 
 /// Runs one batch request (blocking). `interrupt` fails once the caller went away.
 /// The plan's warnings, if any, are in the response metadata `zerohop-warnings`.

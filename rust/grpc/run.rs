@@ -11,10 +11,8 @@ use super::limits::{Admission, Ticket};
 use super::plan::{plan_logged, Plan, Planner};
 use super::proto::{data_buffer::DataType, DataBuffer, PipelineManifest};
 use crate::error::{Error, Result};
-use crate::executor::{Graph, Session};
+use crate::executor::{Event, Graph, Interrupt, Sample, Session};
 use crate::frame::{payload, Header, Kind};
-use crate::ipc::{Interrupt, Sample};
-use crate::supervisor::Event;
 
 /// What every call of the server shares.
 pub struct Context {

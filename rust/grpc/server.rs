@@ -33,7 +33,7 @@ use super::proto::{
 use super::run::Context;
 use super::stream;
 use crate::error::{Error, Result};
-use crate::ipc::Interrupt;
+use crate::executor::Interrupt;
 
 /// Room for the protobuf framing around the largest payload.
 const MESSAGE_HEADROOM: usize = 1 << 20;

@@ -38,8 +38,7 @@ use super::proto::{
 use super::run::{output_buffer, plan, route, send, start, Context, Intake, Running};
 use super::status::{as_status, error_response, Dialect};
 use crate::error::{Error, Result};
-use crate::executor::{Output, Session};
-use crate::supervisor::Event;
+use crate::executor::{Event, Output, Session};
 
 pub type Responses = mpsc::Sender<std::result::Result<StreamResponse, Status>>;
 

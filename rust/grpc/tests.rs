@@ -22,9 +22,7 @@ use super::proto::{
 };
 use super::server::{serve, ServerConfig};
 use crate::error::{Error, Result};
-use crate::executor::{Graph, SessionConfig};
-use crate::ipc::ChannelConfig;
-use crate::supervisor::{LaunchSpec, SpawnMethod, Timing};
+use crate::executor::{ChannelConfig, Graph, LaunchSpec, SessionConfig, SpawnMethod, Timing};
 
 /// Plans manifests of native nodes only.
 struct NativePlanner;

@@ -9,13 +9,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::executor::graph::{self, Offer, Placement};
-use crate::executor::{Graph, Output, Session, SessionConfig};
-use crate::ipc::ChannelConfig;
+use crate::executor::{
+    ChannelConfig, Event, Graph, ImportSpec, LaunchSpec, NodeStatus, Output, Session,
+    SessionConfig, SpawnMethod, Timing,
+};
 use crate::py::blocking::without_gil;
 use crate::py::channel::{Guard, PySender};
 use crate::py::errors::IntoPyResult;
 use crate::py::frame::{RawFrame, Storage};
-use crate::supervisor::{Event, ImportSpec, LaunchSpec, NodeStatus, SpawnMethod, Timing};
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     if value.is_finite() && value >= 0.0 {
