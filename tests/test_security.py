@@ -41,7 +41,7 @@ from zerohop import (
 )
 from zerohop.data import from_bytes
 from zerohop.manifest import Manifest
-from zerohop.session import MultiprocessSession
+from zerohop.multiprocess import MultiprocessSession
 
 
 def _our_shm() -> list[Path]:

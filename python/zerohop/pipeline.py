@@ -487,17 +487,20 @@ class Pipeline:
             with pipeline.session(on_progress=print) as session:
                 outputs = session.run(frames)
         """
-        from .session import start_session
-
         executor = executor or self.executor
         _check_executor(executor)
         self.validate(executor)
-        return start_session(
-            self,
-            executor=executor,
-            on_progress=on_progress,
-            on_frame_error=on_frame_error,
-        )
+        session: Session
+        if executor == "inprocess":
+            from .inprocess import InProcessSession
+
+            session = InProcessSession(self, on_progress=on_progress)
+        else:
+            from .multiprocess import MultiprocessSession
+
+            session = MultiprocessSession.start(self, on_progress)
+        session._on_frame_error = on_frame_error
+        return session
 
     def run(self, inputs: Frame | Iterable[Frame], **session_options: Any) -> list[Frame]:
         """Starts a session, sends ``inputs``, collects every output, closes it."""

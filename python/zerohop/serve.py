@@ -36,7 +36,7 @@ def plan(
     them and returns them to the client). Raises :class:`ManifestError` naming the
     field (and, under runtime.toml ``[nodes] strict_params``, for a warning),
     :class:`~zerohop.errors.ResourceLimitError` past a limit."""
-    from .session import session_args
+    from .multiprocess import session_args
 
     try:
         data = json.loads(manifest_json)

@@ -20,8 +20,6 @@ error that names the node.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -33,7 +31,6 @@ from .errors import ConfigError, ZerohopError
 
 if TYPE_CHECKING:
     from .data import Frame
-    from .pipeline import Executor, Pipeline
 
 __all__ = ["NodeStatus", "Session"]
 
@@ -248,135 +245,3 @@ class Session(Closing):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"
         return f"<{type(self).__name__} {self.name!r} {state}>"
-
-
-class MultiprocessSession(Session):
-    """Every node in its own process, wired by shared-memory channels (the default)."""
-
-    def __init__(self, native: Any, name: str) -> None:
-        super().__init__(name, list(native.input_labels), list(native.output_labels))
-        self._native = native
-        self.id: str = native.id
-        from .channel import Sender
-
-        self._inputs = [
-            Sender.wrap(native.input(i), label) for i, label in enumerate(self.input_labels)
-        ]
-
-    def _send(self, index: int, frame: Frame, timeout: float | None) -> int:
-        return self._inputs[index].send(frame, timeout=timeout)
-
-    def _end_inputs(self, timeout: float | None) -> None:
-        self._native.end_inputs(timeout)
-
-    def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
-        from .data import from_raw
-
-        item = self._native.recv(timeout)
-        if item[0] == "frame":
-            return "frame", from_raw(item[2]), self.output_labels[item[1]]
-        return item[0], item[1], None
-
-    def status(self) -> list[NodeStatus]:
-        return [NodeStatus(**item) for item in self._native.status()]
-
-    def pids(self) -> list[int]:
-        """Pids of the node processes."""
-        return list(self._native.pids())
-
-    def loan_tensor(
-        self, shape: tuple[int, ...] | int, dtype: str = "float32", *, to: str | None = None
-    ) -> Any:
-        """Loans a tensor frame from the input channel's shared memory (zero-copy send)."""
-        return self._inputs[self._input_index(to)].loan_tensor(shape, dtype)
-
-    def loan_audio(
-        self,
-        frames: int,
-        *,
-        sample_rate: int,
-        channels: int = 1,
-        dtype: str = "float32",
-        to: str | None = None,
-    ) -> Any:
-        """Loans an audio frame from the input channel's shared memory."""
-        return self._inputs[self._input_index(to)].loan_audio(
-            frames, sample_rate=sample_rate, channels=channels, dtype=dtype
-        )
-
-    def _close(self) -> None:
-        for sender in self._inputs:
-            sender.close()
-        self._native.close()
-
-
-def _launch_command(pipeline: Pipeline) -> tuple[str, list[str], list[tuple[str, str]]]:
-    executable = pipeline.config.process.python_executable or sys.executable
-    env = [(k, v) for k, v in os.environ.items()]
-    return executable, ["-m", "zerohop.runner"], env
-
-
-def _sys_path() -> list[str]:
-    entries = []
-    main = sys.modules.get("__main__")
-    main_file = getattr(main, "__file__", None)
-    if main_file:
-        entries.append(os.path.dirname(os.path.abspath(main_file)))
-    entries.extend(p for p in sys.path if p)
-    return entries
-
-
-def session_args(pipeline: Pipeline) -> dict[str, Any]:
-    """The settings ``NativeSession.start`` takes besides the graph, from the pipeline's
-    runtime configuration."""
-    cfg = pipeline.config
-    program, args, env = _launch_command(pipeline)
-    return {
-        "program": program,
-        "args": args,
-        "env": env,
-        "cwd": os.getcwd(),
-        "channel": (
-            cfg.channel.capacity,
-            cfg.channel.max_payload_bytes,
-            cfg.channel.initial_payload_bytes,
-            cfg.channel.max_borrowed,
-            cfg.channel.max_loans,
-        ),
-        "init_timeout": cfg.process.init_timeout_secs,
-        "grace": cfg.process.grace_period_secs,
-        "term_grace": cfg.process.term_grace_secs,
-        "liveness_timeout": cfg.process.liveness_timeout(),
-        "max_processes": cfg.process.max_processes(),
-        "heartbeat_secs": cfg.process.heartbeat_secs,
-        "imports": pipeline._imports.specs(),
-        "sys_path": _sys_path(),
-        "spawn_method": cfg.process.spawn_method,
-    }
-
-
-def start_session(
-    pipeline: Pipeline,
-    *,
-    executor: Executor,
-    on_progress: EventCallback | None,
-    on_frame_error: EventCallback | None,
-) -> Session:
-    """Starts ``pipeline`` on ``executor`` (called by :meth:`Pipeline.session`)."""
-    import json
-
-    if executor == "inprocess":
-        from .inprocess import InProcessSession
-
-        session: Session = InProcessSession(pipeline, on_progress=on_progress)
-    else:
-        from . import _native
-
-        native = _native.NativeSession.start(
-            json.dumps(pipeline.graph("multiprocess")),
-            session_args(pipeline),
-            on_event=on_progress,
-        )
-        session = MultiprocessSession(native, pipeline.name)
-    session._on_frame_error = on_frame_error
-    return session
