@@ -1,5 +1,6 @@
 """The node registry and the node API outside of any process: registration rules,
-lookup with suggestions, entry points, runtime.toml modules, params validation."""
+lookup with suggestions, entry points, runtime.toml modules, params validation, and
+which modules a node process loads."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 
 import zerohop
 from zerohop import ConfigError, ManifestError, MultiprocessNode, UnknownNodeTypeError
-from zerohop import node as node_module
+from zerohop import registry as registry_module
 
 
 class Sample(MultiprocessNode):
@@ -88,11 +89,76 @@ def test_entry_points_and_config_modules_register_nodes(
     config.write_text('[nodes]\nmodules = ["plugin_nodes"]\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("ZEROHOP_CONFIG", str(config))
-    monkeypatch.setattr(node_module, "_discovered", False)
+    monkeypatch.setattr(registry_module, "_discovered", False)
     try:
         assert zerohop.node_class("FromPlugin").__name__ == "PluginNode"
         assert zerohop.node_class("ConfiguredNode").__name__ == "Configured"
     finally:
         for name in ("FromPlugin", "ConfiguredNode", "PluginNode"):
-            node_module._registry.pop(name, None)
+            registry_module._registry.pop(name, None)
         sys.modules.pop("plugin_nodes", None)
+
+
+def test_zerohops_own_nodes_are_declared_as_entry_points() -> None:
+    """The registry finds zerohop's nodes as it finds any plugin's: every node class of
+    zerohop.nodes is declared in the installed entry points under its node type, and
+    every declared one is such a class."""
+    from importlib.metadata import entry_points
+
+    import zerohop.nodes
+
+    declared = {p.name: p.value for p in entry_points(group=registry_module.ENTRY_POINT_GROUP)}
+    ours = {
+        cls.node_type: f"{cls.__module__}:{cls.__qualname__}"
+        for module in vars(zerohop.nodes).values()
+        if getattr(module, "__name__", "").startswith("zerohop.nodes.")
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and issubclass(cls, MultiprocessNode)
+        and cls.__module__ == module.__name__
+        and "node_type" in vars(cls)
+    }
+    assert ours and {k: v for k, v in declared.items() if v.startswith("zerohop.")} == ours
+
+
+@pytest.mark.parametrize("spawn_method", ["exec", "zygote"])
+def test_a_node_process_loads_no_host_side_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spawn_method: str
+) -> None:
+    """What `python -m zerohop.runner` imports for a node: never the pipeline builder,
+    sessions, executors, manifests, config, serve, CLI or client."""
+    (tmp_path / "node_side_probe.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from zerohop import Json, MultiprocessNode
+
+            class Modules(MultiprocessNode):
+                def process(self, frame):
+                    return Json(sorted(m for m in sys.modules if m.startswith("zerohop")))
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import node_side_probe
+
+    config = zerohop.RuntimeConfig.model_validate({"process": {"spawn_method": spawn_method}})
+    try:
+        pipe = zerohop.Pipeline("probe", config=config).node("m", node_side_probe.Modules)
+        (out,) = pipe.run([zerohop.Text("x")])
+    finally:
+        sys.modules.pop("node_side_probe", None)
+    loaded = set(out.value)  # type: ignore[attr-defined]
+    host_side = {
+        "zerohop.pipeline",
+        "zerohop.session",
+        "zerohop.multiprocess",
+        "zerohop.inprocess",
+        "zerohop.manifest",
+        "zerohop.config",
+        "zerohop.serve",
+        "zerohop.cli",
+        "zerohop.client",
+    }
+    assert "zerohop.runner" in loaded or "zerohop.node" in loaded, loaded
+    assert not loaded & host_side, sorted(loaded & host_side)

@@ -19,7 +19,7 @@ from zerohop import Audio, ManifestError, MultiprocessNode, Pipeline, Text
 from zerohop.config import ProcessConfig, RuntimeConfig
 from zerohop.inprocess import InProcessSession
 from zerohop.manifest import Manifest
-from zerohop.node import _registry, register_node
+from zerohop.registry import _registry, register_node
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,12 +6,10 @@ The public API is re-exported here; see the submodules for details:
 :mod:`zerohop.config` (``runtime.toml``), :mod:`zerohop.errors` (exceptions).
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import _native
-from .channel import Receiver, Sender
-from .config import ChannelConfig, RuntimeConfig, load_config
-from .data import Audio, Bytes, Control, Frame, Json, Tensor, Text, Video, from_bytes
 from .errors import (
     ChannelClosedError,
     ChannelError,
@@ -31,12 +29,16 @@ from .errors import (
     ZerohopError,
     ZerohopTimeoutError,
 )
-from .node import MultiprocessNode, NodeContext, node_class, register_node, registered_nodes
-from .pipeline import Pipeline
-from .session import NodeStatus, Session
 
 if TYPE_CHECKING:
+    from .channel import Receiver, Sender
     from .client import AsyncClient, Client, RemoteError
+    from .config import ChannelConfig, RuntimeConfig, load_config
+    from .data import Audio, Bytes, Control, Frame, Json, Tensor, Text, Video, from_bytes
+    from .node import MultiprocessNode, NodeContext
+    from .pipeline import Pipeline
+    from .registry import node_class, register_node, registered_nodes
+    from .session import NodeStatus, Session
 
 __version__: str = _native.__version__
 
@@ -94,14 +96,33 @@ def reclaim_dead() -> int:
     return _native.reclaim_dead()
 
 
-_LAZY = ("AsyncClient", "Client", "RemoteError")
+#: Where each public name lives. Importing zerohop loads none of these modules; the
+#: first use of a name loads its own (PEP 562). So a node process, which imports
+#: zerohop for the node API, never loads the host side (pipeline builder, sessions,
+#: config, gRPC client) unless the node's own code does.
+_LAZY = {
+    **dict.fromkeys(("Receiver", "Sender"), "channel"),
+    **dict.fromkeys(("AsyncClient", "Client", "RemoteError"), "client"),
+    **dict.fromkeys(("ChannelConfig", "RuntimeConfig", "load_config"), "config"),
+    **dict.fromkeys(
+        ("Audio", "Bytes", "Control", "Frame", "Json", "Tensor", "Text", "Video", "from_bytes"),
+        "data",
+    ),
+    **dict.fromkeys(("MultiprocessNode", "NodeContext"), "node"),
+    "Pipeline": "pipeline",
+    **dict.fromkeys(("node_class", "register_node", "registered_nodes"), "registry"),
+    **dict.fromkeys(("NodeStatus", "Session"), "session"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    """The gRPC client (:mod:`zerohop.client`) is imported on first use, so that node
-    processes, which import zerohop too, never load grpcio."""
-    if name in _LAZY:
-        from . import client
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zerohop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return getattr(client, name)
-    raise AttributeError(f"module 'zerohop' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

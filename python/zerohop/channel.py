@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from . import _native
-from .config import ChannelConfig, load_config
 from .data import Audio, Bytes, Frame, PixelFormat, Tensor, Video, from_raw
 from .errors import ChannelClosedError, FrameError
+
+if TYPE_CHECKING:
+    from .config import ChannelConfig
 
 __all__ = ["Receiver", "Sender"]
 
@@ -64,7 +66,11 @@ def _send_end_of_stream(sender: Sender, timeout: float | None = None) -> None:
 def _channel_config(
     config: ChannelConfig | None, overrides: dict[str, int | None]
 ) -> dict[str, int]:
-    kwargs = (config or load_config().channel).native_kwargs()
+    if config is None:
+        from .config import load_config  # host side: a node process passes its settings
+
+        config = load_config().channel
+    kwargs = config.native_kwargs()
     kwargs.update({key: value for key, value in overrides.items() if value is not None})
     kwargs["initial_payload"] = min(kwargs["initial_payload"], kwargs["max_payload"])
     return kwargs
@@ -241,6 +247,14 @@ class Receiver(Closing):
         self._native: _native.Receiver | None = None
         kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
         self._native = _native.Receiver(name, **kwargs)
+
+    @classmethod
+    def wrap(cls, native: _native.Receiver, name: str) -> Receiver:
+        """A Receiver around a native one made elsewhere (a node process's input)."""
+        receiver = cls.__new__(cls)
+        receiver.name = name
+        receiver._native = native
+        return receiver
 
     def _ends(self) -> _native.Receiver:
         if self._native is None:

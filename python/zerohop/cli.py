@@ -276,7 +276,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .node import NODE_TYPE_ALIASES, canonical_node_type, native_node_types, registered_nodes
+    from .registry import (
+        NODE_TYPE_ALIASES,
+        canonical_node_type,
+        native_node_types,
+        registered_nodes,
+    )
 
     python_executor = "multiprocess" if load_config().process.multiprocess else "inprocess"
     rows: dict[str, dict[str, Any]] = {}

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .node import MODEL_DIRS_CONTEXT
 
 __all__ = [
     "ChannelConfig",
@@ -84,10 +85,6 @@ class ProcessConfig(_Section):
                 f"heartbeat_secs ({self.heartbeat_secs}), or be 0 to turn the check off"
             )
         return self
-
-
-#: Key of ``[nodes] model_dirs`` in the context params models are validated with.
-MODEL_DIRS_CONTEXT = "model_dirs"
 
 
 class NodesConfig(_Section):

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from . import _native
 from .data import Frame, from_raw
 from .errors import NodeError, NodeInitError, NodeInitTimeout, ZerohopTimeoutError
-from .node import MultiprocessNode, NativeNodeType, NodeContext, iter_outputs, takes_control
+from .node import MultiprocessNode, NodeContext, iter_outputs, takes_control
+from .registry import NativeNodeType
 from .session import EventCallback, NodeStatus, Session
 
 if TYPE_CHECKING:

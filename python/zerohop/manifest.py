@@ -25,7 +25,7 @@ makes every warning an error.
   remotemedia's Python runtimes; on a native (Rust) node type they are a hint, not an
   order: the node runs native, with a warning.
 - Node types may be spelt as remotemedia does (``PassthroughNode``, ``SileroVAD``,
-  ``AudioResample``, ...: :data:`zerohop.node.NODE_TYPE_ALIASES`).
+  ``AudioResample``, ...: :data:`zerohop.registry.NODE_TYPE_ALIASES`).
 - Unknown params of a node are dropped before the node sees them, with a warning
   naming ``nodes[i].params.<name>`` and the node id; unknown top-level, node and
   connection fields are warnings too.

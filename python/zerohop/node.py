@@ -1,4 +1,5 @@
-"""Nodes: the base class users subclass, the context a node gets, and the registry.
+"""Nodes: the base class users subclass and the context a node gets (the registry that
+finds node types by name is :mod:`zerohop.registry`).
 
 A node runs in its own process (its own interpreter and GIL). It is a small object::
 
@@ -21,51 +22,32 @@ be a generator / async generator yielding several (streaming); it may also be
 ``async def``. ``flush`` runs once when the input stream ends and may emit the same way;
 ``cleanup`` runs when the node stops.
 
-Node types resolve by name only through the registry: classes decorated with
-:func:`register_node`, the entry-point group ``zerohop.nodes`` of installed packages,
-and the modules listed in ``runtime.toml`` (``[nodes] modules``). A manifest can never
-make a node process import anything else.
+Node types resolve by name only through :mod:`zerohop.registry`: classes decorated
+with :func:`~zerohop.registry.register_node`, the entry-point group ``zerohop.nodes``
+of installed packages (zerohop's own nodes are declared there too), and the modules
+listed in ``runtime.toml`` (``[nodes] modules``). A manifest can never make a node
+process import anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import difflib
-import importlib
 import inspect
-import json
-import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from functools import lru_cache
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import ConfigError, ManifestError, UnknownNodeTypeError
+from .errors import ManifestError
 
 if TYPE_CHECKING:
     from .data import Audio, Frame, Tensor, Video
 
-__all__ = [
-    "NODE_TYPE_ALIASES",
-    "MultiprocessNode",
-    "NativeNodeType",
-    "NodeContext",
-    "canonical_node_type",
-    "iter_outputs",
-    "native_node_types",
-    "node_class",
-    "register_node",
-    "registered_nodes",
-    "resolve_node_type",
-]
+__all__ = ["MODEL_DIRS_CONTEXT", "MultiprocessNode", "NodeContext", "iter_outputs", "takes_control"]
 
-ENTRY_POINT_GROUP = "zerohop.nodes"
-
-N = TypeVar("N", bound=type["MultiprocessNode"])
+#: Key of runtime.toml's ``[nodes] model_dirs`` in the context node params are validated
+#: with (:meth:`MultiprocessNode.validate_params`; the host's configuration fills it).
+MODEL_DIRS_CONTEXT = "model_dirs"
 
 
 class NodeContext:
@@ -295,174 +277,3 @@ def iter_outputs(result: Any, event_loop: Callable[[], asyncio.AbstractEventLoop
         yield result
     else:
         yield from (item for item in result if item is not None)
-
-
-# --------------------------------------------------------------------------- registry
-
-_registry: dict[str, type[MultiprocessNode]] = {}
-_registry_lock = threading.Lock()
-_discovered = False
-
-
-@overload
-def register_node(cls: N, /, *, name: str | None = None) -> N: ...
-@overload
-def register_node(*, name: str | None = None) -> Callable[[N], N]: ...
-
-
-def register_node(cls: N | None = None, /, *, name: str | None = None) -> N | Callable[[N], N]:
-    """Registers a node class under ``name`` (default: the class name).
-
-    Re-registering the same class (a module imported twice, e.g. as ``__main__`` and
-    ``__mp_main__``) is fine; a different class under a taken name is an error.
-    """
-
-    def register(node_cls: N) -> N:
-        if not (isinstance(node_cls, type) and issubclass(node_cls, MultiprocessNode)):
-            raise TypeError(f"@register_node needs a MultiprocessNode subclass, got {node_cls!r}")
-        type_name = name or node_cls.__name__
-        with _registry_lock:
-            existing = _registry.get(type_name)
-            if existing is not None and not _same_class(existing, node_cls):
-                raise ConfigError(
-                    f"node type '{type_name}' is already registered by "
-                    f"{existing.__module__}.{existing.__qualname__}"
-                )
-            node_cls.node_type = type_name
-            _registry[type_name] = node_cls
-        return node_cls
-
-    return register(cls) if cls is not None else register
-
-
-def _same_class(a: type, b: type) -> bool:
-    if a is b:
-        return True
-    main_names = {"__main__", "__mp_main__"}
-    same_module = a.__module__ == b.__module__ or {a.__module__, b.__module__} <= main_names
-    return same_module and a.__qualname__ == b.__qualname__
-
-
-def _discover() -> None:
-    """Imports the built-in nodes, entry points and runtime.toml modules, once."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    from . import nodes  # noqa: F401  (built-ins register on import)
-    from .config import load_config
-
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = point.load()
-        except Exception as err:  # a broken plugin must not break every pipeline
-            print(f"zerohop: cannot load node entry point {point.name!r}: {err}", file=sys.stderr)
-            continue
-        if isinstance(loaded, type) and issubclass(loaded, MultiprocessNode):
-            register_node(loaded, name=point.name)
-    for module in load_config().nodes.modules:
-        importlib.import_module(module)
-
-
-def registered_nodes() -> dict[str, type[MultiprocessNode]]:
-    """Every registered node type by name."""
-    _discover()
-    with _registry_lock:
-        return dict(sorted(_registry.items()))
-
-
-@dataclass(frozen=True)
-class NativeNodeType:
-    """A node type implemented in Rust, run in the host process (not a Python class)."""
-
-    node_type: str
-    description: str
-    params_schema: dict[str, Any]
-    inputs: tuple[str, ...] = ("in",)
-    outputs: tuple[str, ...] = ("out",)
-    #: Left to the Rust registry, which knows the native nodes' frame kinds.
-    accepts: tuple[str, ...] | None = None
-    emits: tuple[str, ...] | None = None
-    #: Native nodes take any rate.
-    input_rate: int | None = None
-
-    def needs_input_rate(self, params: Any) -> int | None:
-        return self.input_rate
-
-
-@lru_cache(maxsize=1)
-def native_node_types() -> dict[str, NativeNodeType]:
-    """The native (Rust) node types by name."""
-    from . import _native
-
-    return {
-        name: NativeNodeType(name, description, json.loads(schema))
-        for name, description, schema in _native.native_nodes()
-    }
-
-
-def node_class(node_type: str) -> type[MultiprocessNode]:
-    """The Python class registered as ``node_type``; :class:`UnknownNodeTypeError`
-    (with the closest registered names) if there is none."""
-    found = resolve_node_type(node_type)
-    if isinstance(found, NativeNodeType):
-        raise UnknownNodeTypeError(
-            f"'{node_type}' is a native (Rust) node type, not a Python class",
-            node_type=node_type,
-        )
-    return found
-
-
-#: Other spellings of node types, as remotemedia-sdk manifests write them → the type
-#: zerohop registers. Resolved by :func:`resolve_node_type` (the one registry lookup)
-#: when no node type of that exact name is registered; ``zerohop nodes`` lists them.
-NODE_TYPE_ALIASES: dict[str, str] = {
-    "PassthroughNode": "PassThrough",
-    "PassThroughNode": "PassThrough",
-    "EchoNode": "PassThrough",
-    "SileroVAD": "SileroVADNode",
-    "AudioResample": "FastResampleNode",
-    "AutoResampleNode": "FastResampleNode",
-}
-
-
-def canonical_node_type(node_type: str) -> str:
-    """The registered name ``node_type`` stands for: itself when a node type of that
-    name is registered (Python or native), else the type it is an alias of."""
-    _discover()
-    with _registry_lock:
-        if node_type in _registry:
-            return node_type
-    if node_type in native_node_types():
-        return node_type
-    return NODE_TYPE_ALIASES.get(node_type, node_type)
-
-
-def resolve_node_type(node_type: str) -> type[MultiprocessNode] | NativeNodeType:
-    """What ``node_type`` names: a registered Python class, else a native node type,
-    else what it is an alias of (:data:`NODE_TYPE_ALIASES`);
-    :class:`UnknownNodeTypeError` (with the closest names of either) if none."""
-    alias = NODE_TYPE_ALIASES.get(node_type)
-    if alias is not None and canonical_node_type(node_type) == alias:
-        return resolve_node_type(alias)
-    with _registry_lock:
-        found = _registry.get(node_type)
-    if found is not None:
-        return found
-    _discover()
-    with _registry_lock:
-        found = _registry.get(node_type)
-        known = sorted(_registry)
-    if found is not None:
-        return found
-    native = native_node_types()
-    if node_type in native:
-        return native[node_type]
-    known = sorted({*known, *native})
-    close = difflib.get_close_matches(node_type, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownNodeTypeError(
-        f"unknown node type '{node_type}'{hint} (registered: {', '.join(known) or 'none'})",
-        node_type=node_type,
-        suggestions=close,
-    )

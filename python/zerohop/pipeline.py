@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError, ManifestError, ManifestWarning
-from .node import (
-    MultiprocessNode,
+from .node import MultiprocessNode
+from .registry import (
     NativeNodeType,
     canonical_node_type,
     native_node_types,
@@ -158,6 +158,10 @@ class Pipeline:
         self._nodes: list[_NodeEntry] = []
         self._edges: list[_Edge] = []
         self._imports = _Imports()
+        # Node processes import runtime.toml's [nodes] modules because the host says so:
+        # they never read the host's configuration themselves.
+        for module in self.config.nodes.modules:
+            self._imports.modules.setdefault(("module", module), [])
         #: What was accepted but is not acted on (see :meth:`add_node`'s ``lenient``
         #: and :meth:`zerohop.manifest.Manifest.to_pipeline`), each naming its path.
         self.warnings: list[ManifestWarning] = []

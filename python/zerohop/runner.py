@@ -39,12 +39,12 @@ from typing import Any
 
 # zerohop's own modules load here, once (not per frame); the user's node modules load
 # in `Runner.run`, after sys.path and the host's imports are set up.
-from . import channel, node
+from . import _native, channel, node
 from .channel import _send_end_of_stream
-from .config import ChannelConfig
 from .data import Frame, from_raw
 from .errors import ChannelClosedError
-from .node import iter_outputs, register_node
+from .node import iter_outputs
+from .registry import node_class, register_node, use_modules
 
 CONTROL_FD = 3
 _LENGTH = struct.Struct("<I")
@@ -174,6 +174,8 @@ class Runner:
     # ------------------------------------------------------------------ set-up
 
     def _prepare_imports(self) -> None:
+        # runtime.toml's [nodes] modules are among the host's imports below.
+        use_modules(())
         for entry in reversed(self.spec.get("sys_path", [])):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
@@ -201,21 +203,18 @@ class Runner:
         started = time.monotonic()
         try:
             self._prepare_imports()
-            cls = node.node_class(self.spec["node_type"])
-            settings = self.spec["channel"]
-            config = ChannelConfig(
-                capacity=settings["capacity"],
-                max_payload_bytes=settings["max_payload"],
-                initial_payload_bytes=settings["initial_payload"],
-                max_borrowed=settings["max_borrowed"],
-                max_loans=settings["max_loans"],
-            )
+            cls = node_class(self.spec["node_type"])
+            # The host's channel settings, already in the native constructors' terms.
+            settings: dict[str, int] = self.spec["channel"]
             self.outputs = {
-                port["port"]: [channel.Sender(name, config=config) for name in port["channels"]]
+                port["port"]: [
+                    channel.Sender.wrap(_native.Sender(name, **settings), name)
+                    for name in port["channels"]
+                ]
                 for port in self.spec["outputs"]
             }
             self.inputs = [
-                (port["port"], channel.Receiver(name, config=config))
+                (port["port"], channel.Receiver.wrap(_native.Receiver(name, **settings), name))
                 for port in self.spec["inputs"]
                 for name in port["channels"]
             ]

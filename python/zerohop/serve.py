@@ -56,7 +56,7 @@ def plan(
 
 def node_types() -> list[str]:
     """Every node type a manifest may name: registered Python nodes and native nodes."""
-    from .node import native_node_types, registered_nodes
+    from .registry import native_node_types, registered_nodes
 
     return sorted(set(registered_nodes()) | set(native_node_types()))
 

@@ -71,6 +71,7 @@ PRELOAD = (
     "zerohop",
     "zerohop.runner",
     "zerohop.node",
+    "zerohop.registry",
     "zerohop.channel",
     "zerohop.nodes",
     "numpy",

@@ -29,7 +29,8 @@ from pydantic import Field, field_validator, model_validator
 
 from ..data import Frame, Json, Text
 from ..errors import NodeInitError
-from ..node import MultiprocessNode, NodeContext, register_node
+from ..node import MultiprocessNode, NodeContext
+from ..registry import register_node
 from .model_paths import ModelPath
 from .packaged import packaged_file, require
 from .params import NodeParams

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ValidationInfo
 
-from ..config import MODEL_DIRS_CONTEXT
+from ..node import MODEL_DIRS_CONTEXT
 from .packaged import KNOWN_FILES, installed_dir
 
 __all__ = ["ModelName", "ModelPath", "allowed_roots"]

@@ -17,7 +17,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ..data import Audio, Control, Frame, Json, Tensor, Text
-from ..node import MultiprocessNode, NodeContext, register_node
+from ..node import MultiprocessNode, NodeContext
+from ..registry import register_node
 
 __all__ = [
     "BurnCPU",

@@ -22,7 +22,8 @@ from pydantic import Field
 
 from ..data import Audio, Frame, Json, Text
 from ..errors import NodeInitError
-from ..node import MultiprocessNode, NodeContext, register_node
+from ..node import MultiprocessNode, NodeContext
+from ..registry import register_node
 from .model_paths import ModelPath
 from .packaged import package_dir, packaged_file, require
 from .params import NodeParams

@@ -47,7 +47,8 @@ import numpy as np
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
 from ..data import Audio, Frame, Json
-from ..node import MultiprocessNode, NodeContext, register_node
+from ..node import MultiprocessNode, NodeContext
+from ..registry import register_node
 from .audio import mono_float32
 from .model_paths import ModelPath
 from .packaged import check_sha256, packaged_file, require

@@ -32,7 +32,8 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ..data import Frame, Json, Text
 from ..errors import NodeInitError
-from ..node import MultiprocessNode, NodeContext, register_node
+from ..node import MultiprocessNode, NodeContext
+from ..registry import register_node
 from .audio import mono_float32
 from .model_paths import ModelName, ModelPath
 from .packaged import packaged_file, require
