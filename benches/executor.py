@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import zerohop
+import zerohop.testing
 from zerohop import Pipeline, Text
 
 

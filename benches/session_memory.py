@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-import zerohop.nodes.testing  # noqa: F401  (registers the test nodes)
+import zerohop.testing  # noqa: F401  (Crash: an opt-in fault injector)
 from zerohop import NodeFailure, Pipeline, Tensor, Text
 
 CRASH_MODES = ("process_exception", "exit", "segfault", "sigkill")

@@ -43,6 +43,7 @@ import numpy as np
 
 import zerohop
 import zerohop.nodes.testing
+import zerohop.testing
 from zerohop import Audio, Bytes, Json, NodeFailure, Pipeline, Tensor, Text, Video, ZerohopError
 
 SHM = Path("/dev/shm")

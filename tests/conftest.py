@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import zerohop.testing  # noqa: F401  (the fault injectors, opt-in: registered for the tests)
+
 SHM = Path("/dev/shm")
 # This run's own iceoryx2 file prefix (inherited by every node process): concurrent test
 # runs on one machine neither see each other's channels nor count each other's files.

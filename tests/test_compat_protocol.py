@@ -263,3 +263,10 @@ def test_control_messages_pass_nodes_that_take_only_data(client: RemotemediaClie
     assert [b.WhichOneof("data_type") for b in got] == ["text", "control", "text"], responses
     assert got[1].control == control.control
     assert [got[0].text.text_data, got[2].text.text_data] == [b"A", b"B"]
+
+
+def test_a_served_manifest_cannot_name_a_fault_injector(client: RemotemediaClient) -> None:
+    """This server's runtime.toml does not list zerohop.testing: Crash is unknown."""
+    error = client.execute(pipeline([("c", "Crash", {"mode": "segfault"})]), {"c": text("x")}).error
+    assert error.error_type == common_pb2.ERROR_TYPE_VALIDATION
+    assert "unknown node type 'Crash'" in error.message, error

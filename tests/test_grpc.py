@@ -50,6 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = tmp_path_factory.mktemp("serve") / "runtime.toml"
     config.write_text(
         f"[channel]\nmax_payload_bytes = {MAX_PAYLOAD}\n[server]\nmax_sessions = 16\n"
+        '[nodes]\nmodules = ["zerohop.testing"]\n'  # the fault injectors (opt-in)
     )
     proc, srv = start_server(config, TOKEN)
     # grpcio creates its process-wide threads and fds on first use: not a test's leak.

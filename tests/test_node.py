@@ -4,6 +4,7 @@ which modules a node process loads."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -162,3 +163,14 @@ def test_a_node_process_loads_no_host_side_module(
     }
     assert "zerohop.runner" in loaded or "zerohop.node" in loaded, loaded
     assert not loaded & host_side, sorted(loaded & host_side)
+
+
+def test_fault_injectors_are_not_registered_by_default() -> None:
+    """Crash, BurnCPU, Slow and SlowInit are opt-in (zerohop.testing): a process that
+    did not import it, or list it in [nodes] modules, does not know them."""
+    code = "from zerohop import registered_nodes; print(' '.join(registered_nodes()))"
+    names = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    assert "Echo" in names
+    assert not {"Crash", "BurnCPU", "Slow", "SlowInit"} & set(names), names

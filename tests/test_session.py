@@ -437,6 +437,7 @@ def test_children_die_with_a_killed_host() -> None:
 
 CTRL_C = """
 import zerohop
+import zerohop.testing  # BurnCPU (an opt-in fault injector)
 pipe = zerohop.Pipeline("ctrlc").node("a", "Echo").node("b", "BurnCPU", ms=10000).connect("a", "b")
 with pipe.session() as s:
     print(" ".join(map(str, s.pids())), flush=True)

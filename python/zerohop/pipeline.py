@@ -123,6 +123,17 @@ class _Imports:
         if cls.__qualname__ not in classes:
             classes.append(cls.__qualname__)
 
+    def add_module_of(self, cls: type[MultiprocessNode]) -> None:
+        """A class the host's registry found by name: node processes import its module
+        (they never read the host's configuration, so they do not know which modules
+        it listed), unless it lives in a script or a function, where they look it up
+        by name as before."""
+        if "<locals>" not in cls.__qualname__ and cls.__module__ not in (
+            "__main__",
+            "__mp_main__",
+        ):
+            self.modules.setdefault(("module", cls.__module__), [])
+
     def specs(self) -> list[tuple[str, str, list[str]]]:
         return [(kind, value, classes) for (kind, value), classes in self.modules.items()]
 
@@ -158,10 +169,6 @@ class Pipeline:
         self._nodes: list[_NodeEntry] = []
         self._edges: list[_Edge] = []
         self._imports = _Imports()
-        # Node processes import runtime.toml's [nodes] modules because the host says so:
-        # they never read the host's configuration themselves.
-        for module in self.config.nodes.modules:
-            self._imports.modules.setdefault(("module", module), [])
         #: What was accepted but is not acted on (see :meth:`add_node`'s ``lenient``
         #: and :meth:`zerohop.manifest.Manifest.to_pipeline`), each naming its path.
         self.warnings: list[ManifestWarning] = []
@@ -245,6 +252,8 @@ class Pipeline:
                 raise
             type_name = canonical_node_type(str(node_type))
             native_type = native_node_types().get(type_name)
+            if not isinstance(cls, NativeNodeType):
+                self._imports.add_module_of(cls)
         offer = (native_type is not None, not isinstance(cls, NativeNodeType))
         if lenient and offer == (True, False) and _python_runtime(runtime_hint):
             self.warnings.append(
