@@ -35,6 +35,9 @@ test: test-tools ## the whole test suite: Rust unit tests, then pytest across re
 	cargo test --quiet
 	$(PYTHON) -m pytest -q
 
+test-fast: test-tools ## pytest without the slow tests (soak, 100 sessions) and the speech models
+	$(PYTHON) -m pytest -q -m 'not slow and not speech'
+
 lint-tools: ## install the dev extra's tools (ruff, mypy, stubs)
 	@$(call pip-extra,dev)
 
@@ -55,4 +58,4 @@ bench: ## benchmarks: IPC (Rust criterion, Python vs peers) and the executor
 	$(PYTHON) benches/executor.py
 	$(PYTHON) benches/grpc.py
 
-.PHONY: help install speech-models develop test-tools test lint-tools lint bench
+.PHONY: help install speech-models develop test-tools test test-fast lint-tools lint bench

@@ -117,6 +117,17 @@ def test_readme_commands_makefile_and_ci_agree() -> None:
     assert disagreements(README.read_text(), ROOT / "Makefile", ci) == []
 
 
+def test_make_help_and_the_readme_name_the_test_targets() -> None:
+    out = subprocess.run(
+        ["make", "--no-print-directory", "help"], capture_output=True, text=True, cwd=ROOT
+    )
+    listed = {line.split("\t")[0] for line in out.stdout.splitlines()}
+    development = README.read_text().split("\n## Development\n")[1].split("\n#")[0]
+    for target in ("test", "test-fast", "lint"):
+        assert target in listed, out.stdout
+        assert f"`make {target}`" in development, target
+
+
 def test_the_agreement_check_catches_what_it_must(tmp_path: Path) -> None:
     """The check above fails on the setup it replaced: tests that need ``make install``
     first, and CI that ran it before ``make test``."""
