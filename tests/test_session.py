@@ -219,25 +219,30 @@ def test_init_timeout_and_progress_heartbeats() -> None:
     start = time.monotonic()
     with pytest.raises(NodeInitTimeout, match=r"'hang' was not ready within 1\.5 s"):
         pipe.session(on_progress=events.append)
-    assert time.monotonic() - start < 10
+    elapsed = time.monotonic() - start
+    # Raised after its timeout, not before; the upper bound only catches a hang (20x).
+    assert 1.5 <= elapsed < 30, elapsed
     assert any(e["node_id"] == "hang" for e in events)
     assert not runner_pids()
 
 
 def test_nodes_still_initializing_are_not_given_the_grace_period() -> None:
     """One node fails its init while another is still loading: the loading one has
-    nothing to finish, so it is ended at once, not after the (here 20 s) grace period."""
+    nothing to finish, so it is ended at once, not after the grace period. The grace
+    period (300 s, the most runtime.toml allows) and the loading time (600 s) are far
+    beyond the 60 s bound, which only a loaded machine's slowness comes near: any wait
+    for either fails the test, however busy the machine."""
     pipe = (
-        Pipeline("init", config=config(grace_period_secs=20.0))
+        Pipeline("init", config=config(grace_period_secs=300.0))
         .node("bad", "Crash", mode="init_exception")
-        .node("loading", "SlowInit", seconds=60.0, steps=1)
+        .node("loading", "SlowInit", seconds=600.0, steps=1)
         .connect("bad", "loading")
     )
     start = time.monotonic()
     with pytest.raises(NodeInitError) as info:
         pipe.session()
     assert info.value.node_id == "bad"
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 60, "the loading node was given the grace period"
     assert not runner_pids()
 
 
