@@ -1,6 +1,16 @@
-# Developer entry points; .ci/run calls `make lint` and `make test`.
+# Developer entry points; .ci/run calls `make test` (the README's second command) and
+# `make lint`.
 .DEFAULT_GOAL := help
 PYTHON ?= python3
+
+# Installs the requirements of one of pyproject.toml's optional-dependency groups into
+# $(PYTHON)'s environment, not zerohop itself: `make test` runs against the zerohop already
+# installed there (the README's first command installs it non-editable, `make develop`
+# editable), so a test run never rebuilds the extension. When every requirement is already
+# satisfied pip only checks them: quick, and no network.
+pip-extra = $(PYTHON) -c 'import subprocess, sys, tomllib; \
+	reqs = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"][sys.argv[1]]; \
+	sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--root-user-action=ignore", *reqs]))' $(1)
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,11 +26,22 @@ develop: ## fast debug build, installed editable (Python changes apply without r
 	MATURIN_PEP517_ARGS="--profile dev" $(PYTHON) -m pip install --quiet -e '.[test,dev,speech]'
 	$(MAKE) speech-models PYTHON=$(PYTHON)
 
-test: ## the whole test suite: Rust unit tests, then pytest across real processes
+test-tools: ## install the test extra's tools (pytest, ...) beside the installed zerohop
+	@$(PYTHON) -c 'import importlib.util, sys; importlib.util.find_spec("zerohop") or sys.exit( \
+		f"zerohop is not installed for {sys.executable}: run the first command of the README, or make develop")'
+	@$(call pip-extra,test)
+
+test: test-tools ## the whole test suite: Rust unit tests, then pytest across real processes
 	cargo test --quiet
 	$(PYTHON) -m pytest -q
 
-lint: ## formatters, linters, type checks, stub check
+test-fast: test-tools ## pytest without the slow tests (soak, 100 sessions) and the speech models
+	$(PYTHON) -m pytest -q -m 'not slow and not speech'
+
+lint-tools: ## install the dev extra's tools (ruff, mypy, stubs)
+	@$(call pip-extra,dev)
+
+lint: lint-tools ## formatters, linters, type checks, stub check
 	cargo fmt --check
 	cargo clippy --quiet --all-targets -- -D warnings
 	cargo clippy --quiet --all-targets --features python -- -D warnings
@@ -37,4 +58,4 @@ bench: ## benchmarks: IPC (Rust criterion, Python vs peers) and the executor
 	$(PYTHON) benches/executor.py
 	$(PYTHON) benches/grpc.py
 
-.PHONY: help install speech-models develop test lint bench
+.PHONY: help install speech-models develop test-tools test test-fast lint-tools lint bench

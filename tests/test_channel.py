@@ -329,10 +329,14 @@ def test_ctrl_c_interrupts_a_blocked_call(script: str) -> None:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.2)  # let it enter the blocking call
-        start = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
-        assert time.monotonic() - start < 5, "Ctrl-C took too long"
+        # The call blocks forever unless Ctrl-C ends it: 30 s is a hang bound (it takes
+        # milliseconds; a loaded machine must not fail the test), not a speed test.
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("Ctrl-C did not interrupt the blocked call within 30 s")
+        assert proc.returncode != 0
         assert "KeyboardInterrupt" in err
     finally:
         if proc.poll() is None:

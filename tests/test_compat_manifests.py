@@ -361,7 +361,10 @@ def as_message(manifest: dict[str, Any]) -> Any:
     )
 
 
-@pytest.mark.parametrize("name", list(FORMS))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.speech) if FORMS[n][1] is SPEECH else n for n in FORMS],
+)
 def test_each_form_runs_over_grpc(name: str, server: tuple[Server, Path]) -> None:
     manifest, frame, warned = FORMS[name]
     first = manifest["nodes"][0]["id"]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -38,6 +40,7 @@ def test_init_progress_example() -> None:
     assert "ready after" in out and "['MODEL IS LOADED']" in out
 
 
+@pytest.mark.speech
 def test_speech_stream_example() -> None:
     out = run(str(EXAMPLES / "speech_stream.py"), "--commands", "2", timeout=300)
     assert "recording: 2 commands" in out

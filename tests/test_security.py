@@ -279,6 +279,7 @@ def test_a_whisper_model_name_is_never_a_path(name: str) -> None:
     assert info.value.path == "nodes[0].params.model"
 
 
+@pytest.mark.speech
 def test_model_files_load_from_packages_and_configured_directories(tmp_path: Path) -> None:
     packaged = _packaged_vad_model()
     copy = tmp_path / "vad.onnx"

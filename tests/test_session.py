@@ -131,7 +131,64 @@ def test_fan_out_and_fan_in() -> None:
     )
 
 
+BURN = """
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+start, cpu = time.monotonic_ns(), time.thread_time_ns()
+x = 0
+while time.thread_time_ns() - cpu < int(sys.argv[1]):
+    for i in range(1000):
+        x += i * i
+print(start, time.monotonic_ns(), time.thread_time_ns() - cpu, flush=True)
+"""
+
+
+def free_cores(ms: float) -> float:
+    """What the machine gives right now: the parallelism of two plain Python processes
+    burning ``ms`` of CPU each, released at the same instant (as BurnCPU burns)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BURN, str(int(ms * 1e6))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        runs = [[int(v) for v in proc.communicate(timeout=60)[0].split()] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    span = max(end for _, end, _ in runs) - min(start for start, _, _ in runs)
+    return sum(cpu for _, _, cpu in runs) / span
+
+
 def test_two_cpu_bound_nodes_run_at_the_same_time() -> None:
+    """Two BurnCPU nodes fed by one frame, each in its own process with its own GIL,
+    burn 400 ms of CPU each at the same time: their parallelism (CPU time of both / wall
+    time from the first start to the last end) is near 2, where the in-process
+    executor's one GIL keeps it near 1.
+
+    Parallelism needs two free cores, which a loaded 2-core machine (CI, a build beside
+    it) does not always have, and then no executor can show it. So each attempt measures
+    the machine itself just before and just after the pipeline: two plain Python
+    processes doing the same burn side by side (``free_cores``). An attempt counts only
+    when both of those reached 1.6, i.e. two cores were free around it; the pipeline must
+    then reach 1.3 in one of them (nodes run one after the other give about 1.0). If no
+    attempt in 8 (or in 60 s) finds two free cores, the test is skipped, saying so: on
+    such a machine it could prove nothing either way. The in-process bound is checked in
+    every case (load only lowers parallelism)."""
+
     def parallelism(executor: str) -> float:
         """CPU time both burns used / wall time from the first start to the last end."""
         pipe = (
@@ -147,15 +204,17 @@ def test_two_cpu_bound_nodes_run_at_the_same_time() -> None:
         span = max(v["end"] for v in out) - min(v["start"] for v in out)
         return sum(v["cpu_ns"] for v in out) / span
 
-    # Two GILs on two cores: close to 2. Other load on the machine steals cores, so the
-    # best of up to eight tries counts (stopping at the first that shows it).
-    seen = []
-    for _ in range(8):
-        seen.append(parallelism("multiprocess"))
-        if seen[-1] > 1.3:
-            break
-    assert max(seen) > 1.3, seen
     assert parallelism("inprocess") < 1.15  # one GIL: the burns took turns
+    attempts = []  # (machine before, pipeline, machine after)
+    give_up = time.monotonic() + 60  # each attempt takes ~2 s, much longer under load
+    while len(attempts) < 8 and time.monotonic() < give_up:
+        attempts.append((free_cores(400), parallelism("multiprocess"), free_cores(400)))
+        if min(attempts[-1][0], attempts[-1][2]) >= 1.6 and attempts[-1][1] > 1.3:
+            break
+    counted = [multi for before, multi, after in attempts if min(before, after) >= 1.6]
+    if not counted:
+        pytest.skip(f"two cores were never free (machine, pipeline, machine): {attempts}")
+    assert max(counted) > 1.3, attempts
 
 
 def test_inprocess_executor_gives_the_same_results() -> None:
@@ -219,25 +278,30 @@ def test_init_timeout_and_progress_heartbeats() -> None:
     start = time.monotonic()
     with pytest.raises(NodeInitTimeout, match=r"'hang' was not ready within 1\.5 s"):
         pipe.session(on_progress=events.append)
-    assert time.monotonic() - start < 10
+    elapsed = time.monotonic() - start
+    # Raised after its timeout, not before; the upper bound only catches a hang (20x).
+    assert 1.5 <= elapsed < 30, elapsed
     assert any(e["node_id"] == "hang" for e in events)
     assert not runner_pids()
 
 
 def test_nodes_still_initializing_are_not_given_the_grace_period() -> None:
     """One node fails its init while another is still loading: the loading one has
-    nothing to finish, so it is ended at once, not after the (here 20 s) grace period."""
+    nothing to finish, so it is ended at once, not after the grace period. The grace
+    period (300 s, the most runtime.toml allows) and the loading time (600 s) are far
+    beyond the 60 s bound, which only a loaded machine's slowness comes near: any wait
+    for either fails the test, however busy the machine."""
     pipe = (
-        Pipeline("init", config=config(grace_period_secs=20.0))
+        Pipeline("init", config=config(grace_period_secs=300.0))
         .node("bad", "Crash", mode="init_exception")
-        .node("loading", "SlowInit", seconds=60.0, steps=1)
+        .node("loading", "SlowInit", seconds=600.0, steps=1)
         .connect("bad", "loading")
     )
     start = time.monotonic()
     with pytest.raises(NodeInitError) as info:
         pipe.session()
     assert info.value.node_id == "bad"
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 60, "the loading node was given the grace period"
     assert not runner_pids()
 
 
