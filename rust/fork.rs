@@ -47,7 +47,10 @@
 //!
 //! [`PerProcess`] holds a singleton per generation; [`Generation`] stamps an object
 //! (a channel end, the iceoryx2 node) with the generation it was built in, for a `Drop`
-//! that must not release a parent's resources from a child.
+//! that must not release a parent's resources from a child. A session that was open when
+//! the host forked is such an object too: in the child its supervisor and native host are
+//! inert (closing or dropping the copy neither stops the parent's nodes nor joins threads
+//! that do not exist there), and the parent's session goes on undisturbed.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};

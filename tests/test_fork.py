@@ -168,3 +168,24 @@ def test_a_multiprocessing_fork_child_runs_a_session() -> None:
         process.close()
         reader.close()
     _assert_gone(started)
+
+
+@pytest.mark.parametrize("spawn_method", SPAWN_METHODS)
+def test_a_session_open_at_fork_stays_the_parents(spawn_method: str) -> None:
+    with echo("parent", spawn_method).session() as session:
+        session.send(Text("before"))
+        assert session.recv(timeout=HANG_BOUND).text == "before"
+        pid = _fork()
+        if pid == 0:  # the child: closing its copy must not touch the parent's session
+            code = 1
+            try:
+                session.close()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        assert _wait_for_child(pid) == 0
+        session.send(Text("after"))
+        assert session.recv(timeout=HANG_BOUND).text == "after"
+        assert {node.state for node in session.status()} <= {"ready", "processing"}
