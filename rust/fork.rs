@@ -195,13 +195,14 @@ impl<T: Default> PerProcess<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::{Arc, Barrier, Mutex};
 
-    /// Runs `child` in a forked child (which must only exit through `libc::_exit`) and
-    /// returns its exit code. The child is killed by SIGALRM if it hangs.
-    fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
+    /// Runs `child` in a forked child (which must not panic) and returns its exit code.
+    /// The child leaves through `_exit`, never back into the test harness, and is killed
+    /// by SIGALRM if it hangs (the parent's assertion then says so).
+    pub(crate) fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
         // SAFETY: the child only uses atomics, the allocator (fork-safe in glibc) and
         // `_exit`; it never returns into the test harness.
         let pid = unsafe { libc::fork() };
@@ -209,7 +210,7 @@ mod tests {
         if pid == 0 {
             // SAFETY: plain syscalls in the child.
             unsafe {
-                libc::alarm(10);
+                libc::alarm(20);
                 libc::_exit(child());
             }
         }

@@ -424,6 +424,32 @@ mod tests {
     }
 
     #[test]
+    fn a_forked_host_starts_its_own_spawner() {
+        // The spawner thread exists before the fork, and not in the child.
+        let (_, child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = spawn(sh("exit 0"), child.into()).unwrap();
+        assert_eq!(wait(&p), Exit::Code(0));
+        let code = crate::fork::tests::in_forked_child(|| {
+            let Ok((_, child)) = std::os::unix::net::UnixStream::pair() else {
+                return 10;
+            };
+            let Ok(p) = spawn(sh("exit 4"), child.into()) else {
+                return 11;
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match p.try_wait() {
+                    Ok(Some(Exit::Code(4))) => return 0,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    _ => return 12,
+                }
+            }
+            13
+        });
+        assert_eq!(code, 0, "the forked child could not spawn");
+    }
+
+    #[test]
     fn signal_group_reaches_the_process() {
         let (_, child) = std::os::unix::net::UnixStream::pair().unwrap();
         let p = spawn(sh("sleep 30"), child.into()).unwrap();
