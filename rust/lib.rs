@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod executor;
+mod fork;
 pub mod frame;
 pub mod grpc;
 pub mod ipc;

@@ -38,7 +38,10 @@ child keeps the zygote's command line (as it does for the few milliseconds betwe
 its fork and the rewrite). Its thread name (``comm``) is ``zerohop-zygote``;
 children get back the original one.
 
-Fork safety: the zygote is single-threaded and opens no iceoryx2 node or channel.
+Fork safety: the zygote is single-threaded and opens no iceoryx2 node or channel. (Were
+it to, its children would still be safe: the Rust core keeps every process-wide singleton
+per fork generation, bumped by a ``pthread_atfork`` child handler, so a child builds its
+own node, spawner and zygote slot on first use; see ``rust/fork.rs``.)
 numpy's OpenBLAS starts a thread pool on import, but OpenBLAS registers a
 ``pthread_atfork`` handler that shuts the pool down before every fork; the pool is
 re-created lazily, in the child, at its first BLAS call with the usual thread count. So

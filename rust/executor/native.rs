@@ -5,10 +5,11 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::fork::Generation;
 use crate::frame::{Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig};
 use crate::nodes::{NativeNode, OutFrame};
@@ -63,10 +64,12 @@ pub struct NativeTask {
     pub outputs: Vec<String>,
 }
 
-/// The running native nodes of one session.
+/// The running native nodes of one session. Inert in a forked child (as `Supervisor`):
+/// its threads are the parent's.
 pub struct NativeHost {
     pub shared: Arc<NativeShared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    generation: Generation,
 }
 
 struct Ends {
@@ -110,11 +113,15 @@ impl NativeHost {
         Ok(NativeHost {
             shared,
             threads: Mutex::new(threads),
+            generation: Generation::now(),
         })
     }
 
     /// Stops every native thread and waits for it (their channels close with them).
     pub fn stop(&self) {
+        if !self.generation.is_current() {
+            return; // the parent's threads (see `fork.rs`)
+        }
         self.shared.stop.store(true, Ordering::Release);
         let (lock, signal) = &self.shared.stopped;
         *lock.lock().expect("poisoned") = true;
@@ -127,6 +134,16 @@ impl NativeHost {
 
 impl Drop for NativeHost {
     fn drop(&mut self) {
+        if !self.generation.is_current() {
+            // Handles of threads that do not exist here; state they may have locked.
+            let threads = self
+                .threads
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::forget(std::mem::take(threads));
+            std::mem::forget(Arc::clone(&self.shared));
+            return;
+        }
         self.stop();
     }
 }

@@ -435,6 +435,11 @@ impl Session {
 
     /// Stops every node and releases every channel. Idempotent; also done on drop.
     pub fn close(&self) {
+        if !self.supervisor.is_ours() {
+            // Inherited through `fork`: the parent's session, not ours to close. Its
+            // channel ends leak when dropped (see `fork.rs`).
+            return;
+        }
         self.inputs_closed.store(true, Ordering::Release);
         // Host outputs first: a node's sender that still holds undelivered output lingers
         // until its receiver is gone, so the host must not keep it while it waits for

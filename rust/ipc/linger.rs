@@ -15,63 +15,47 @@ use std::time::{Duration, Instant};
 
 use super::Interrupt;
 use crate::error::{Error, Result};
+use crate::fork::PerProcess;
 
 /// How long process exit waits for lingering senders before releasing them anyway.
 pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(1);
 
-/// Lingering threads of this process: `pid << 32 | count`. The pid makes a forked child
-/// (which inherits the counter but not the threads) start from zero; atomics rather than a
-/// mutex so that a fork can never inherit a held lock.
-static ACTIVE: AtomicU64 = AtomicU64::new(0);
-
-/// Set by the exit hook: lingering threads release their ports once it has passed.
-static EXIT_DEADLINE: OnceLock<Instant> = OnceLock::new();
-
-fn this_pid() -> u64 {
-    u64::from(std::process::id()) << 32
+/// The lingering threads of this process, one record per fork generation: a forked child
+/// inherits the parent's count but not its threads, and must neither wait for them at
+/// exit nor count them (see `fork.rs`). Reached without a lock, so that a fork can never
+/// leave a held one behind.
+#[derive(Default)]
+struct Lingering {
+    /// Lingering threads alive.
+    active: AtomicU64,
+    /// Set by the exit hook: lingering threads release their ports once it has passed.
+    exit_deadline: OnceLock<Instant>,
 }
 
-/// Lingering threads of the current process.
-fn active_here() -> u64 {
-    let value = ACTIVE.load(Ordering::SeqCst);
-    if value & !0xffff_ffff == this_pid() {
-        value & 0xffff_ffff
-    } else {
-        0
-    }
-}
+static LINGERING: PerProcess<Lingering> = PerProcess::new();
 
-/// Counts one lingering thread while alive.
-struct Active;
+/// Counts one lingering thread (of the generation that started it) while alive.
+struct Active(&'static Lingering);
 
 impl Active {
     fn enter() -> Active {
-        let me = this_pid();
-        let _ = ACTIVE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-            Some(if v & !0xffff_ffff == me {
-                v + 1
-            } else {
-                me | 1
-            })
-        });
-        Active
+        let here = LINGERING.get();
+        here.active.fetch_add(1, Ordering::SeqCst);
+        Active(here)
+    }
+
+    /// The interrupt of a lingering wait: fires once process exit has waited long enough.
+    fn exit_deadline_passed(&self) -> Result<()> {
+        match self.0.exit_deadline.get() {
+            Some(deadline) if Instant::now() >= *deadline => Err(Error::Interrupted),
+            _ => Ok(()),
+        }
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        let me = this_pid();
-        let _ = ACTIVE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-            (v & !0xffff_ffff == me && v & 0xffff_ffff > 0).then(|| v - 1)
-        });
-    }
-}
-
-/// The interrupt of a lingering wait: fires once process exit has waited long enough.
-fn exit_deadline_passed() -> Result<()> {
-    match EXIT_DEADLINE.get() {
-        Some(deadline) if Instant::now() >= *deadline => Err(Error::Interrupted),
-        _ => Ok(()),
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -84,8 +68,8 @@ pub(crate) fn spawn(job: impl FnOnce(Interrupt) + Send + 'static) {
     let _ = thread::Builder::new()
         .name("zerohop-linger".into())
         .spawn(move || {
-            let _active = active; // dropped after `job`
-            job(&exit_deadline_passed);
+            job(&|| active.exit_deadline_passed());
+            drop(active); // after `job`
         });
 }
 
@@ -103,14 +87,15 @@ fn register_exit_hook() {
 /// receiver sees `Closed` and no files are left behind. Threads die at the end of `exit()`
 /// without running destructors, so without this a peer would wait for a dead node.
 extern "C" fn wait_at_exit() {
-    if active_here() == 0 {
+    let here = LINGERING.get();
+    if here.active.load(Ordering::SeqCst) == 0 {
         return;
     }
     let deadline = Instant::now() + EXIT_GRACE;
-    let _ = EXIT_DEADLINE.set(deadline);
+    let _ = here.exit_deadline.set(deadline);
     // Each thread notices the deadline within one wait slice, then unlinks its files.
     let give_up = deadline + Duration::from_millis(500);
-    while active_here() > 0 && Instant::now() < give_up {
+    while here.active.load(Ordering::SeqCst) > 0 && Instant::now() < give_up {
         thread::sleep(Duration::from_millis(5));
     }
 }

@@ -1,4 +1,9 @@
 //! The process's iceoryx2 node: created lazily, shared by all channels, fork-safe.
+//!
+//! Fork safety (see `fork.rs`): the weak reference to the node is kept per fork
+//! generation, so a forked child creates its own node on first use; a node inherited
+//! through `fork` (held by inherited channel ends) is never dropped in the child, since
+//! dropping it would unregister the parent's node and delete its files.
 
 use std::mem::ManuallyDrop;
 use std::path::PathBuf;
@@ -7,16 +12,17 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use iceoryx2::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::fork::{Generation, PerProcess};
 
 /// Thread-safe port flavour: `Sender`/`Receiver` must be `Send + Sync` for the Python glue.
 pub(crate) type Svc = ipc_threadsafe::Service;
 
-/// The node plus the pid that created it.
+/// The node plus the fork generation that created it.
 ///
 /// `Node` is `Send` but not `Sync`, hence the mutex. Ports keep their own reference to the
 /// node's shared state, so the lock is only taken while creating services.
 pub(crate) struct ProcessNode {
-    pid: u32,
+    generation: Generation,
     node: ManuallyDrop<Mutex<Node<Svc>>>,
 }
 
@@ -30,7 +36,7 @@ impl Drop for ProcessNode {
     fn drop(&mut self) {
         // In a forked child this memory is a copy of the parent's node: dropping it would
         // delete the parent's node files. Leak it instead.
-        if std::process::id() == self.pid {
+        if self.generation.is_current() {
             // SAFETY: dropped exactly once, here.
             unsafe { ManuallyDrop::drop(&mut self.node) };
         }
@@ -38,18 +44,15 @@ impl Drop for ProcessNode {
 }
 
 /// Weak so that the node (and its files under /tmp/iceoryx2/nodes) goes away with the last
-/// channel instead of lingering until process exit.
-static CURRENT: Mutex<Option<Weak<ProcessNode>>> = Mutex::new(None);
+/// channel instead of lingering until process exit. One per fork generation.
+static CURRENT: PerProcess<Mutex<Option<Weak<ProcessNode>>>> = PerProcess::new();
 
-/// Returns the node of this process, creating it if there is none or if the cached one was
-/// created by another pid (we are a forked child, e.g. of a zygote).
+/// Returns the node of this process, creating it if there is none (none yet, all its
+/// channels are gone, or we are a forked child, e.g. of a zygote or of a Python host).
 pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
-    let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
-    let pid = std::process::id();
+    let mut current = CURRENT.get().lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(node) = current.as_ref().and_then(Weak::upgrade) {
-        if node.pid == pid {
-            return Ok(node);
-        }
+        return Ok(node);
     }
     let config = config()?;
     let name = NodeName::new("zerohop").map_err(|e| Error::ipc("naming the iceoryx2 node", e))?;
@@ -65,7 +68,7 @@ pub(crate) fn process_node() -> Result<Arc<ProcessNode>> {
     // to any node goes now too, so a host killed mid-close leaves nothing for long.
     super::cleanup::remove_orphaned_listener_files(config);
     let node = Arc::new(ProcessNode {
-        pid,
+        generation: Generation::now(),
         node: ManuallyDrop::new(Mutex::new(node)),
     });
     *current = Some(Arc::downgrade(&node));

@@ -25,6 +25,7 @@ use super::node::{self, ProcessNode, Svc};
 use super::wait::{self, Deadline};
 use super::{ChannelConfig, Interrupt};
 use crate::error::{Error, Result};
+use crate::fork::Generation;
 
 /// Receiving end of channel `name`. `Send + Sync`.
 pub struct Receiver {
@@ -38,7 +39,8 @@ pub struct Receiver {
     /// A sender was connected at some point (seen in the publisher count, by a frame or by
     /// an event on `ready`); its absence now means "closed".
     sender_seen: AtomicBool,
-    pid: u32,
+    /// The fork generation that opened the ports (see `Drop`).
+    generation: Generation,
     ports: ManuallyDrop<ReceiverPorts>,
 }
 
@@ -87,7 +89,7 @@ impl Receiver {
             live: Arc::new(AtomicUsize::new(0)),
             take_lock: Mutex::new(()),
             sender_seen: AtomicBool::new(false),
-            pid: std::process::id(),
+            generation: Generation::now(),
             ports: ManuallyDrop::new(ReceiverPorts {
                 subscriber,
                 credit,
@@ -241,7 +243,7 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         // See `Sender::drop`: never release a forked parent's ports from the child.
-        if std::process::id() == self.pid {
+        if self.generation.is_current() {
             // SAFETY: dropped exactly once, here.
             unsafe { ManuallyDrop::drop(&mut self.ports) };
         }

@@ -17,6 +17,7 @@ use super::node::{self, ProcessNode, Svc};
 use super::wait::{self, Deadline};
 use super::{linger, ChannelConfig, Interrupt};
 use crate::error::{Error, Result};
+use crate::fork::Generation;
 
 /// Tells loans of different senders apart, so a loan cannot be sent on the wrong channel
 /// (that would corrupt both channels' credit counts).
@@ -36,7 +37,8 @@ pub struct Sender {
     id: u64,
     max_payload: usize,
     credit: Mutex<Credit>,
-    pid: u32,
+    /// The fork generation that opened the ports (see `Drop`).
+    generation: Generation,
     link: ManuallyDrop<Link>,
 }
 
@@ -134,7 +136,7 @@ impl Sender {
             id: NEXT_SENDER_ID.fetch_add(1, Ordering::Relaxed),
             max_payload: cfg.max_payload,
             credit: Mutex::new(Credit::default()),
-            pid: std::process::id(),
+            generation: Generation::now(),
             link: ManuallyDrop::new(Link {
                 name: name.to_owned(),
                 capacity,
@@ -365,9 +367,9 @@ impl Link {
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        // In a forked child these ports are copies of the parent's: releasing them would
-        // unregister the parent's ports. Leak them instead.
-        if std::process::id() == self.pid {
+        // In a forked child (see `fork.rs`) these ports are copies of the parent's:
+        // releasing them would unregister the parent's ports. Leak them instead.
+        if self.generation.is_current() {
             // SAFETY: taken exactly once, here; `self.link` is not used afterwards.
             let link = unsafe { ManuallyDrop::take(&mut self.link) };
             let credit = std::mem::take(

@@ -5,6 +5,12 @@
 //!   whatever thread they like (thread pools, asyncio executors); if we forked from
 //!   those, a worker thread retiring would SIGKILL healthy nodes. All forks therefore
 //!   happen on one thread that lives as long as the host process.
+//! * **A forked host gets its own spawner.** A `fork` of the host (Python's `os.fork`,
+//!   `multiprocessing`) copies the spawner's request queue but not its thread: a request
+//!   queued there would wait forever. The queue is kept per fork generation
+//!   (`fork::PerProcess`), so a child starts its own spawner thread on first use, and
+//!   every wait for the spawner is bounded (`SPAWNER_TIMEOUT`): a spawner that does not
+//!   answer is an error that names it, never a hang.
 //! * **Own process group per node** (`setpgid(0, 0)`): a terminal's Ctrl-C reaches the
 //!   host only (which then stops the session in order), and SIGTERM/SIGKILL go to the
 //!   node's whole group, including any helper processes a model library started.
@@ -26,8 +32,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{mpsc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::fork::PerProcess;
 
 mod zygote;
 
@@ -215,6 +223,8 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 
 fn spawn_here(spec: &LaunchSpec, control: &OwnedFd) -> io::Result<Process> {
     let control_fd = control.as_raw_fd();
+    // A pid, not a fork generation (`fork.rs`): the new child compares it with its
+    // `getppid()` to learn whether the host died before the prctl took effect.
     // SAFETY: getpid has no preconditions.
     let host = unsafe { libc::getpid() };
     let mut command = Command::new(&spec.program);
@@ -257,30 +267,76 @@ fn spawn_here(spec: &LaunchSpec, control: &OwnedFd) -> io::Result<Process> {
 
 type Request = (LaunchSpec, OwnedFd, mpsc::Sender<io::Result<Process>>);
 
+/// How long a caller waits for the spawner thread's answer. A fork+exec takes
+/// milliseconds; this only turns a spawner that cannot answer into an error naming it
+/// instead of a hang.
+const SPAWNER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The spawner thread's request queue, one per fork generation: a forked child starts
+/// its own thread on first use instead of queueing requests for its parent's, which does
+/// not exist in the child (see `fork.rs`). None until started, or after it died.
+static SPAWNER: PerProcess<Mutex<Option<mpsc::Sender<Request>>>> = PerProcess::new();
+
 /// Starts `spec` with `control` as its fd 3, on the spawner thread (see module docs).
 pub fn spawn(spec: LaunchSpec, control: OwnedFd) -> io::Result<Process> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let requests = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("zerohop-spawner".into())
-            .spawn(move || {
-                for (spec, control, reply) in rx {
-                    let _ = reply.send(spawn_here(&spec, &control));
-                }
-            })
-            .expect("cannot start the spawner thread");
-        Mutex::new(tx)
-    });
     let (reply_tx, reply_rx) = mpsc::channel();
-    requests
-        .lock()
-        .expect("spawner lock")
-        .send((spec, control, reply_tx))
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+    {
+        let mut requests = SPAWNER.get().lock().unwrap_or_else(PoisonError::into_inner);
+        if requests.is_none() {
+            *requests = Some(start_spawner()?);
+        }
+        let queue = requests.as_ref().expect("just started");
+        if queue.send((spec, control, reply_tx)).is_err() {
+            *requests = None; // it panicked: the next spawn starts a new one
+            return Err(io::Error::other(
+                "the spawner thread (zerohop-spawner) is gone",
+            ));
+        }
+    }
+    match reply_rx.recv_timeout(SPAWNER_TIMEOUT) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the spawner thread (zerohop-spawner) did not answer within {} s",
+                SPAWNER_TIMEOUT.as_secs()
+            ),
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(io::Error::other(
+            "the spawner thread (zerohop-spawner) is gone",
+        )),
+    }
+}
+
+fn start_spawner() -> io::Result<mpsc::Sender<Request>> {
+    let (tx, rx) = mpsc::channel::<Request>();
+    std::thread::Builder::new()
+        .name("zerohop-spawner".into())
+        .spawn(move || {
+            for (spec, control, reply) in rx {
+                if let Err(mpsc::SendError(Ok(process))) = reply.send(spawn_here(&spec, &control)) {
+                    // Its caller gave up waiting: nobody will stop or reap this one.
+                    abandon(process);
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Ends and reaps a process nobody is waiting for any more.
+fn abandon(process: Process) {
+    process.signal_group(libc::SIGKILL);
+    // SAFETY: zeroed siginfo_t is a valid out-buffer; waiting for our own child.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid idtype/id/out-pointer.
+    unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            process.pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        )
+    };
 }
 
 /// Starts `spec` as a fork of this host's zygote, with `control` as its fd 3.
@@ -365,6 +421,32 @@ mod tests {
         let p = spawn_zygote(&sh("exit 5"), child.into()).unwrap();
         assert_eq!(p.method(), SpawnMethod::Exec);
         assert_eq!(wait(&p), Exit::Code(5));
+    }
+
+    #[test]
+    fn a_forked_host_starts_its_own_spawner() {
+        // The spawner thread exists before the fork, and not in the child.
+        let (_, child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let p = spawn(sh("exit 0"), child.into()).unwrap();
+        assert_eq!(wait(&p), Exit::Code(0));
+        let code = crate::fork::tests::in_forked_child(|| {
+            let Ok((_, child)) = std::os::unix::net::UnixStream::pair() else {
+                return 10;
+            };
+            let Ok(p) = spawn(sh("exit 4"), child.into()) else {
+                return 11;
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match p.try_wait() {
+                    Ok(Some(Exit::Code(4))) => return 0,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    _ => return 12,
+                }
+            }
+            13
+        });
+        assert_eq!(code, 0, "the forked child could not spawn");
     }
 
     #[test]

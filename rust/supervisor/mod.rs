@@ -20,10 +20,11 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::fork::Generation;
 pub use host_to_runner::{ChannelSettings, HostMessage, ImportSpec, NodeSpec, OnError, PortSpec};
 pub use launch::{Exit, LaunchSpec, Process, SpawnMethod};
 pub use runner_to_host::RunnerMessage;
@@ -184,9 +185,15 @@ impl Shared {
 }
 
 /// The processes of one session. Dropping it stops them (blocking).
+///
+/// In a forked child of the host, a copy inherited through `fork` is inert (see
+/// `fork.rs`): its nodes and its thread are the parent's, so `stop` does nothing there
+/// and dropping it leaks the copy instead of stopping the parent's nodes or joining a
+/// thread that does not exist in the child.
 pub struct Supervisor {
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    generation: Generation,
 }
 
 fn signal_eventfd(fd: &OwnedFd) {
@@ -280,6 +287,7 @@ impl Supervisor {
         let supervisor = Supervisor {
             shared,
             thread: Mutex::new(Some(thread)),
+            generation: Generation::now(),
         };
         if let Some(err) = spawn_error {
             supervisor.fail(err.clone());
@@ -462,9 +470,17 @@ impl Supervisor {
             .collect()
     }
 
+    /// Whether this process started it (false in a forked child holding a copy).
+    pub fn is_ours(&self) -> bool {
+        self.generation.is_current()
+    }
+
     /// Stops every node (cooperative, then SIGTERM, then SIGKILL) and waits until all
-    /// have exited. Idempotent.
+    /// have exited. Idempotent. Does nothing in a forked child (see the type's docs).
     pub fn stop(&self) {
+        if !self.generation.is_current() {
+            return; // the parent's nodes
+        }
         self.shared.lock().stop_requested = true;
         self.shared.wake();
         if let Some(thread) = self.thread.lock().expect("poisoned").take() {
@@ -475,7 +491,18 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        self.stop();
+        if self.generation.is_current() {
+            self.stop();
+        } else {
+            // The parent's: its thread handle names no thread here, and its state may be
+            // locked by a thread that vanished with the fork. Touch neither.
+            let thread = self
+                .thread
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::forget(thread.take());
+            std::mem::forget(Arc::clone(&self.shared));
+        }
     }
 }
 

@@ -11,6 +11,12 @@
 //!   `PR_SET_PDEATHSIG(SIGKILL)` and its socket to the host as fd 3. Its env and cwd are
 //!   those of the first `LaunchSpec`. One zygote per host process; a dead one is
 //!   replaced on the next spawn. Requests are serialized by a mutex.
+//! * **A forked host.** The slot is kept per fork generation (`fork::PerProcess`): a
+//!   child of the host never talks to its parent's zygote (the reader thread that
+//!   would deliver the replies did not survive the fork) and starts its own on first
+//!   use. The inherited `Zygote` is leaked, not dropped: its `Drop` would shut the
+//!   socket down for the parent too, and the mutex around it may be held by a thread
+//!   that no longer exists.
 //! * **What a spawn carries.** The child's control socket plus the host's current
 //!   stdin/stdout/stderr (SCM_RIGHTS), its cwd, and the difference between the
 //!   environment an exec'ed node would get (this process's env overlaid with
@@ -41,6 +47,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Exit, LaunchSpec, Origin, Process};
+use crate::fork::PerProcess;
 
 /// The module the zygote process runs.
 pub(super) const ZYGOTE_MODULE: &str = "zerohop.zygote";
@@ -412,8 +419,6 @@ enum RequestError {
 }
 
 struct Zygote {
-    /// The host process that started it.
-    owner: u32,
     /// Our child (exec'ed), reaped by the reader thread when its socket closes.
     process: Process,
     sock: UnixStream,
@@ -427,7 +432,8 @@ struct Zygote {
     env: BTreeMap<OsString, OsString>,
 }
 
-static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
+/// This process's zygote (see module docs for a forked host).
+static ZYGOTE: PerProcess<Mutex<Option<Zygote>>> = PerProcess::new();
 
 /// `launch::spawn_zygote`.
 pub(super) fn spawn(spec: &LaunchSpec, control: OwnedFd) -> io::Result<Process> {
@@ -469,18 +475,9 @@ fn pid() -> Option<i32> {
     slot.as_ref().filter(|z| z.alive()).and_then(|z| z.hello)
 }
 
-/// The zygote slot. A zygote inherited through `fork` of the host belongs to the
-/// parent (its reader thread did not survive the fork): forget it without touching it.
+/// The zygote slot of this process.
 fn lock() -> MutexGuard<'static, Option<Zygote>> {
-    let mut slot = ZYGOTE.lock().unwrap_or_else(PoisonError::into_inner);
-    if slot.as_ref().is_some_and(|z| z.owner != std::process::id()) {
-        if let Some(inherited) = slot.take() {
-            // Closing our copies of its fds would be harmless, but its Drop would shut
-            // the socket down for the parent too.
-            std::mem::forget(inherited);
-        }
-    }
-    slot
+    ZYGOTE.get().lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Zygote {
@@ -508,7 +505,6 @@ impl Zygote {
             .name("zerohop-zygote".into())
             .spawn(move || read_loop(reader, pidfd, thread_reports, tx))?;
         Ok(Zygote {
-            owner: std::process::id(),
             process,
             sock,
             replies,
