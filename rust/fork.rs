@@ -27,8 +27,8 @@
 //! * **What the child handler may do: async-signal-safe work only.** POSIX runs it in a
 //!   child of a possibly multi-threaded parent, where only async-signal-safe functions
 //!   are allowed: no locks (a vanished thread may hold them, the allocator's included),
-//!   no allocation, no I/O through buffered streams. So the handler does two atomic
-//!   stores and nothing else; everything else (building the new singletons) happens
+//!   no allocation, no I/O through buffered streams. So the handler does one atomic
+//!   add and one atomic store and nothing else; everything else (building the new singletons) happens
 //!   later, lazily, on the child's first use, when the child is an ordinary process.
 //! * **Registered once, lazily.** The handler is registered the first time any
 //!   singleton asks for the generation, so importing the extension registers nothing and
