@@ -606,3 +606,33 @@ def test_control_frames_pass_nodes_that_do_not_take_them(executor: str) -> None:
         "a",
         {"action": "cancel_speculation", "segment": "s1"},
     ]
+
+
+@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
+def test_a_send_that_times_out_delivers_nothing(executor: str) -> None:
+    """Both executors keep the channel's promise: with the pipeline behind (capacity 1,
+    a node taking 400 ms a frame), `send(timeout=0.1)` raises TimeoutError once the
+    timeout has passed and that frame never reaches a node. The in-process executor
+    used to wait for room anyway, then raise, with the frame delivered."""
+    cfg = RuntimeConfig.model_validate({"channel": {"capacity": 1}})
+    pipe = Pipeline("t", executor=executor, config=cfg).node("slow", "Slow", ms=400)  # type: ignore[arg-type]
+    sent, timed_out = 0, 0
+    with pipe.session() as session:
+        out: list[zerohop.Frame] = []
+        # Outputs are read meanwhile: with capacity 1 a pipeline whose outputs nobody
+        # reads stops, by design, as soon as its output queue is full.
+        reader = threading.Thread(target=lambda: out.extend(session.outputs()))
+        reader.start()
+        for i in range(6):
+            began = time.monotonic()
+            try:
+                session.send(Text(str(i)), timeout=0.1)
+                sent += 1
+            except TimeoutError:
+                took = time.monotonic() - began
+                assert 0.1 <= took < 30, took  # a hang bound, not a speed limit
+                timed_out += 1
+        session.end_input()
+        reader.join(60)
+    assert timed_out > 0 and sent > 0
+    assert len(out) == sent, (sent, [f.text for f in out])  # type: ignore[attr-defined]

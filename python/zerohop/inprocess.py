@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _native
 from .data import Frame, from_raw
@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 __all__ = ["InProcessSession"]
 
 _END = object()  # end of stream on a queue
+
+
+class _Put(Protocol):
+    """Puts an item on a node's inbox, waiting while it is full (until ``deadline``)."""
+
+    def __call__(self, item: Any, deadline: float | None = None) -> None: ...
 
 
 class _Stop(Exception):
@@ -227,7 +233,7 @@ class InProcessSession(Session):
             fed.add((target.node_id, in_port))
             feeding.add((source.node_id, out_port))
         inputs, outputs = [], []
-        self._input_queues: list[Callable[[Any], None]] = []
+        self._input_queues: list[_Put] = []
         self._input_sequences: list[Iterator[int]] = []
         for node_id, t in self._threads.items():
             ports_in, ports_out = type(t.node).inputs, type(t.node).outputs
@@ -247,11 +253,16 @@ class InProcessSession(Session):
         self._open_outputs = len(outputs)
         self._start(pipeline.config.process.init_timeout_secs)
 
-    def _putter(self, target: _NodeThread, port: str) -> Callable[[Any], None]:
-        def put(item: Any) -> None:
+    def _putter(self, target: _NodeThread, port: str) -> _Put:
+        def put(item: Any, deadline: float | None = None) -> None:
+            """Waits while the queue is full, as a channel's sender does: past
+            ``deadline`` (monotonic) it raises ZerohopTimeoutError with nothing queued."""
             while not self.stopping:
+                wait = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+                if wait <= 0:
+                    raise ZerohopTimeoutError("the pipeline is behind: send timed out")
                 try:
-                    target.inbox.put((port, item), timeout=0.05)
+                    target.inbox.put((port, item), timeout=wait)
                     return
                 except queue.Full:
                     continue
@@ -338,17 +349,18 @@ class InProcessSession(Session):
         put = self._input_queues[index]
         frame = _stamp(frame, self._input_sequences[index])
         try:
-            put(frame)
+            put(frame, deadline)
         except _Stop:
             self._raise_failure()
             raise
-        if deadline is not None and time.monotonic() > deadline:
-            raise ZerohopTimeoutError(f"send timed out after {timeout} s")
+        except ZerohopTimeoutError:
+            raise ZerohopTimeoutError(f"send timed out after {timeout} s") from None
         return frame.sequence or 0
 
     def _end_inputs(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         for put in self._input_queues:
-            put(_END)
+            put(_END, deadline)
 
     def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
         while True:
