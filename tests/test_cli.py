@@ -85,3 +85,23 @@ def test_nodes_and_schema() -> None:
     assert listing["Suffix"]["params"]["properties"]["suffix"]["default"] == "!"
     schema = zerohop("schema")
     assert json.loads(schema.stdout)["properties"]["version"]["enum"] == ["v1", "1.0", "1"]
+
+
+def test_run_refuses_an_output_it_could_not_write_before_anything_starts(tmp_path: Path) -> None:
+    """A missing directory, a directory, a file under /proc: one line on stderr and a
+    non-zero exit before any node starts (it used to run the whole pipeline and then
+    lose every output with a traceback). Nothing is left where the check looked."""
+    for output in (str(tmp_path / "missing" / "reply.wav"), str(tmp_path), "/proc/zerohop.wav"):
+        out = zerohop(
+            "run", "examples/shout.json", "--input", "-", "--output", output, stdin=b"hi\n"
+        )
+        err = out.stderr.decode()
+        assert out.returncode == 2, err
+        assert err.startswith(f"zerohop: error: {output}: cannot write the output"), err
+        assert "Traceback" not in err and "ready" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    for bad in ("0", "-5", "nan", "inf"):
+        out = zerohop(
+            "run", "examples/shout.json", "--input", "-", "--chunk-ms", bad, stdin=b"hi\n"
+        )
+        assert out.returncode == 2 and b"--chunk-ms must be a positive" in out.stderr, out.stderr

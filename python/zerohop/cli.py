@@ -28,6 +28,7 @@ import argparse
 import io
 import itertools
 import json
+import math
 import sys
 import time
 import wave
@@ -187,8 +188,31 @@ def _strict(args: argparse.Namespace) -> bool | None:
     return True if args.strict else None
 
 
+def _check_output(path: str | None) -> None:
+    """Refuses, before anything loads, an output the run could not write at its end
+    (a missing directory, a directory, a file under /proc, no permission): it is
+    opened for appending — exactly what writing it will need — and left as it was."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    existed = target.exists()
+    try:
+        with target.open("ab"):
+            pass
+    except OSError as err:
+        raise ZerohopError(f"{path}: cannot write the output: {err.strerror}") from None
+    if not existed:
+        target.unlink()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .manifest import load_manifest
+
+    if not (math.isfinite(args.chunk_ms) and args.chunk_ms > 0):
+        raise ZerohopError(
+            f"--chunk-ms must be a positive number of milliseconds, got {args.chunk_ms}"
+        )
+    _check_output(args.output)
 
     pipe = load_manifest(args.manifest).to_pipeline(strict=_strict(args))
     _print_warnings(pipe.warnings)
