@@ -105,3 +105,75 @@ def test_run_refuses_an_output_it_could_not_write_before_anything_starts(tmp_pat
             "run", "examples/shout.json", "--input", "-", "--chunk-ms", bad, stdin=b"hi\n"
         )
         assert out.returncode == 2 and b"--chunk-ms must be a positive" in out.stderr, out.stderr
+
+
+def _wav(path: Path, width: int, frames: bytes, fmt_tag: int = 1) -> Path:
+    """A minimal RIFF/WAVE file of one channel at 8 kHz, written by hand (so a float
+    format tag can be written too)."""
+    import struct
+
+    fmt = struct.pack("<HHIIHH", fmt_tag, 1, 8000, 8000 * width, width, 8 * width)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(frames)) + frames
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_run_reports_bad_input_in_one_line_before_anything_starts(tmp_path: Path) -> None:
+    """A truncated header, a wav cut off mid-sample, a file that is not a wav, a float
+    wav, non-UTF-8 text: `zerohop: error: <file>: <what>`, exit 2, no traceback, no node
+    started (no progress line)."""
+    cases = {
+        "header.wav": (b"RIFF\x10\x00\x00\x00WAVEfmt ", "not a PCM wav file"),
+        "cut.wav": (None, "the wav data is cut off mid-sample"),
+        "text.wav": (b"hello, not audio\n", "not a PCM wav file"),
+        "float.wav": (None, "not a PCM wav file"),
+        "latin1.txt": ("grüße".encode("latin-1"), "not UTF-8 text"),
+    }
+    for name, (content, what) in cases.items():
+        path = tmp_path / name
+        if name == "cut.wav":
+            _wav(path, 2, b"\x01\x00\x02\x00\x03")  # 2.5 samples
+        elif name == "float.wav":
+            _wav(path, 4, b"\x00" * 16, fmt_tag=3)
+        else:
+            assert content is not None
+            path.write_bytes(content)
+        out = zerohop("run", "examples/shout.json", "--input", str(path))
+        err = out.stderr.decode()
+        assert out.returncode == 2, (name, err)
+        assert err.startswith(f"zerohop: error: {path}: {what}"), (name, err)
+        assert "Traceback" not in err and "ready" not in err, (name, err)
+    out = zerohop("run", "examples/shout.json", "--input", "-", stdin="grüße".encode("latin-1"))
+    assert out.returncode == 2
+    assert out.stderr.decode().startswith("zerohop: error: standard input: not UTF-8 text")
+    closed = subprocess.run(
+        f"{sys.executable} -m zerohop.cli run examples/shout.json --input - <&-",
+        shell=True,
+        capture_output=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert closed.returncode == 2, closed.stderr
+    assert closed.stderr.decode().startswith("zerohop: error: standard input is closed")
+
+
+def test_run_reads_8_bit_wav(tmp_path: Path) -> None:
+    """8-bit wav (unsigned, centred on 128) arrives as int16, as read_wav documents."""
+    manifest = tmp_path / "echo.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "version": "v1",
+                "metadata": {"name": "echo"},
+                "nodes": [{"id": "echo", "node_type": "Echo"}],
+                "connections": [],
+            }
+        )
+    )
+    source = _wav(tmp_path / "in8.wav", 1, bytes([128, 255, 0, 192]))
+    out = zerohop("run", str(manifest), "--input", str(source), "--output", "-")
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.decode().splitlines()
+    described = json.loads(line)
+    assert described["kind"] == "audio" and described["sample_rate"] == 8000, described

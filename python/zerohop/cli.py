@@ -47,19 +47,33 @@ __all__ = ["main"]
 # ---------------------------------------------------------------------- inputs
 
 
-def read_wav(stream: BinaryIO, chunk_ms: float) -> Iterator[Audio]:
-    """Audio frames of ``chunk_ms`` from a PCM wav (8/16/32-bit integer)."""
-    with wave.open(stream, "rb") as w:
+def read_wav(stream: BinaryIO, chunk_ms: float, name: str = "wav") -> Iterator[Audio]:
+    """Audio frames of ``chunk_ms`` from a PCM wav (8-bit unsigned, 16- or 32-bit signed
+    integer; 8-bit samples arrive as int16). A file that is not one, or is cut off, is a
+    :class:`ZerohopError` naming ``name`` and what is wrong."""
+    try:
+        w = wave.open(stream, "rb")  # noqa: SIM115  (the with below closes it)
+    except (wave.Error, EOFError) as err:
+        raise ZerohopError(f"{name}: not a PCM wav file ({err or 'truncated header'})") from None
+    with w:
         rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
-        dtypes = {2: np.int16, 4: np.int32}
-        if width not in dtypes:
-            raise ZerohopError(f"unsupported wav sample width {8 * width} bits (use 16 or 32)")
+        if width not in (1, 2, 4):
+            raise ZerohopError(
+                f"{name}: unsupported wav sample width {8 * width} bits (use 8, 16 or 32)"
+            )
         per_chunk = max(1, int(rate * chunk_ms / 1000))
         while True:
             data = w.readframes(per_chunk)
             if not data:
                 return
-            samples = np.frombuffer(data, dtype=dtypes[width])
+            if len(data) % (width * channels):
+                raise ZerohopError(f"{name}: the wav data is cut off mid-sample")
+            if width == 1:  # unsigned 8-bit, centred on 128
+                samples = ((np.frombuffer(data, np.uint8).astype(np.int16) - 128) << 8).astype(
+                    np.int16
+                )
+            else:
+                samples = np.frombuffer(data, dtype=np.int16 if width == 2 else np.int32)
             if channels > 1:
                 samples = samples.reshape(-1, channels)
             yield Audio(samples.copy(), sample_rate=rate)
@@ -72,26 +86,40 @@ def read_pcm(stream: BinaryIO, rate: int, chunk_ms: float) -> Iterator[Audio]:
         yield Audio(np.frombuffer(data[: len(data) // 2 * 2], "<i2").copy(), sample_rate=rate)
 
 
+def _text_lines(data: bytes, name: str) -> list[Text]:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as err:
+        raise ZerohopError(f"{name}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return [Text(line) for line in text.splitlines() if line.strip()]
+
+
 def read_input(path: str, chunk_ms: float, pcm_rate: int | None = None) -> Iterator[Frame]:
+    """The frames of an input file (or ``-``, standard input). A file is read and
+    decoded whole before the first frame is given, so that a bad one fails before
+    anything starts; raw PCM (``pcm_rate``) streams, as a live microphone would."""
     if pcm_rate is not None:
         with open(sys.stdin.fileno() if path == "-" else path, "rb", closefd=path != "-") as f:
             yield from read_pcm(f, pcm_rate, chunk_ms)
         return
-    if path == "-":
-        data = sys.stdin.buffer.read()
-        if data[:4] == b"RIFF":
-            yield from read_wav(io.BytesIO(data), chunk_ms)
-        else:
-            yield from (Text(line) for line in data.decode().splitlines() if line.strip())
-        return
-    file = Path(path)
-    if file.suffix.lower() == ".wav":
-        with file.open("rb") as f:
-            yield from read_wav(f, chunk_ms)
-    elif file.suffix.lower() == ".json":
-        yield Json(json.loads(file.read_text()))
+    name = "standard input" if path == "-" else path
+    if path == "-" and sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise ZerohopError("standard input is closed: give --input FILE")
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except (OSError, ValueError) as err:  # ValueError: stdin closed
+        raise ZerohopError(f"{name}: cannot read it ({err})") from None
+    frames: list[Frame]
+    if data[:4] == b"RIFF" or (path != "-" and path.lower().endswith(".wav")):
+        frames = list(read_wav(io.BytesIO(data), chunk_ms, name))
+    elif path != "-" and path.lower().endswith(".json"):
+        try:
+            frames = [Json(json.loads(data))]
+        except (ValueError, RecursionError) as err:
+            raise ZerohopError(f"{name}: not valid JSON ({err})") from None
     else:
-        yield from (Text(line) for line in file.read_text().splitlines() if line.strip())
+        frames = list(_text_lines(data, name))
+    yield from frames
 
 
 # ---------------------------------------------------------------------- outputs
