@@ -23,6 +23,15 @@ def zerohop(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProce
     )
 
 
+def echo_manifest(tmp_path: Path) -> Path:
+    """A one-node manifest whose node sends every frame on unchanged."""
+    manifest = tmp_path / "echo.json"
+    node = {"id": "echo", "node_type": "Echo"}
+    doc = {"version": "v1", "metadata": {"name": "echo"}, "nodes": [node], "connections": []}
+    manifest.write_text(json.dumps(doc))
+    return manifest
+
+
 def test_run_text_from_stdin() -> None:
     out = zerohop(
         "run", "examples/shout.json", "--input", "-", "--output", "-", stdin=b"hello\nworld\n"
@@ -34,17 +43,7 @@ def test_run_text_from_stdin() -> None:
 
 
 def test_run_wav_in_and_out(tmp_path: Path) -> None:
-    manifest = tmp_path / "echo.json"
-    manifest.write_text(
-        json.dumps(
-            {
-                "version": "v1",
-                "metadata": {"name": "echo"},
-                "nodes": [{"id": "echo", "node_type": "Echo"}],
-                "connections": [],
-            }
-        )
-    )
+    manifest = echo_manifest(tmp_path)
     source = tmp_path / "in.wav"
     samples = (np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000) * 10000).astype("<i2")
     with wave.open(str(source), "wb") as w:
@@ -160,17 +159,7 @@ def test_run_reports_bad_input_in_one_line_before_anything_starts(tmp_path: Path
 
 def test_run_reads_8_bit_wav(tmp_path: Path) -> None:
     """8-bit wav (unsigned, centred on 128) arrives as int16, as read_wav documents."""
-    manifest = tmp_path / "echo.json"
-    manifest.write_text(
-        json.dumps(
-            {
-                "version": "v1",
-                "metadata": {"name": "echo"},
-                "nodes": [{"id": "echo", "node_type": "Echo"}],
-                "connections": [],
-            }
-        )
-    )
+    manifest = echo_manifest(tmp_path)
     source = _wav(tmp_path / "in8.wav", 1, bytes([128, 255, 0, 192]))
     out = zerohop("run", str(manifest), "--input", str(source), "--output", "-")
     assert out.returncode == 0, out.stderr

@@ -305,6 +305,9 @@ pub struct Graph {
     pub outputs: Vec<PortRef>,
     /// Node indices in an order where every edge goes forward.
     pub order: Vec<usize>,
+    /// What each node declares it takes and emits, parsed once here (checked again for
+    /// every input buffer a gRPC client sends).
+    kinds: Vec<PortKinds>,
 }
 
 fn manifest(path: String, message: impl Into<String>) -> Error {
@@ -514,6 +517,7 @@ impl Graph {
             inputs,
             outputs,
             order,
+            kinds,
         })
     }
 
@@ -531,14 +535,14 @@ impl Graph {
     pub fn check_input(&self, index: usize, kind: Kind, field: &str) -> Result<()> {
         let port = &self.inputs[index];
         let node = &self.nodes[port.node];
-        match port_kinds(port.node, node)?.0 {
+        match &self.kinds[port.node].0 {
             Some(accepts) if !accepts.contains(&kind) => Err(manifest(
                 field.into(),
                 format!(
                     "node '{}' ({}) takes {} frames, but this input is {kind}",
                     node.id,
                     node.node_type,
-                    kind_names(&accepts)
+                    kind_names(accepts)
                 ),
             )),
             _ => Ok(()),
