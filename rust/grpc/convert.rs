@@ -69,14 +69,8 @@ pub fn file_roots(dirs: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Validates `buffer` and returns the frame that carries it (the payload is copied once;
-/// file references are refused).
-pub fn to_frame(buffer: &DataBuffer, max_payload: usize) -> Result<(Header, Vec<u8>)> {
-    into_frame(buffer.clone(), max_payload, &[])
-}
-
-/// Like [`to_frame`], but moves the payload out of `buffer` instead of copying it, and
-/// reads a file reference inside `file_dirs` (from [`file_roots`]).
+/// Validates `buffer` and returns the frame that carries it, moving the payload out of
+/// `buffer` (no copy); a file reference is read inside `file_dirs` (from [`file_roots`]).
 pub fn into_frame(
     buffer: DataBuffer,
     max_payload: usize,

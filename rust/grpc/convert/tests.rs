@@ -865,3 +865,8 @@ fn file_references_are_read_inside_the_allowed_directories_only() {
         .to_string();
     assert!(message.contains("none are set"), "{message}");
 }
+
+/// A buffer's frame, the buffer kept (file references refused).
+fn to_frame(buffer: &DataBuffer, max_payload: usize) -> Result<(Header, Vec<u8>)> {
+    into_frame(buffer.clone(), max_payload, &[])
+}
