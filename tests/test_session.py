@@ -29,7 +29,6 @@ from zerohop import (
     Pipeline,
     ResourceLimitError,
     RuntimeConfig,
-    Tensor,
     Text,
     UnknownNodeTypeError,
 )
@@ -110,25 +109,6 @@ def test_classes_generators_and_async_nodes() -> None:
         .connect("double", "chars", "upper")
     )
     assert texts(pipe.run([Text("ab")])) == list("ABABAB")
-
-
-def test_fan_out_and_fan_in() -> None:
-    pipe = (
-        Pipeline("fan")
-        .node("split", "Split")
-        .node("a", "Echo")
-        .node("b", "Scale", factor=10)
-        .node("join", "Join")
-        .connect("split", "a", from_port="even")
-        .connect("split", "b", from_port="odd")
-        .connect("a", "join", to_port="left")
-        .connect("b", "join", to_port="right")
-    )
-    out = pipe.run([Tensor(np.array([i], dtype=np.int64)) for i in range(10)])
-    values = sorted((f.value["port"], f.value["value"][0]) for f in out if isinstance(f, Json))
-    assert values == sorted(
-        [("left", i) for i in range(0, 10, 2)] + [("right", 10 * i) for i in range(1, 10, 2)]
-    )
 
 
 BURN = """
@@ -317,18 +297,6 @@ def test_progress_arrives_while_initializing() -> None:
     assert len(progress) >= 3 and gaps.max() <= 2.0
 
 
-def test_skip_policy_reports_and_goes_on() -> None:
-    errors: list[dict[str, Any]] = []
-    pipe = Pipeline("skip").node(
-        "boom", "Crash", mode="process_exception", after=1, on_error="skip"
-    )
-    with pipe.session(on_frame_error=errors.append) as session:
-        out = session.run([Text("a"), Text("b"), Text("c")])
-    assert texts(out) == ["a", "c"]
-    assert len(errors) == 1 and errors[0]["node_id"] == "boom"
-    assert "boom at frame 1" in errors[0]["error"]
-
-
 def test_validation_happens_before_any_spawn() -> None:
     with pytest.raises(UnknownNodeTypeError, match="did you mean 'UpperCase'") as info:
         Pipeline("bad").node("x", "UperCase")
@@ -364,24 +332,6 @@ def test_process_limit_is_checked_before_spawning() -> None:
     with pytest.raises(ResourceLimitError, match="needs 3 node processes, the limit is 2"):
         pipe.session()
     assert not runner_pids()
-
-
-def test_backpressure_reaches_send() -> None:
-    cfg = RuntimeConfig.model_validate({"channel": {"capacity": 2}})
-    pipe = Pipeline("bp", config=cfg).node("slow", "BurnCPU", ms=50)
-    with pipe.session() as session:
-        out: list[zerohop.Frame] = []
-        reader = threading.Thread(target=lambda: out.extend(session.outputs(timeout=60)))
-        reader.start()
-        start = time.monotonic()
-        for i in range(12):
-            session.send(Text(str(i)), timeout=30)
-        blocked = time.monotonic() - start
-        session.end_input()
-        reader.join(60)
-    # Capacity 2: the sender could run ahead of the 50 ms burns by a few frames only.
-    assert blocked >= 0.2
-    assert [f.value["input"] for f in out if isinstance(f, Json)] == list(range(12))
 
 
 def test_status_reports_every_node() -> None:
@@ -549,90 +499,3 @@ def test_a_failed_spawn_is_clear_and_leaves_other_sessions_running() -> None:
             broken.session()
         assert info.value.node_id == "n"
         assert texts(session.run([Text("still here")])) == ["STILL HERE"]
-
-
-@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
-def test_outputs_inherit_their_inputs_metadata_in_both_executors(executor: str) -> None:
-    """A new frame from a node gets its input's tags (and, same kind, its typed fields)
-    unless the node set its own; native nodes keep them; both executors agree."""
-    pipe = (
-        Pipeline("tags", executor=executor)  # type: ignore[arg-type]
-        .node("upper", "UpperCase")
-        .node("tag", "Tag", key="by", value="tag")
-        .node("pass", "PassThrough")
-        .node("echo", "Echo")
-        .connect("upper", "tag", "pass", "echo")
-    )
-    text = Text("hi", channel="ui", language="en", metadata={"turn": "1"})
-    (out,) = pipe.run([text])
-    assert isinstance(out, Text)
-    assert (out.text, out.channel, out.language) == ("HI", "ui", "en")
-    assert out.metadata == {"turn": "1", "by": "tag"}
-
-
-@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
-def test_control_frames_pass_nodes_that_do_not_take_them(executor: str) -> None:
-    """A control message reaches every node downstream, in order with the data: a node
-    that does not list "control" in `accepts` (Python or native) passes it on unchanged;
-    one that does gets it in `process`."""
-    cancel = zerohop.Control(
-        "cancel_speculation", from_timestamp=10, to_timestamp=20, segment_id="s1"
-    )
-    chain = (
-        Pipeline("control", executor=executor)  # type: ignore[arg-type]
-        .node("upper", "UpperCase")
-        .node("pass", "PassThrough")
-        .node("suffix", "Suffix")
-        .connect("upper", "pass", "suffix")
-    )
-    out = chain.run([Text("a"), cancel, Text("b")])
-    assert [type(f).__name__ for f in out] == ["Text", "Control", "Text"]
-    assert texts([out[0], out[2]]) == ["A!", "B!"]
-    control = out[1]
-    assert isinstance(control, zerohop.Control)
-    assert (control.action, control.segment_id, control.to_timestamp) == (
-        "cancel_speculation",
-        "s1",
-        20,
-    )
-    taking = (
-        Pipeline("control", executor=executor)  # type: ignore[arg-type]
-        .node("take", "Cancellable")
-        .node("pass", "PassThrough")
-        .connect("take", "pass")
-    )
-    out = taking.run([Text("a"), cancel])
-    assert [f.value if isinstance(f, Json) else f.text for f in out] == [  # type: ignore[attr-defined]
-        "a",
-        {"action": "cancel_speculation", "segment": "s1"},
-    ]
-
-
-@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
-def test_a_send_that_times_out_delivers_nothing(executor: str) -> None:
-    """Both executors keep the channel's promise: with the pipeline behind (capacity 1,
-    a node taking 400 ms a frame), `send(timeout=0.1)` raises TimeoutError once the
-    timeout has passed and that frame never reaches a node. The in-process executor
-    used to wait for room anyway, then raise, with the frame delivered."""
-    cfg = RuntimeConfig.model_validate({"channel": {"capacity": 1}})
-    pipe = Pipeline("t", executor=executor, config=cfg).node("slow", "Slow", ms=400)  # type: ignore[arg-type]
-    sent, timed_out = 0, 0
-    with pipe.session() as session:
-        out: list[zerohop.Frame] = []
-        # Outputs are read meanwhile: with capacity 1 a pipeline whose outputs nobody
-        # reads stops, by design, as soon as its output queue is full.
-        reader = threading.Thread(target=lambda: out.extend(session.outputs()))
-        reader.start()
-        for i in range(6):
-            began = time.monotonic()
-            try:
-                session.send(Text(str(i)), timeout=0.1)
-                sent += 1
-            except TimeoutError:
-                took = time.monotonic() - began
-                assert 0.1 <= took < 30, took  # a hang bound, not a speed limit
-                timed_out += 1
-        session.end_input()
-        reader.join(60)
-    assert timed_out > 0 and sent > 0
-    assert len(out) == sent, (sent, [f.text for f in out])  # type: ignore[attr-defined]

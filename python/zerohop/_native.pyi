@@ -14,8 +14,10 @@ __all__ = [
     "MAX_META",
     "PIXEL_FORMATS",
     "VIDEO_CODECS",
+    "Graph",
     "NativeNode",
     "NativeSession",
+    "Port",
     "RawFrame",
     "Receiver",
     "Sender",
@@ -27,7 +29,6 @@ __all__ = [
     "reclaim_dead",
     "route_node",
     "serve",
-    "validate_graph",
 ]
 
 __version__: str
@@ -191,7 +192,6 @@ def encode_frame(
 ) -> bytes: ...
 def decode_frame(data: Buffer, max_payload: int | None = None) -> RawFrame: ...
 def reclaim_dead() -> int: ...
-def validate_graph(graph_json: str) -> None: ...
 def native_nodes() -> list[tuple[str, str, str]]: ...
 def check_native_params(node_type: str, params_json: str) -> None: ...
 def route_node(
@@ -215,8 +215,36 @@ class NativeNode:
     def process(self, frame: RawFrame | Buffer) -> list[RawFrame]: ...
     def flush(self) -> list[RawFrame]: ...
 
+@final
+class Port:
+    """One port of one node, with its session label (``node`` or ``node.port``)."""
+
+    __match_args__ = ("node_id", "port", "label")
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def port(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Graph:
+    """A pipeline graph, validated: ids, ports, connections, cycles."""
+
+    def __new__(cls, graph_json: str) -> Graph: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> list[Port]: ...
+    @property
+    def outputs(self) -> list[Port]: ...
+    @property
+    def edges(self) -> list[tuple[Port, Port]]: ...
+
 def serve(
-    plan: Callable[[str], tuple[str, dict[str, Any], list[str]]],
+    plan: Callable[[str], tuple[Graph, dict[str, Any], list[str]]],
     node_types: Callable[[], list[str]],
     *,
     host: str,
@@ -236,17 +264,13 @@ class NativeSession:
 
     @staticmethod
     def start(
-        graph_json: str,
+        graph: Graph,
         settings: Mapping[str, Any],
         *,
         on_event: Callable[[dict[str, Any]], object] | None = None,
     ) -> NativeSession: ...
     @property
     def id(self) -> str: ...
-    @property
-    def input_labels(self) -> list[str]: ...
-    @property
-    def output_labels(self) -> list[str]: ...
     def input(self, index: int) -> Sender: ...
     def end_inputs(self, timeout: float | None = None) -> None: ...
     def recv(self, timeout: float | None = None) -> tuple[Any, ...]: ...

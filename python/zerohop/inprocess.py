@@ -11,21 +11,27 @@ Bounded queues between the nodes give the same backpressure (``channel.capacity`
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
-import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .data import Frame, from_raw
-from .errors import NodeError, NodeInitError, NodeInitTimeout, ZerohopTimeoutError
-from .node import MultiprocessNode, NodeContext, iter_outputs, takes_control
+from .errors import (
+    ChannelClosedError,
+    NodeError,
+    NodeInitError,
+    NodeInitTimeout,
+    ZerohopTimeoutError,
+)
+from .node import MultiprocessNode
+from .node_loop import NodeFailed, NodeLoop, Stopped, describe
 from .registry import NativeNodeType
 from .session import EventCallback, NodeStatus, Session
 
@@ -34,31 +40,91 @@ if TYPE_CHECKING:
 
 __all__ = ["InProcessSession"]
 
-_END = object()  # end of stream on a queue
+_END: Any = object()  # end of stream on a queue
 
 
-class _Put(Protocol):
-    """Puts an item on a node's inbox, waiting while it is full (until ``deadline``)."""
+class _Queue:
+    """A node's inbox (or the session's outputs): what a channel's receiver queue is to
+    the multiprocess executor. ``put`` waits while ``capacity`` items are queued — past
+    its deadline it raises :class:`~zerohop.errors.ZerohopTimeoutError` having queued
+    nothing, as a channel's send does — and both ends raise
+    :class:`~zerohop.node_loop.Stopped` once the queue is closed (the session stops)."""
 
-    def __call__(self, item: Any, deadline: float | None = None) -> None: ...
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[tuple[str, Any]] = deque()
+        self._capacity = capacity
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def put(
+        self, item: tuple[str, Any], deadline: float | None = None, *, bounded: bool = True
+    ) -> None:
+        with self._changed:
+            while bounded and len(self._items) >= self._capacity and not self._closed:
+                if not self._wait(deadline):
+                    raise ZerohopTimeoutError("the pipeline is behind: send timed out")
+            if self._closed:
+                raise Stopped
+            self._items.append(item)
+            self._changed.notify_all()
+
+    def get(self, deadline: float | None = None) -> tuple[str, Any]:
+        with self._changed:
+            while not self._items and not self._closed:
+                if not self._wait(deadline):
+                    raise ZerohopTimeoutError("nothing arrived in time")
+            if self._closed:
+                raise Stopped
+            item = self._items.popleft()
+            self._changed.notify_all()
+            return item
+
+    def _wait(self, deadline: float | None) -> bool:
+        """Waits for a change; False once ``deadline`` (monotonic) has passed."""
+        if deadline is None:
+            self._changed.wait()
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._changed.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
 
-class _Stop(Exception):
-    pass
+class _Edge:
+    """An edge into a queue under ``tag`` (the input port, or the output label): the
+    in-process channel. Like a channel's sender it stamps what it sends — the next
+    sequence number unless one is set, the send time (``time.monotonic_ns()``) unless a
+    timestamp is — on a copy, as a send leaves the caller's frame as it was."""
 
+    def __init__(self, queue: _Queue, tag: str) -> None:
+        self.queue = queue
+        self.tag = tag
+        self.sequences = itertools.count()
 
-def _stamp(frame: Frame, sequences: Iterator[int]) -> Frame:
-    """What a channel's sender does: the next sequence number unless one is set, the
-    send time (``time.monotonic_ns()``) unless a timestamp is. Stamps a copy, as a send
-    leaves the caller's frame as it was (it may be sent again)."""
-    if frame.sequence is not None and frame.timestamp_ns is not None:
-        return frame
-    frame = copy.copy(frame)
-    if frame.sequence is None:
-        frame.sequence = next(sequences)
-    if frame.timestamp_ns is None:
-        frame.timestamp_ns = time.monotonic_ns()
-    return frame
+    def put(self, frame: Frame, deadline: float | None = None) -> int:
+        if frame.sequence is None or frame.timestamp_ns is None:
+            frame = copy.copy(frame)
+            if frame.sequence is None:
+                frame.sequence = next(self.sequences)
+            if frame.timestamp_ns is None:
+                frame.timestamp_ns = time.monotonic_ns()
+        self.queue.put((self.tag, frame), deadline)
+        return frame.sequence
+
+    def send(self, frame: Frame, first: bool) -> None:
+        self.put(frame if first else copy.copy(frame))
+
+    def end(self, deadline: float | None = None) -> None:
+        self.queue.put((self.tag, _END), deadline)
+
+    def flush(self) -> None:
+        """Nothing to wait for: a queue loses nothing when its sender is done."""
 
 
 class _NativeNode(MultiprocessNode):
@@ -90,21 +156,24 @@ class _NativeNode(MultiprocessNode):
 
 
 class _NodeThread:
+    """One node of the session: its inbox, its node loop, the thread that runs it."""
+
     def __init__(
-        self, session: InProcessSession, node_id: str, node: MultiprocessNode, on_error: str
+        self,
+        session: InProcessSession,
+        node_id: str,
+        node: MultiprocessNode,
+        on_error: str,
+        capacity: int,
     ) -> None:
         self.session = session
         self.node_id = node_id
-        self.node = node
-        self.on_error = on_error
-        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue(session.capacity)
+        self.inbox = _Queue(capacity)
         self.open_inputs = 0
-        self.targets: dict[str, list[Callable[[Any], None]]] = {p: [] for p in type(node).outputs}
-        self.sequences = {p: itertools.count() for p in type(node).outputs}
+        #: Filled with the edges of the validated graph before the thread starts.
+        self.edges: dict[str, list[Any]] = {port: [] for port in type(node).outputs}
+        self.loop = NodeLoop(node_id, node, on_error=on_error, outputs=self.edges, reports=self)
         self.state = "initializing"
-        self.frames_in = 0
-        self.frames_out = 0
-        self.last_input: Frame | None = None
         self.started_at = time.time()
         self.init_secs: float | None = None
         self.init_error: BaseException | None = None
@@ -114,38 +183,35 @@ class _NodeThread:
             target=self._run, name=f"zerohop-node-{node_id}", daemon=True
         )
 
-    def emit(self, frame: Any, port: str | None = None) -> None:
-        if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], str):
-            port, frame = frame
-        port = port or type(self.node).outputs[0]
-        targets = self.targets.get(port)
-        if targets is None:
-            raise ValueError(f"node '{self.node_id}' has no output port {port!r}")
-        if self.last_input is not None:
-            # The multiprocess runner's rule: outputs inherit their input's metadata.
-            frame._inherit(self.last_input)
-        frame = _stamp(frame, self.sequences[port])
-        for i, put in enumerate(targets):
-            put(frame if i == 0 else copy.copy(frame))
-        self.frames_out += 1
+    def frame_error(self, error: str, traceback: str, sequence: int | None) -> None:
+        self.session.frame_error(self.node_id, error, traceback, sequence)
 
-    def _emit_result(self, result: Any) -> None:
-        for item in iter_outputs(result, lambda: self._loop):
-            self.emit(item)
+    def node_error(self, error: str, traceback: str, sequence: int | None) -> None:
+        self.state = "error"
+        self.session.fail(
+            NodeError(
+                f"node '{self.node_id}' raised: {error}", node_id=self.node_id, traceback=traceback
+            )
+        )
+
+    def _inputs(self) -> Iterator[Frame]:
+        """The frames of every input, in arrival order, until each has ended."""
+        open_inputs = self.open_inputs
+        while open_inputs:
+            port, item = self.inbox.get()
+            if item is _END:
+                open_inputs -= 1
+                continue
+            item.port = port
+            yield item
 
     def _run(self) -> None:
-        import asyncio
-
-        self._loop = asyncio.new_event_loop()
         started = time.monotonic()
-        ctx = NodeContext(
-            self.node_id,
-            self.session.id,
-            progress=lambda f, m: self.session.progress(self.node_id, f, m),
-            emit=self.emit,
-        )
         try:
-            self.node.initialize(ctx)
+            ctx = self.loop.context(
+                self.session.id, lambda f, m: self.session.progress(self.node_id, f, m)
+            )
+            self.loop.node.initialize(ctx)
         except BaseException as err:
             self.init_error = err
             self.init_traceback = traceback.format_exc()
@@ -156,125 +222,61 @@ class _NodeThread:
         self.state = "ready"
         self.ready.set()
         try:
-            self._serve()
-        except _Stop:
+            self.loop.run(self._inputs())
+            while True:  # every input ended: wait to be stopped
+                self.inbox.get()
+        except (Stopped, NodeFailed):
             pass
         finally:
-            self.state = "stopped"
-            try:
-                self.node.cleanup()
-            finally:
-                self._loop.close()
-
-    def _serve(self) -> None:
-        while self.open_inputs > 0:
-            port, item = self.inbox.get()
-            if self.session.stopping:
-                raise _Stop
-            if item is _END:
-                self.open_inputs -= 1
-                continue
-            self.frames_in += 1
-            self.state = "processing"
-            item.port = port
-            self.last_input = item
-            forward = item.kind == "control" and not takes_control(type(self.node))
-            try:
-                # A control frame passes a node that does not take them (see node.py).
-                self._emit_result([item] if forward else self.node.process(item))
-            except _Stop:
-                raise
-            except Exception as err:
-                self.session.node_failed(self, err, traceback.format_exc(), item.sequence)
-                if self.on_error != "skip":
-                    raise _Stop from None
-            finally:
-                self.state = "ready"
-        self._emit_result(self.node.flush())
-        for targets in self.targets.values():
-            for put in targets:
-                put(_END)
-        while not self.session.stopping:
-            self.inbox.get()
+            if self.state != "error":
+                self.state = "stopped"
+            self.loop.close()
 
 
 class InProcessSession(Session):
     """A pipeline whose nodes are threads of this process (``executor="inprocess"``)."""
 
-    def __init__(self, pipeline: Pipeline, *, on_progress: EventCallback | None = None) -> None:
-        graph = pipeline.graph("inprocess")
-        self.capacity = pipeline.config.channel.capacity
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        graph: _native.Graph,
+        *,
+        on_progress: EventCallback | None = None,
+    ) -> None:
+        super().__init__(
+            graph.name, [p.label for p in graph.inputs], [p.label for p in graph.outputs]
+        )
+        capacity = pipeline.config.channel.capacity
         self.id = f"inprocess-{id(self):x}"
-        self.stopping = False
         self._on_progress = on_progress
         self._lock = threading.Lock()
-        self._out: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._failure: BaseException | None = None
         self._threads: dict[str, _NodeThread] = {}
-        for spec in graph["nodes"]:
-            cls = pipeline.node_classes()[spec["id"]]
+        nodes = {n["id"]: n for n in pipeline.graph("inprocess")["nodes"]}
+        for node_id, cls in pipeline.node_classes().items():
+            spec = nodes[node_id]
             node = (
-                _NativeNode(cls.node_type, spec["params"], spec["id"])
+                _NativeNode(cls.node_type, spec["params"], node_id)
                 if isinstance(cls, NativeNodeType)
-                else cls(spec["params"], node_id=spec["id"])
+                else cls(spec["params"], node_id=node_id)
             )
-            self._threads[spec["id"]] = _NodeThread(self, spec["id"], node, spec["on_error"])
-        fed: set[tuple[str, str]] = set()
-        feeding: set[tuple[str, str]] = set()
-        for edge in graph["connections"]:
-            source, target = self._threads[edge["from"]], self._threads[edge["to"]]
-            # The graph was validated in Rust: a port-less connection out of a node with
-            # several outputs is its primary one, "out".
-            outputs_of = type(source.node).outputs
-            out_port = edge["from_port"] or ("out" if "out" in outputs_of else outputs_of[0])
-            in_port = edge["to_port"] or type(target.node).inputs[0]
-            source.targets[out_port].append(self._putter(target, in_port))
-            target.open_inputs += 1
-            fed.add((target.node_id, in_port))
-            feeding.add((source.node_id, out_port))
-        inputs, outputs = [], []
-        self._input_queues: list[_Put] = []
-        self._input_sequences: list[Iterator[int]] = []
-        for node_id, t in self._threads.items():
-            ports_in, ports_out = type(t.node).inputs, type(t.node).outputs
-            for port in ports_in:
-                if (node_id, port) not in fed:
-                    inputs.append(node_id if len(ports_in) == 1 else f"{node_id}.{port}")
-                    self._input_queues.append(self._putter(t, port))
-                    self._input_sequences.append(itertools.count())
-                    t.open_inputs += 1
-            for port in ports_out:
-                if (node_id, port) not in feeding:
-                    primary = len(ports_out) == 1 or port == "out"
-                    label = node_id if primary else f"{node_id}.{port}"
-                    outputs.append(label)
-                    t.targets[port].append(self._output(label))
-        super().__init__(pipeline.name, inputs, outputs)
-        self._open_outputs = len(outputs)
+            self._threads[node_id] = _NodeThread(self, node_id, node, spec["on_error"], capacity)
+        # The wiring of the validated graph, as the multiprocess executor has it.
+        for source, target in graph.edges:
+            into = self._threads[target.node_id]
+            self._threads[source.node_id].edges[source.port].append(_Edge(into.inbox, target.port))
+            into.open_inputs += 1
+        self._inputs = []
+        for port in graph.inputs:
+            into = self._threads[port.node_id]
+            self._inputs.append(_Edge(into.inbox, port.port))
+            into.open_inputs += 1
+        # Each session output holds up to `capacity` frames, as its channel would.
+        self._out = _Queue(capacity * max(1, len(graph.outputs)))
+        for port in graph.outputs:
+            self._threads[port.node_id].edges[port.port].append(_Edge(self._out, port.label))
+        self._open_outputs = len(graph.outputs)
         self._start(pipeline.config.process.init_timeout_secs)
-
-    def _putter(self, target: _NodeThread, port: str) -> _Put:
-        def put(item: Any, deadline: float | None = None) -> None:
-            """Waits while the queue is full, as a channel's sender does: past
-            ``deadline`` (monotonic) it raises ZerohopTimeoutError with nothing queued."""
-            while not self.stopping:
-                wait = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
-                if wait <= 0:
-                    raise ZerohopTimeoutError("the pipeline is behind: send timed out")
-                try:
-                    target.inbox.put((port, item), timeout=wait)
-                    return
-                except queue.Full:
-                    continue
-            raise _Stop
-
-        return put
-
-    def _output(self, label: str) -> Callable[[Any], None]:
-        def put(item: Any) -> None:
-            self._out.put(("end", None, label) if item is _END else ("frame", item, label))
-
-        return put
 
     def progress(self, node_id: str, fraction: float | None, message: str) -> None:
         if self._on_progress is not None:
@@ -288,34 +290,27 @@ class InProcessSession(Session):
                     }
                 )
 
-    def node_failed(self, t: _NodeThread, err: Exception, tb: str, sequence: int | None) -> None:
-        message = f"{type(err).__name__}: {err}"
-        if t.on_error == "skip":
-            self._out.put(
-                (
-                    "event",
-                    {
-                        "type": "frame_error",
-                        "node_id": t.node_id,
-                        "error": message,
-                        "traceback": tb,
-                        "sequence": sequence,
-                    },
-                    None,
-                )
-            )
-            return
-        t.state = "error"
-        self._fail(
-            NodeError(f"node '{t.node_id}' raised: {message}", node_id=t.node_id, traceback=tb)
-        )
+    def frame_error(self, node_id: str, error: str, tb: str, sequence: int | None) -> None:
+        event = {
+            "type": "frame_error",
+            "node_id": node_id,
+            "error": error,
+            "traceback": tb,
+            "sequence": sequence,
+        }
+        self._out.put(("", event), bounded=False)
 
-    def _fail(self, err: BaseException) -> None:
+    def fail(self, err: BaseException) -> None:
+        """Ends the session with ``err``: every node stops, the next call raises it."""
         with self._lock:
             if self._failure is None:
                 self._failure = err
-        self.stopping = True
-        self._out.put(("failed", None, None))
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        for t in self._threads.values():
+            t.inbox.close()
+        self._out.close()
 
     def _start(self, init_timeout: float) -> None:
         for t in self._threads.values():
@@ -330,9 +325,8 @@ class InProcessSession(Session):
                 )
             if t.init_error is not None:
                 self._shutdown()
-                error = f"{type(t.init_error).__name__}: {t.init_error}"
                 raise NodeInitError(
-                    f"node '{t.node_id}' failed to initialize: {error}",
+                    f"node '{t.node_id}' failed to initialize: {describe(t.init_error)}",
                     node_id=t.node_id,
                     traceback=t.init_traceback,
                 )
@@ -343,62 +337,65 @@ class InProcessSession(Session):
         if self._failure is not None:
             raise self._failure
 
+    def _stopped(self) -> ChannelClosedError:
+        self._raise_failure()
+        return ChannelClosedError(f"session of pipeline '{self.name}' is closed")
+
     def _send(self, index: int, frame: Frame, timeout: float | None) -> int:
         self._raise_failure()
         deadline = None if timeout is None else time.monotonic() + timeout
-        put = self._input_queues[index]
-        frame = _stamp(frame, self._input_sequences[index])
         try:
-            put(frame, deadline)
-        except _Stop:
-            self._raise_failure()
-            raise
+            return self._inputs[index].put(frame, deadline)
+        except Stopped:
+            raise self._stopped() from None
         except ZerohopTimeoutError:
             raise ZerohopTimeoutError(f"send timed out after {timeout} s") from None
-        return frame.sequence or 0
 
     def _end_inputs(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for put in self._input_queues:
-            put(_END, deadline)
+        try:
+            for edge in self._inputs:
+                edge.end(deadline)
+        except Stopped:
+            raise self._stopped() from None
 
     def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._raise_failure()
+            if self._open_outputs == 0:
+                return "end", None, None
             try:
-                kind, value, label = self._out.get(timeout=timeout)
-            except queue.Empty:
+                label, item = self._out.get(deadline)
+            except Stopped:
+                raise self._stopped() from None
+            except ZerohopTimeoutError:
                 raise ZerohopTimeoutError(f"no output within {timeout} s") from None
-            if kind == "failed":
-                self._raise_failure()
-            elif kind == "end":
+            if item is _END:
                 self._open_outputs -= 1
-                if self._open_outputs == 0:
-                    return "end", None, None
+            elif isinstance(item, dict):
+                return "event", item, None
             else:
-                return kind, value, label
+                return "frame", item, label
 
     def status(self) -> list[NodeStatus]:
         return [
             NodeStatus(
                 node_id=t.node_id,
-                state=t.state,
+                state="processing" if t.loop.busy else t.state,
                 pid=None,
                 started_at=t.started_at,
                 rss_bytes=None,
                 init_secs=t.init_secs,
-                frames_in=t.frames_in,
-                frames_out=t.frames_out,
+                frames_in=t.loop.frames_in,
+                frames_out=t.loop.frames_out,
                 exit=None,
             )
             for t in self._threads.values()
         ]
 
     def _shutdown(self) -> None:
-        self.stopping = True
-        for t in self._threads.values():
-            with contextlib.suppress(queue.Full):
-                t.inbox.put_nowait(("", _END))
+        self._stop_all()
         for t in self._threads.values():
             if t.thread.is_alive():
                 t.thread.join(5)

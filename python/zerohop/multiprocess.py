@@ -5,7 +5,6 @@ and the settings that session takes from the pipeline's runtime configuration (t
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -26,17 +25,18 @@ class MultiprocessSession(Session):
     """Every node in its own process, wired by shared-memory channels (the default)."""
 
     @classmethod
-    def start(cls, pipeline: Pipeline, on_progress: EventCallback | None) -> MultiprocessSession:
-        """Spawns every node at once and returns once all are ready."""
-        native = _native.NativeSession.start(
-            json.dumps(pipeline.graph("multiprocess")),
-            session_args(pipeline),
-            on_event=on_progress,
-        )
-        return cls(native, pipeline.name)
+    def start(
+        cls, pipeline: Pipeline, graph: _native.Graph, on_progress: EventCallback | None
+    ) -> MultiprocessSession:
+        """Spawns every node of ``graph`` (``pipeline`` validated) at once and returns
+        once all are ready."""
+        native = _native.NativeSession.start(graph, session_args(pipeline), on_event=on_progress)
+        return cls(native, graph)
 
-    def __init__(self, native: Any, name: str) -> None:
-        super().__init__(name, list(native.input_labels), list(native.output_labels))
+    def __init__(self, native: _native.NativeSession, graph: _native.Graph) -> None:
+        super().__init__(
+            graph.name, [p.label for p in graph.inputs], [p.label for p in graph.outputs]
+        )
         self._native = native
         self.id: str = native.id
         self._inputs = [

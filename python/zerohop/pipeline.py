@@ -33,6 +33,7 @@ from .registry import (
 )
 
 if TYPE_CHECKING:
+    from . import _native
     from .data import Frame
     from .session import Session
 
@@ -67,24 +68,29 @@ class _NodeEntry:
     #: ``(param name, JSON path)`` of a rate to negotiate with the next node.
     negotiate: tuple[str, str] | None = None
 
+    #: Where it runs, per session executor: routed once, when first asked.
+    placements: dict[str, str] = field(default_factory=dict)
+
     def placement(self, index: int, executor: Executor) -> str:
         """Where this node runs when the session runs Python nodes on ``executor``."""
-        from . import _native
+        if executor not in self.placements:
+            from . import _native
 
-        native, python = self.offer
-        try:
-            return _native.route_node(
-                index,
-                self.node_type,
-                native=native,
-                python=python,
-                runtime_hint=self.runtime_hint,
-                executor=self.executor,
-                multiprocess=executor == "multiprocess",
-            )
-        except ManifestError as err:
-            err.node_id = self.id
-            raise
+            native, python = self.offer
+            try:
+                self.placements[executor] = _native.route_node(
+                    index,
+                    self.node_type,
+                    native=native,
+                    python=python,
+                    runtime_hint=self.runtime_hint,
+                    executor=self.executor,
+                    multiprocess=executor == "multiprocess",
+                )
+            except ManifestError as err:
+                err.node_id = self.id
+                raise
+        return self.placements[executor]
 
 
 @dataclass
@@ -169,6 +175,8 @@ class Pipeline:
         self._nodes: list[_NodeEntry] = []
         self._edges: list[_Edge] = []
         self._imports = _Imports()
+        #: Validated graphs by executor, until the next node or connection.
+        self._validated: dict[str, _native.Graph] = {}
         #: What was accepted but is not acted on (see :meth:`add_node`'s ``lenient``
         #: and :meth:`zerohop.manifest.Manifest.to_pipeline`), each naming its path.
         self.warnings: list[ManifestWarning] = []
@@ -299,6 +307,7 @@ class Pipeline:
             )
         entry.params = stored
         self._nodes.append(entry)
+        self._validated.clear()
         return self
 
     def _drop_unknown(
@@ -344,6 +353,7 @@ class Pipeline:
             raise ConfigError("ports can only be named when connecting exactly two nodes")
         for a, b in itertools.pairwise(chain):
             self._edges.append(_Edge(a, b, from_port, to_port))
+        self._validated.clear()
         return self
 
     # ------------------------------------------------------------------ outputs
@@ -444,23 +454,30 @@ class Pipeline:
             "connections": connections,
         }
 
-    def validate(self, executor: Executor | None = None) -> None:
+    def validate(self, executor: Executor | None = None) -> _native.Graph:
         """Checks the whole graph (routing, ids, ports, dangling or duplicate
         connections, cycles, limits) for a session on ``executor`` (default
-        ``self.executor``) without starting anything; raises :class:`ManifestError` or
+        ``self.executor``) without starting anything, and returns it validated: the
+        resolved connections and the session's input and output labels, as both
+        executors run them. Raises :class:`ManifestError` or
         :class:`~zerohop.errors.ResourceLimitError`."""
         from . import _native
         from .errors import ResourceLimitError
 
-        graph = self.graph(executor)
-        _native.validate_graph(_json(graph))
+        executor = executor or self.executor
+        graph = self._validated.get(executor)
+        if graph is None:
+            graph = self._validated[executor] = _native.Graph(_json(self.graph(executor)))
         limit = self.config.process.max_processes()
-        processes = sum(1 for n in graph["nodes"] if n["placement"] == "multiprocess")
+        processes = sum(
+            1 for i, n in enumerate(self._nodes) if n.placement(i, executor) == "multiprocess"
+        )
         if limit is not None and processes > limit:
             raise ResourceLimitError(
                 f"pipeline '{self.name}' needs {processes} node processes, the limit "
                 f"is {limit} (max_processes_per_session)"
             )
+        return graph
 
     def check_input(self, kind: str, to: str | None = None) -> None:
         """Refuses, before anything starts, a ``kind`` frame (``"audio"``, ``"text"``,
@@ -502,16 +519,16 @@ class Pipeline:
         """
         executor = executor or self.executor
         _check_executor(executor)
-        self.validate(executor)
+        graph = self.validate(executor)
         session: Session
         if executor == "inprocess":
             from .inprocess import InProcessSession
 
-            session = InProcessSession(self, on_progress=on_progress)
+            session = InProcessSession(self, graph, on_progress=on_progress)
         else:
             from .multiprocess import MultiprocessSession
 
-            session = MultiprocessSession.start(self, on_progress)
+            session = MultiprocessSession.start(self, graph, on_progress)
         session._on_frame_error = on_frame_error
         return session
 

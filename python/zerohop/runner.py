@@ -20,7 +20,6 @@ the Rust side in ``rust/supervisor/host_to_runner.rs`` and ``runner_to_host.rs``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import json
@@ -39,23 +38,15 @@ from typing import Any
 
 # zerohop's own modules load here, once (not per frame); the user's node modules load
 # in `Runner.run`, after sys.path and the host's imports are set up.
-from . import _native, channel, node
+from . import _native, channel
 from .channel import _send_end_of_stream
 from .data import Frame, from_raw
 from .errors import ChannelClosedError
-from .node import iter_outputs
+from .node_loop import NodeFailed, NodeLoop, Stopped, describe
 from .registry import node_class, register_node, use_modules
 
 CONTROL_FD = 3
 _LENGTH = struct.Struct("<I")
-
-
-class _StopRequested(BaseException):
-    """Raised in the main thread to leave a blocking wait when the host says stop."""
-
-
-class _DownstreamGone(BaseException):
-    """A channel this node feeds lost its receiver: nothing to do but wait for stop."""
 
 
 class Control:
@@ -88,24 +79,20 @@ class Control:
 
 
 class Runner:
-    """Runs one node inside this process."""
+    """Runs one node inside this process: the control plane here, the node itself in
+    the :class:`~zerohop.node_loop.NodeLoop` on shared-memory ports."""
 
     def __init__(self, spec: dict[str, Any], control: Control) -> None:
         self.spec = spec
         self.control = control
         self.node_id: str = spec["node_id"]
-        self.on_error: str = spec.get("on_error", "fail")
         self.stopped = threading.Event()  # the host said stop; waited on when idle
         self.waiting = False  # the main thread is blocked in a channel wait
-        self.busy = False
-        self.frames_in = 0
-        self.frames_out = 0
-        self.last_input: Frame | None = None
+        self.loop: NodeLoop | None = None
         self.initializing = True
         self.last_progress: tuple[float | None, str] = (None, "starting")
         self.last_progress_at = 0.0
         self.main_thread = threading.main_thread().ident
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ control plane
 
@@ -113,6 +100,16 @@ class Runner:
         self.last_progress = (fraction, message)
         self.last_progress_at = time.monotonic()
         self.control.send({"type": "progress", "fraction": fraction, "message": message})
+
+    def frame_error(self, error: str, traceback: str, sequence: int | None) -> None:
+        self.control.send(
+            {"type": "frame_error", "error": error, "traceback": traceback, "sequence": sequence}
+        )
+
+    def node_error(self, error: str, traceback: str, sequence: int | None) -> None:
+        self.control.send(
+            {"type": "node_error", "error": error, "traceback": traceback, "sequence": sequence}
+        )
 
     def _heartbeat(self) -> None:
         """Makes the host hear from this node at least every heartbeat interval: while
@@ -158,18 +155,31 @@ class Runner:
                 if self.waiting:
                     signal.pthread_kill(self.main_thread, signal.SIGUSR1)  # type: ignore[arg-type]
             elif kind == "status":
+                loop = self.loop
                 self.control.send(
                     {
                         "type": "status",
-                        "busy": self.busy,
-                        "frames_in": self.frames_in,
-                        "frames_out": self.frames_out,
+                        "busy": loop is not None and loop.busy,
+                        "frames_in": 0 if loop is None else loop.frames_in,
+                        "frames_out": 0 if loop is None else loop.frames_out,
                     }
                 )
 
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
         if self.stopped.is_set() and self.waiting:
-            raise _StopRequested
+            raise Stopped
+
+    @contextlib.contextmanager
+    def waiting_on_channel(self) -> Iterator[None]:
+        """Marks a blocking channel operation: a stop request interrupts it (a send
+        blocked by a slow or dead receiver must still give way to a stop)."""
+        self.waiting = True
+        try:
+            if self.stopped.is_set():
+                raise Stopped
+            yield
+        finally:
+            self.waiting = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -206,7 +216,7 @@ class Runner:
             cls = node_class(self.spec["node_type"])
             # The host's channel settings, already in the native constructors' terms.
             settings: dict[str, int] = self.spec["channel"]
-            self.outputs = {
+            self.senders = {
                 port["port"]: [
                     channel.Sender.wrap(_native.Sender(name, **settings), name)
                     for name in port["channels"]
@@ -218,233 +228,135 @@ class Runner:
                 for port in self.spec["inputs"]
                 for name in port["channels"]
             ]
-            self.default_output = next(iter(self.outputs), None)
-            self.node = cls(self.spec.get("params") or {}, node_id=self.node_id)
-            ctx = node.NodeContext(
+            node = cls(self.spec.get("params") or {}, node_id=self.node_id)
+            self.loop = NodeLoop(
                 self.node_id,
-                self.spec["session_id"],
-                progress=self.progress,
-                emit=self._emit_one,
-                loan=self._loan_sender,
+                node,
+                on_error=self.spec.get("on_error", "fail"),
+                outputs={
+                    port: [_ShmOutput(sender, self) for sender in senders]
+                    for port, senders in self.senders.items()
+                },
+                reports=self,
             )
-            self.node.initialize(ctx)
+            node.initialize(
+                self.loop.context(self.spec["session_id"], self.progress, self._loan_sender)
+            )
         except BaseException as err:  # report everything, even SystemExit from user code
             self.initializing = False
             self.control.send(
-                {"type": "init_error", "error": _describe(err), "traceback": traceback.format_exc()}
+                {"type": "init_error", "error": describe(err), "traceback": traceback.format_exc()}
             )
             return 1
         self.initializing = False
         self.control.send({"type": "ready", "init_secs": time.monotonic() - started})
         try:
-            self._serve()
+            self.loop.run(_shm_inputs(self.inputs, self))
+            # Every input ended (or a neighbour is gone): nothing to do but wait for the
+            # stop request. (An Event, not signal.pause(): a stop arriving just before
+            # pause() would be lost.)
+            self.stopped.wait()
+        except Stopped:
+            pass
+        except NodeFailed:
+            return 1
         finally:
             self._shutdown()
         return 0
 
-    # ------------------------------------------------------------------ data plane
-
     def _loan_sender(self, port: str | None) -> Any:
-        senders = self.outputs.get(port or self.default_output or "", [])
+        assert self.loop is not None
+        senders = self.senders.get(port or self.loop.default_output or "", [])
         return senders[0] if senders else None
 
-    def _emit_one(self, frame: Any, port: str | None = None) -> None:
-        if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[0], str):
-            port, frame = frame
-        if not isinstance(frame, Frame):
-            raise TypeError(
-                f"node '{self.node_id}' produced {type(frame).__name__}; nodes must produce "
-                "zerohop frames (Audio, Video, Tensor, Text, Json, Bytes) or (port, frame)"
-            )
-        target = port or self.default_output
-        if target not in self.outputs:
-            raise ValueError(f"node '{self.node_id}' has no output port {target!r}")
-        senders = self.outputs[target]
-        if not senders:
-            return
-        if self.last_input is not None:
-            frame._inherit(self.last_input)
-        raw = frame.raw
-        meta = frame._meta_for_send()
-        with self._interruptible():
-            # Fan-out: every extra edge gets a copy; the first gets the frame itself,
-            # which for a loan means no copy at all.
-            for sender in senders[1:]:
-                if raw is not None:
-                    sender._ends().send_frame(raw, meta=meta)
-                else:
-                    sender.send(frame)
-            senders[0].send(frame)
-        self.frames_out += 1
-
-    def _emit(self, result: Any) -> None:
-        for item in iter_outputs(result, self._event_loop):
-            self._emit_one(item)
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self.loop is None:
-            self.loop = asyncio.new_event_loop()
-        return self.loop
-
-    def _handle(self, frame: Any) -> None:
-        self.frames_in += 1
-        if frame.kind == "control" and not node.takes_control(type(self.node)):
-            self.last_input = frame
-            self._run_user(lambda: [frame], frame.sequence)  # passed on, see node.py
-            return
-        # What the node emits for this frame (and at flush, for the last one) inherits
-        # its metadata unless the node sets its own; see zerohop.data.
-        self.last_input = frame
-        self.busy = True
-        try:
-            self._run_user(lambda: self.node.process(frame), frame.sequence)
-        finally:
-            self.busy = False
-
-    def _run_user(self, call: Any, sequence: int | None) -> None:
-        """Runs node code and sends what it emits; applies the on_error policy."""
-        try:
-            self._emit(call())
-        except _StopRequested:
-            raise
-        except ChannelClosedError:
-            # A neighbour is gone: the session is ending and the supervisor reports
-            # the node that failed. This one only waits to be stopped.
-            raise _DownstreamGone from None
-        except Exception as err:
-            message = {
-                "error": _describe(err),
-                "traceback": traceback.format_exc(),
-                "sequence": sequence,
-            }
-            if self.on_error == "skip":
-                self.control.send({"type": "frame_error", **message})
-            else:
-                self.control.send({"type": "node_error", **message})
-                raise SystemExit(1) from None
-
-    @contextlib.contextmanager
-    def _interruptible(self) -> Iterator[None]:
-        """Marks a blocking channel operation: a stop request interrupts it (a send
-        blocked by a slow or dead receiver must still give way to a stop)."""
-        self.waiting = True
-        try:
-            if self.stopped.is_set():
-                raise _StopRequested
-            yield
-        finally:
-            self.waiting = False
-
-    def _end_of_stream(self) -> None:
-        """Every input ended: flush the node, pass the end on, and wait until the
-        receivers took everything (so closing later loses nothing)."""
-        self._run_user(self.node.flush, None)
-
-        try:
-            with self._interruptible():
-                for senders in self.outputs.values():
-                    for sender in senders:
-                        _send_end_of_stream(sender)
-                for senders in self.outputs.values():
-                    for sender in senders:
-                        sender.flush()
-        except ChannelClosedError:
-            raise _DownstreamGone from None
-
-    def _serve(self) -> None:
-        """The receive → process → send loop, until stopped."""
-        open_inputs = {key: (port, rx) for key, (port, rx) in enumerate(self.inputs)}
-        selector = selectors.DefaultSelector() if len(open_inputs) > 1 else None
-        if selector is not None:
-            for key, (_, rx) in open_inputs.items():
-                selector.register(rx.wait_fd(), selectors.EVENT_READ, key)
-        try:
-            try:
-                while open_inputs and not self.stopped.is_set():
-                    for key, first in self._wait(open_inputs, selector):
-                        self._drain(key, first, open_inputs, selector)
-                if not self.stopped.is_set():
-                    self._end_of_stream()
-            except _DownstreamGone:
-                pass
-            self._wait_for_stop()
-        except _StopRequested:
-            pass
-        finally:
-            if selector is not None:
-                selector.close()
-
-    def _drain(
-        self,
-        key: int,
-        first: Any,
-        open_inputs: dict[int, Any],
-        selector: selectors.BaseSelector | None,
-    ) -> None:
-        """Handles every frame waiting on one input; retires the input at its end."""
-        port, rx = open_inputs[key]
-        raw = first
-        while not self.stopped.is_set():
-            if raw is None:
-                try:
-                    raw = rx._ends().try_recv()
-                except ChannelClosedError:
-                    raw = None  # upstream is gone: this input has ended
-                    ended = True
-                else:
-                    if raw is None:
-                        return
-                    ended = raw.is_end_of_stream
-            else:
-                ended = raw.is_end_of_stream
-            if ended:
-                del open_inputs[key]
-                if selector is not None:
-                    selector.unregister(rx.wait_fd())
-                return
-            frame = from_raw(raw)
-            frame.port = port
-            raw = None
-            self._handle(frame)
-
-    def _wait(
-        self, open_inputs: dict[int, Any], selector: selectors.BaseSelector | None
-    ) -> list[tuple[int, Any]]:
-        """Blocks until an input may have a frame: (input key, frame or None) pairs.
-        Raises _StopRequested when the host asks this node to stop."""
-        with self._interruptible():
-            if selector is None:
-                ((key, (_, rx)),) = open_inputs.items()
-                try:
-                    return [(key, rx._ends().recv(None))]
-                except ChannelClosedError:
-                    return [(key, None)]  # try_recv reports it again in the loop
-            return [(key.data, None) for key, _ in selector.select()]
-
-    def _wait_for_stop(self) -> None:
-        """Every input has ended: nothing to do but wait for the stop request. (An
-        Event, not signal.pause(): a stop arriving just before pause() would be lost.)"""
-        self.stopped.wait()
-
     def _shutdown(self) -> None:
-        try:
-            if hasattr(self, "node"):
-                self.node.cleanup()
-        except Exception:
-            traceback.print_exc()
-        for senders in getattr(self, "outputs", {}).values():
-            for sender in senders:
-                sender.close()
-        for _, rx in getattr(self, "inputs", []):
-            rx.close()
         if self.loop is not None:
             self.loop.close()
+        for senders in self.senders.values():
+            for sender in senders:
+                sender.close()
+        for _, rx in self.inputs:
+            rx.close()
         self.control.send({"type": "stopped"})
 
 
-def _describe(err: BaseException) -> str:
-    text = str(err)
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+class _ShmOutput:
+    """An edge of the node loop on a shared-memory channel."""
+
+    def __init__(self, sender: channel.Sender, runner: Runner) -> None:
+        self.sender = sender
+        self.runner = runner
+
+    def send(self, frame: Frame, first: bool) -> None:
+        with self.runner.waiting_on_channel():
+            raw = frame.raw
+            if first or raw is None:
+                self.sender.send(frame)
+            else:
+                # A copy of the frame's bytes for this extra edge (a loan stays for the
+                # first edge, which sends it without a copy).
+                self.sender._ends().send_frame(raw, meta=frame._meta_for_send())
+
+    def end(self) -> None:
+        with self.runner.waiting_on_channel():
+            _send_end_of_stream(self.sender)
+
+    def flush(self) -> None:
+        with self.runner.waiting_on_channel():
+            self.sender.flush()
+
+
+def _shm_inputs(inputs: list[tuple[str, channel.Receiver]], runner: Runner) -> Iterator[Frame]:
+    """Every frame of every input channel (its ``port`` set), until each has ended (its
+    end of stream, or its sender gone); a stop request ends the iteration with
+    :class:`Stopped`. One input is read directly; several through a selector on their
+    wait fds, each drained of what is waiting when its fd turns readable."""
+    open_inputs = dict(enumerate(inputs))
+    selector = selectors.DefaultSelector() if len(open_inputs) > 1 else None
+    if selector is not None:
+        for key, (_, rx) in open_inputs.items():
+            selector.register(rx.wait_fd(), selectors.EVENT_READ, key)
+    try:
+        while open_inputs:
+            ready: list[tuple[int, Any]]
+            with runner.waiting_on_channel():
+                if selector is None:
+                    ((key, (_, rx)),) = open_inputs.items()
+                    try:
+                        ready = [(key, rx._ends().recv(None))]
+                    except ChannelClosedError:
+                        ready = [(key, None)]  # try_recv reports it again below
+                else:
+                    ready = [(k.data, None) for k, _ in selector.select()]
+            for key, raw in ready:
+                port, rx = open_inputs[key]
+                while True:
+                    if runner.stopped.is_set():
+                        raise Stopped  # the frame in hand is done; no new one starts
+                    if raw is None:
+                        try:
+                            raw = rx._ends().try_recv()
+                        except ChannelClosedError:
+                            raw = _ENDED  # upstream is gone: this input has ended
+                        if raw is None:
+                            break
+                    if raw is _ENDED or raw.is_end_of_stream:
+                        del open_inputs[key]
+                        if selector is not None:
+                            selector.unregister(rx.wait_fd())
+                        break
+                    frame = from_raw(raw)
+                    frame.port = port
+                    raw = None
+                    yield frame
+        if runner.stopped.is_set():
+            raise Stopped  # stopped, not ended: no flush
+    finally:
+        if selector is not None:
+            selector.close()
+
+
+_ENDED: Any = object()  # an input whose sender is gone
 
 
 def main() -> int:

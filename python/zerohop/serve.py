@@ -18,20 +18,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError
 from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from . import _native
 
 __all__ = ["node_types", "plan", "serve"]
 
 
 def plan(
     manifest_json: str, config: RuntimeConfig | None = None
-) -> tuple[str, dict[str, Any], list[str]]:
+) -> tuple[_native.Graph, dict[str, Any], list[str]]:
     """Validates a manifest.v1 document and returns what the executor needs to run it:
-    the graph (JSON), the session settings, and the warnings (``"<json path>:
+    the validated graph, the session settings, and the warnings (``"<json path>:
     <message>"``: what the manifest gives that zerohop does not act on; the server logs
     them and returns them to the client). Raises :class:`ManifestError` naming the
     field (and, under runtime.toml ``[nodes] strict_params``, for a warning),
@@ -48,7 +51,7 @@ def plan(
     if pipeline.executor != "multiprocess":
         raise ConfigError("zerohop serve runs pipelines on the multiprocess executor only")
     return (
-        json.dumps(pipeline.graph()),
+        pipeline.validate(),
         session_args(pipeline),
         [str(w) for w in pipeline.warnings],
     )

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::executor::Graph;
 use crate::grpc::{Limits, Plan, Planner, ServerConfig};
 use crate::py::blocking::without_gil;
 use crate::py::errors::from_pyerr;
+use crate::py::graph::PyGraph;
 use crate::py::session::SessionArgs;
 
 /// Calls the Python planner under the GIL (from the server's blocking threads).
@@ -21,21 +22,20 @@ struct PyPlanner {
 
 impl Planner for PyPlanner {
     fn plan(&self, manifest_json: &str) -> Result<Plan> {
-        let (graph_json, config, warnings) = Python::attach(|py| {
+        Python::attach(|py| {
             let planned = self
                 .plan
                 .call1(py, (manifest_json,))
                 .map_err(|e| from_pyerr(py, e))?;
-            let (graph_json, args, warnings) = planned
-                .extract::<(String, SessionArgs, Vec<String>)>(py)
+            let (graph, args, warnings) = planned
+                .extract::<(Py<PyGraph>, SessionArgs, Vec<String>)>(py)
                 .map_err(|e| from_pyerr(py, e))?;
             let config = args.into_config().map_err(|e| from_pyerr(py, e))?;
-            Ok::<_, Error>((graph_json, config, warnings))
-        })?;
-        Ok(Plan {
-            graph: Graph::from_json(&graph_json)?,
-            config,
-            warnings,
+            Ok(Plan {
+                graph: Graph::clone(&graph.get().graph),
+                config,
+                warnings,
+            })
         })
     }
 

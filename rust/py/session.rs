@@ -17,6 +17,7 @@ use crate::py::blocking::without_gil;
 use crate::py::channel::{Guard, PySender};
 use crate::py::errors::IntoPyResult;
 use crate::py::frame::{RawFrame, Storage};
+use crate::py::graph::PyGraph;
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     if value.is_finite() && value >= 0.0 {
@@ -172,18 +173,18 @@ pub struct NativeSession {
 
 #[pymethods]
 impl NativeSession {
-    /// Validates `graph_json`, spawns every node and waits until all are ready.
-    /// `settings` is the dict `zerohop.session.session_args` builds; `on_event(dict)` is
-    /// called with progress and ready events meanwhile.
+    /// Spawns every node of `graph` and waits until all are ready. `settings` is the
+    /// dict `zerohop.multiprocess.session_args` builds; `on_event(dict)` is called with
+    /// progress and ready events meanwhile.
     #[staticmethod]
-    #[pyo3(signature = (graph_json, settings, *, on_event=None))]
+    #[pyo3(signature = (graph, settings, *, on_event=None))]
     fn start(
         py: Python<'_>,
-        graph_json: &str,
+        graph: &PyGraph,
         settings: SessionArgs,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<NativeSession> {
-        let graph = Graph::from_json(graph_json).py_err()?;
+        let graph = Graph::clone(&graph.graph);
         let config = settings.into_config()?;
         let session = without_gil(py, |gate| {
             let mut forward = |event: Event| match &on_event {
@@ -203,20 +204,6 @@ impl NativeSession {
     #[getter]
     fn id(&self) -> String {
         self.inner.id.clone()
-    }
-
-    /// Labels of the session inputs (`node` or `node.port`), in order.
-    #[getter]
-    fn input_labels(&self) -> Vec<String> {
-        let g = &self.inner.graph;
-        g.inputs.iter().map(|p| g.port_label(p, false)).collect()
-    }
-
-    /// Labels of the session outputs (`node` or `node.port`), in order.
-    #[getter]
-    fn output_labels(&self) -> Vec<String> {
-        let g = &self.inner.graph;
-        g.outputs.iter().map(|p| g.port_label(p, true)).collect()
     }
 
     /// The sender of input `index`; a blocked send fails once the session has failed.
@@ -292,13 +279,6 @@ impl NativeSession {
         let inner = Arc::clone(&self.inner);
         py.detach(|| inner.close());
     }
-}
-
-/// Validates a graph description (JSON) the way a session start would, without
-/// starting anything. Raises ManifestError naming the field.
-#[pyfunction]
-pub fn validate_graph(graph_json: &str) -> PyResult<()> {
-    Graph::from_json(graph_json).map(|_| ()).py_err()
 }
 
 /// The native (Rust) node types: `(node_type, description, params JSON Schema as JSON)`.
