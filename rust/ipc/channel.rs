@@ -3,7 +3,8 @@
 use iceoryx2::prelude::*;
 use iceoryx2::service::port_factory::{event, publish_subscribe};
 
-use super::node::{ProcessNode, Svc};
+use super::node::ProcessNode;
+use super::settings::Svc;
 use super::ChannelConfig;
 use crate::error::{Error, Result};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use iceoryx2::node::{NodeCleanupFailure, NodeView};
 use iceoryx2::prelude::*;
 
-use super::node::{self, Svc};
+use super::settings::{self, Svc};
 use crate::error::{Error, Result};
 
 /// Removes the resources of dead iceoryx2 nodes (processes that exited without dropping
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 /// Also done by iceoryx2 whenever a node is created, so calling it is only needed in
 /// long-running processes that create no new channels.
 pub fn reclaim_dead() -> Result<usize> {
-    let config = node::config()?;
+    let config = settings::config()?;
     let mut reclaimed = 0;
     let mut failure = None;
     Node::<Svc>::list(config, |state| {
@@ -58,7 +58,7 @@ pub fn reclaim_dead() -> Result<usize> {
 /// files were removed.
 pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
     // (segment, listener id) of every `<prefix>…_<listener id>.event_mgmt`.
-    let candidates: Vec<(PathBuf, u128)> = node::shm_files(config, ".event_mgmt")
+    let candidates: Vec<(PathBuf, u128)> = settings::shm_files(config, ".event_mgmt")
         .into_iter()
         .filter_map(|(path, stem)| Some((path, stem.rsplit('_').next()?.parse().ok()?)))
         .collect();
@@ -75,7 +75,7 @@ pub(crate) fn remove_orphaned_listener_files(config: &Config) -> usize {
     if ownerless.is_empty() {
         return 0;
     }
-    let prefix = node::prefix(config);
+    let prefix = settings::prefix(config);
     let Some(mapped) = mapped_shm_files(&prefix) else {
         return 0;
     };

@@ -42,6 +42,7 @@ mod linger;
 mod node;
 mod receiver;
 mod sender;
+mod settings;
 mod wait;
 
 #[cfg(test)]

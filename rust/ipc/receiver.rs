@@ -21,7 +21,8 @@ use iceoryx2::prelude::*;
 use iceoryx2::sample::Sample as IoxSample;
 
 use super::channel::{self, FrameAlign, Services, EV_CONNECTED, EV_FRAME};
-use super::node::{self, ProcessNode, Svc};
+use super::node::{self, ProcessNode};
+use super::settings::Svc;
 use super::wait::{self, Deadline};
 use super::{ChannelConfig, Interrupt};
 use crate::error::{Error, Result};

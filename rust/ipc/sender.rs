@@ -13,7 +13,8 @@ use iceoryx2::prelude::*;
 use iceoryx2::sample_mut::SampleMut;
 
 use super::channel::{self, FrameAlign, Services, EV_FRAME};
-use super::node::{self, ProcessNode, Svc};
+use super::node::{self, ProcessNode};
+use super::settings::Svc;
 use super::wait::{self, Deadline};
 use super::{linger, ChannelConfig, Interrupt};
 use crate::error::{Error, Result};

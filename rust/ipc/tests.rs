@@ -11,8 +11,8 @@ use iceoryx2::prelude::SemanticString as _;
 use iceoryx2::service::port_factory::PortFactory as _;
 
 use super::channel::{self, Services};
-use super::node;
 use super::*;
+use super::{node, settings};
 use crate::error::Error;
 
 const NO_INTERRUPT: Interrupt = &|| Ok(());
@@ -643,8 +643,8 @@ fn orphaned_listener_files_are_removed_and_live_ones_kept() {
     let credit_listener: u128 = ids[2].parse().unwrap();
     assert_eq!(super::cleanup::pid_of(credit_listener), std::process::id());
 
-    let config = node::config().unwrap();
-    let prefix = node::prefix(config);
+    let config = settings::config().unwrap();
+    let prefix = settings::prefix(config);
     let root = String::from_utf8_lossy(config.global.root_path().as_bytes()).into_owned();
     // A pid with no node: a child that has exited and been reaped.
     let mut child = std::process::Command::new("true").spawn().unwrap();

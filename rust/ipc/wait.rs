@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use iceoryx2::port::listener::{Listener, ListenerWaitError};
 use iceoryx2::prelude::EventActivation;
 
-use super::node::Svc;
+use super::settings::Svc;
 use super::Interrupt;
 use crate::error::{Error, Result};
 

@@ -21,7 +21,7 @@
 //!   sockets, so an exit wakes it at once, with no SIGCHLD handler to share with Python.
 //! * **Two ways to start a node** (`SpawnMethod`): `spawn` fork+execs a fresh
 //!   `python -m zerohop.runner`; `spawn_zygote` asks the zygote, a pre-warmed Python
-//!   process exec'ed once per host (see `launch/zygote.rs`), to fork one. Both give a `Process`
+//!   process exec'ed once per host (see `launch/zygote/`), to fork one. Both give a `Process`
 //!   with the same guarantees: own process group, parent-death signal, control socket as
 //!   fd 3, a pidfd, and an exit status from `try_wait` (for zygote children, reported by
 //!   the zygote, which is their parent).

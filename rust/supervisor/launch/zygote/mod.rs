@@ -9,14 +9,8 @@
 //!   path (`launch::spawn`): so it is exec'ed from the long-lived spawner thread, never
 //!   forked from the multi-threaded host, and gets its own process group,
 //!   `PR_SET_PDEATHSIG(SIGKILL)` and its socket to the host as fd 3. Its env and cwd are
-//!   those of the first `LaunchSpec`. One zygote per host process; a dead one is
-//!   replaced on the next spawn. Requests are serialized by a mutex.
-//! * **A forked host.** The slot is kept per fork generation (`fork::PerProcess`): a
-//!   child of the host never talks to its parent's zygote (the reader thread that
-//!   would deliver the replies did not survive the fork) and starts its own on first
-//!   use. The inherited `Zygote` is leaked, not dropped: its `Drop` would shut the
-//!   socket down for the parent too, and the mutex around it may be held by a thread
-//!   that no longer exists.
+//!   those of the first `LaunchSpec`. One zygote per host process and fork generation,
+//!   replaced when it dies (`slot.rs`).
 //! * **What a spawn carries.** The child's control socket plus the host's current
 //!   stdin/stdout/stderr (SCM_RIGHTS), its cwd, and the difference between the
 //!   environment an exec'ed node would get (this process's env overlaid with
@@ -25,29 +19,42 @@
 //!   after the fact: a spec that differs in one of those, in `program` or in the
 //!   interpreter options is started by exec instead (or by a fresh zygote, once the old
 //!   one has no live children).
-//! * **Exit status.** Zygote children are not our children: `waitid` would say ECHILD.
-//!   The zygote reaps them and reports `(serial, exit)` on its socket; a reader thread
-//!   files the reports where `Process::try_wait` finds them. The pidfd of each child is
-//!   opened by the zygote before it can reap the child and passed to us, so it names
-//!   that very process even if its pid is reused later.
+//! * **Exit status.** Zygote children are not our children: the zygote reaps them and
+//!   reports how they ended (`reports.rs`).
 //! * **Lifetime.** The zygote exits at EOF on its socket and dies with the host (its
 //!   pdeathsig); its children die with it (theirs). A zygote crash therefore ends every
 //!   node it started, which the sessions see as node crashes.
+//!
+//! One concern per file: `slot.rs` (which zygote serves a spawn), `host_to_zygote.rs`
+//! and `zygote_to_host.rs` (the messages each way), `fd_passing.rs` (SCM_RIGHTS),
+//! `reports.rs` (the children's exit status). This file is the zygote itself: starting
+//! it, one request and its reply, the reader thread, and what a zygote child can be.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod fd_passing;
+mod host_to_zygote;
+mod reports;
+mod slot;
+mod zygote_to_host;
+
+pub(super) use reports::Ticket;
+pub(super) use slot::spawn;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use super::{Exit, LaunchSpec, Origin, Process};
-use crate::fork::PerProcess;
+
+use fd_passing::{recv_with_fds, send_all_with_fds};
+use host_to_zygote::{frame, hex, SpawnRequest};
+use reports::Reports;
+use zygote_to_host::{take_message, FromZygote};
 
 /// The module the zygote process runs.
 pub(super) const ZYGOTE_MODULE: &str = "zerohop.zygote";
@@ -57,345 +64,6 @@ const DEFAULT_TARGET: &str = "zerohop.runner";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// A fork and a reply; anything near this means the zygote is stuck.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long `try_wait` waits for the report of a child whose pidfd fired.
-const REPORT_WAIT: Duration = Duration::from_secs(1);
-/// Most fds one message carries (a request: control socket + stdin/stdout/stderr).
-const MAX_FDS: usize = 8;
-/// A larger zygote message is a protocol error (they are a few dozen bytes).
-const MAX_MESSAGE: usize = 1 << 20;
-
-// ---------------------------------------------------------------------- SCM_RIGHTS
-
-/// One `sendmsg` of `data` (non-empty) with `fds` attached as SCM_RIGHTS. Returns the
-/// bytes sent, which may be fewer than `data.len()`; the fds go with the first byte.
-pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
-    assert!(!data.is_empty(), "fds must travel with at least one byte");
-    assert!(fds.len() <= MAX_FDS, "too many fds for one message");
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let payload = std::mem::size_of_val(fds) as u32;
-    // SAFETY: CMSG_SPACE is arithmetic.
-    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
-    // u64 cells: cmsghdr alignment.
-    let mut control = vec![0u64; space.div_ceil(8)];
-    // SAFETY: an all-zero msghdr is a valid "no name, no control" header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points to `space` zeroed, aligned bytes, room for one
-        // cmsghdr carrying `payload` bytes.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(cmsg),
-                payload as usize,
-            );
-        }
-    }
-    loop {
-        // SAFETY: msg and everything it points to outlive the call.
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
-/// Sends all of `data`, with `fds` attached to its first byte.
-pub(crate) fn send_all_with_fds(
-    sock: BorrowedFd<'_>,
-    data: &[u8],
-    fds: &[RawFd],
-) -> io::Result<()> {
-    let mut sent = send_with_fds(sock, data, fds)?;
-    while sent < data.len() {
-        let rest = &data[sent..];
-        // SAFETY: sending from a live buffer.
-        let n = unsafe {
-            libc::send(
-                sock.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        sent += n as usize;
-    }
-    Ok(())
-}
-
-/// One `recvmsg` into `buf`; fds that came with the bytes are appended to `fds`
-/// (close-on-exec). Returns the byte count, 0 at EOF. Fails if fds were truncated.
-pub(crate) fn recv_with_fds(
-    sock: BorrowedFd<'_>,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: CMSG_SPACE is arithmetic.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) };
-    let mut control = vec![0u64; (space as usize).div_ceil(8)];
-    // SAFETY: see send_with_fds.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    let n = loop {
-        // SAFETY: msg points to live, writable buffers of the stated sizes.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    };
-    // SAFETY: walking the control buffer the kernel filled, with the CMSG_* macros.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                    // The kernel installed these fds for us: we own them now.
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other(
-            "file descriptors were truncated in transit",
-        ));
-    }
-    Ok(n)
-}
-
-fn pidfd_readable(pidfd: &OwnedFd) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid pollfd, no waiting.
-        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if rc >= 0 {
-            return Ok(rc > 0);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------- protocol
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum FromZygote {
-    /// Also carries `threads`, its thread count (diagnostics only).
-    Hello {
-        pid: i32,
-    },
-    Spawned {
-        serial: u64,
-        pid: i32,
-    },
-    SpawnError {
-        error: String,
-    },
-    Exit {
-        serial: u64,
-        code: Option<i32>,
-        signal: Option<i32>,
-    },
-}
-
-#[derive(Debug, Serialize)]
-struct SpawnRequest {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    /// Hex of the directory bytes (paths need not be UTF-8).
-    cwd: Option<String>,
-    env_set: Vec<(String, String)>,
-    env_unset: Vec<String>,
-    /// Which of our fds 0..=2 follow the control socket in the message's SCM_RIGHTS.
-    stdio: Vec<RawFd>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// Removes one complete length-prefixed message from the front of `buf`.
-fn take_message(buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-    if len > MAX_MESSAGE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "oversized zygote message",
-        ));
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let body = buf[4..4 + len].to_vec();
-    buf.drain(..4 + len);
-    Ok(Some(body))
-}
-
-// ---------------------------------------------------------------------- exit reports
-
-/// Exit reports of one zygote's children, by spawn serial.
-#[derive(Debug, Default)]
-pub(super) struct Reports {
-    state: Mutex<ReportState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct ReportState {
-    /// Children with a live `Process`: None until their report arrives.
-    exits: HashMap<u64, Option<Exit>>,
-    /// The zygote's socket reached EOF: no more reports will come.
-    dead: bool,
-}
-
-impl Reports {
-    fn lock(&self) -> MutexGuard<'_, ReportState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn register(&self, serial: u64) {
-        self.lock().exits.insert(serial, None);
-    }
-
-    fn record(&self, serial: u64, exit: Exit) {
-        let mut state = self.lock();
-        // A child whose Process is gone has nobody to tell.
-        if let Some(slot) = state.exits.get_mut(&serial) {
-            *slot = Some(exit);
-            self.changed.notify_all();
-        }
-    }
-
-    fn mark_dead(&self) {
-        self.lock().dead = true;
-        self.changed.notify_all();
-    }
-
-    fn dead(&self) -> bool {
-        self.lock().dead
-    }
-
-    /// Children with a live `Process` and no exit report yet.
-    fn live(&self) -> usize {
-        self.lock().exits.values().filter(|e| e.is_none()).count()
-    }
-}
-
-/// What a `Process` started by the zygote needs to learn its exit status.
-#[derive(Debug)]
-pub(super) struct Ticket {
-    reports: Arc<Reports>,
-    serial: u64,
-    exit: OnceLock<Exit>,
-}
-
-impl Ticket {
-    fn new(reports: Arc<Reports>, serial: u64) -> Ticket {
-        Ticket {
-            reports,
-            serial,
-            exit: OnceLock::new(),
-        }
-    }
-
-    /// `Process::try_wait` for a zygote child: its reported exit, None while it runs.
-    /// Once the pidfd says it has exited, waits up to `REPORT_WAIT` for the report; if
-    /// none can come (the zygote died too) the status is unknown: `Exit::Code(-1)`, as
-    /// for a child someone else reaped.
-    pub(super) fn try_wait(&self, pidfd: &OwnedFd) -> io::Result<Option<Exit>> {
-        if let Some(exit) = self.exit.get() {
-            return Ok(Some(*exit));
-        }
-        let reported = |state: &ReportState| state.exits.get(&self.serial).copied().flatten();
-        if let Some(exit) = reported(&self.reports.lock()) {
-            return Ok(Some(self.settle(exit)));
-        }
-        if !pidfd_readable(pidfd)? {
-            return Ok(None);
-        }
-        let deadline = Instant::now() + REPORT_WAIT;
-        let mut state = self.reports.lock();
-        let exit = loop {
-            if let Some(exit) = reported(&state) {
-                break exit;
-            }
-            let now = Instant::now();
-            if state.dead || now >= deadline {
-                break Exit::Code(-1);
-            }
-            state = self
-                .reports
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        };
-        drop(state);
-        Ok(Some(self.settle(exit)))
-    }
-
-    fn settle(&self, exit: Exit) -> Exit {
-        *self.exit.get_or_init(|| exit)
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.reports.lock().exits.remove(&self.serial);
-    }
-}
 
 // ---------------------------------------------------------------------- the zygote
 
@@ -430,54 +98,6 @@ struct Zygote {
     args: Vec<OsString>,
     /// Its environment: what it applies `env_set`/`env_unset` to in each child.
     env: BTreeMap<OsString, OsString>,
-}
-
-/// This process's zygote (see module docs for a forked host).
-static ZYGOTE: PerProcess<Mutex<Option<Zygote>>> = PerProcess::new();
-
-/// `launch::spawn_zygote`.
-pub(super) fn spawn(spec: &LaunchSpec, control: OwnedFd) -> io::Result<Process> {
-    let Some(args) = zygote_args(&spec.args) else {
-        // Not `[options] -m module`: nothing a zygote can run.
-        return super::spawn(spec.clone(), control);
-    };
-    let env = effective_env(&spec.env);
-    let mut slot = lock();
-    for attempt in 0..2 {
-        if let Some(zygote) = slot.as_ref() {
-            if !zygote.alive() {
-                *slot = None;
-            } else if !zygote.fits(spec, &args, &env) {
-                if zygote.reports.live() > 0 {
-                    drop(slot);
-                    return super::spawn(spec.clone(), control);
-                }
-                *slot = None; // idle: replace it with one that fits
-            }
-        }
-        if slot.is_none() {
-            *slot = Some(Zygote::start(spec, args.clone(), env.clone())?);
-        }
-        let zygote = slot.as_mut().expect("just set");
-        match zygote.request(spec, &env, &control) {
-            Ok(process) => return Ok(process),
-            Err(RequestError::ZygoteGone(_)) if attempt == 0 => *slot = None,
-            Err(RequestError::ZygoteGone(err) | RequestError::Failed(err)) => return Err(err),
-        }
-    }
-    unreachable!("the second attempt returns")
-}
-
-/// The pid of this process's zygote, once it has started and said hello.
-#[cfg(test)]
-fn pid() -> Option<i32> {
-    let slot = lock();
-    slot.as_ref().filter(|z| z.alive()).and_then(|z| z.hello)
-}
-
-/// The zygote slot of this process.
-fn lock() -> MutexGuard<'static, Option<Zygote>> {
-    ZYGOTE.get().lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Zygote {
@@ -726,6 +346,26 @@ fn kill_by_pidfd(pidfd: &OwnedFd) {
     };
 }
 
+/// Whether a pidfd says its process has exited (no waiting).
+fn pidfd_readable(pidfd: &OwnedFd) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, no waiting.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if rc >= 0 {
+            return Ok(rc > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// The zygote's argv for a node spec `[interpreter options] -m MODULE`: the same options,
 /// then `-m zerohop.zygote`, plus `--for MODULE` unless MODULE is `zerohop.runner`. None
 /// for anything else (a script, `-c`, extra arguments after the module): those are
@@ -809,90 +449,13 @@ fn env_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Read;
+    use std::time::Instant;
 
-    fn pipe() -> (OwnedFd, OwnedFd) {
-        let mut fds = [0; 2];
-        // SAFETY: fds is a 2-element out-array.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: fresh fds from the kernel.
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-    }
+    use super::slot::pid;
 
     fn os(s: &str) -> OsString {
         s.into()
-    }
-
-    #[test]
-    fn scm_rights_passes_fds_to_ourselves() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let (r1, w1) = pipe();
-        let (r2, w2) = pipe();
-        send_all_with_fds(a.as_fd(), b"hello", &[w1.as_raw_fd(), w2.as_raw_fd()]).unwrap();
-        drop((w1, w2)); // only the received copies are left
-        let mut buf = [0u8; 64];
-        let mut got = Vec::new();
-        let n = recv_with_fds(b.as_fd(), &mut buf, &mut got).unwrap();
-        assert_eq!(&buf[..n], b"hello");
-        assert_eq!(got.len(), 2);
-        for fd in &got {
-            // SAFETY: F_GETFD on an fd we own.
-            let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
-            assert_ne!(
-                flags & libc::FD_CLOEXEC,
-                0,
-                "received fds are close-on-exec"
-            );
-        }
-        let mut w2 = std::fs::File::from(got.pop().unwrap());
-        let mut w1 = std::fs::File::from(got.pop().unwrap());
-        w1.write_all(b"one").unwrap();
-        w2.write_all(b"two").unwrap();
-        drop((w1, w2));
-        let mut out = String::new();
-        std::fs::File::from(r1).read_to_string(&mut out).unwrap();
-        assert_eq!(out, "one");
-        out.clear();
-        std::fs::File::from(r2).read_to_string(&mut out).unwrap();
-        assert_eq!(out, "two");
-    }
-
-    #[test]
-    fn scm_rights_without_fds_and_at_eof() {
-        let (a, b) = UnixStream::pair().unwrap();
-        send_all_with_fds(a.as_fd(), b"x", &[]).unwrap();
-        drop(a);
-        let mut buf = [0u8; 8];
-        let mut got = Vec::new();
-        assert_eq!(recv_with_fds(b.as_fd(), &mut buf, &mut got).unwrap(), 1);
-        assert!(got.is_empty());
-        assert_eq!(recv_with_fds(b.as_fd(), &mut buf, &mut got).unwrap(), 0);
-    }
-
-    #[test]
-    fn fds_stay_with_their_message() {
-        // Two messages, each with its fd: the queue order pairs them up again.
-        let (a, b) = UnixStream::pair().unwrap();
-        let (_r1, w1) = pipe();
-        let (_r2, w2) = pipe();
-        send_all_with_fds(a.as_fd(), &frame(b"first"), &[w1.as_raw_fd()]).unwrap();
-        send_all_with_fds(a.as_fd(), &frame(b"second"), &[w2.as_raw_fd()]).unwrap();
-        drop(a);
-        let (mut buf, mut fds, mut chunk) = (Vec::new(), Vec::new(), [0u8; 3]);
-        let mut messages = Vec::new();
-        loop {
-            // A tiny buffer: messages arrive in pieces.
-            let n = recv_with_fds(b.as_fd(), &mut chunk, &mut fds).unwrap();
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some(m) = take_message(&mut buf).unwrap() {
-                messages.push(m);
-            }
-        }
-        assert_eq!(messages, vec![b"first".to_vec(), b"second".to_vec()]);
-        assert_eq!(fds.len(), 2);
     }
 
     #[test]
@@ -925,69 +488,6 @@ mod tests {
         assert!(fixed_at_startup(OsStr::new("OMP_NUM_THREADS")));
         assert!(!fixed_at_startup(OsStr::new("HOME")));
         assert_eq!(hex(&[0x00, 0xff, 0x41]), "00ff41");
-    }
-
-    /// A child that has exited but is not reaped yet, and its pidfd.
-    fn exited_child() -> (std::process::Child, OwnedFd) {
-        let child = std::process::Command::new("/bin/true").spawn().unwrap();
-        let pidfd = super::super::pidfd_open(child.id() as i32).unwrap();
-        let mut pfd = libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
-        (child, pidfd)
-    }
-
-    #[test]
-    fn try_wait_waits_briefly_for_a_late_report() {
-        let (mut child, pidfd) = exited_child();
-        let reports = Arc::new(Reports::default());
-        reports.register(7);
-        let ticket = Ticket::new(Arc::clone(&reports), 7);
-        let late = Arc::clone(&reports);
-        let reporter = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            late.record(7, Exit::Code(4));
-        });
-        let started = Instant::now();
-        assert_eq!(ticket.try_wait(&pidfd).unwrap(), Some(Exit::Code(4)));
-        assert!(started.elapsed() < REPORT_WAIT);
-        reporter.join().unwrap();
-        assert_eq!(ticket.try_wait(&pidfd).unwrap(), Some(Exit::Code(4)));
-        drop(ticket);
-        assert_eq!(reports.live(), 0);
-        assert!(reports.lock().exits.is_empty());
-        child.wait().unwrap();
-    }
-
-    #[test]
-    fn try_wait_gives_up_when_the_zygote_is_gone() {
-        let (mut child, pidfd) = exited_child();
-        let reports = Arc::new(Reports::default());
-        reports.register(1);
-        let ticket = Ticket::new(Arc::clone(&reports), 1);
-        reports.mark_dead();
-        assert_eq!(ticket.try_wait(&pidfd).unwrap(), Some(Exit::Code(-1)));
-        child.wait().unwrap();
-    }
-
-    #[test]
-    fn try_wait_is_none_while_the_child_runs() {
-        let mut child = std::process::Command::new("/bin/sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pidfd = super::super::pidfd_open(child.id() as i32).unwrap();
-        let reports = Arc::new(Reports::default());
-        reports.register(1);
-        let ticket = Ticket::new(Arc::clone(&reports), 1);
-        assert_eq!(ticket.try_wait(&pidfd).unwrap(), None);
-        assert_eq!(reports.live(), 1);
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 
     // ------------------------------------------------------------ with a real zygote
