@@ -1,5 +1,5 @@
 """The zygote (``python -m zerohop.zygote``), driven directly over its host socket the
-way ``rust/supervisor/launch/zygote.rs`` drives it: spawn requests with fds attached, node
+way ``rust/supervisor/launch/zygote/`` drives it: spawn requests with fds attached, node
 processes that run ``zerohop.runner``, exit reports, and their process hygiene."""
 
 from __future__ import annotations
