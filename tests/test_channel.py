@@ -25,6 +25,7 @@ from zerohop import (
     Audio,
     Bytes,
     ChannelClosedError,
+    EndOfStream,
     Json,
     PayloadTooLargeError,
     Receiver,
@@ -275,6 +276,26 @@ def test_closed_sender_ends_iteration() -> None:
     rx.close()
     with pytest.raises(ChannelClosedError):
         rx.recv()
+
+
+def test_the_end_of_stream_ends_iteration() -> None:
+    """The end of stream is API, not an empty frame: `recv` raises EndOfStream (a
+    ChannelClosedError) after the frames before it, iterating stops there, and the
+    sender is still open (a node passes the end on and waits to be stopped)."""
+    name = unique("eos")
+    with Sender(name) as tx, Receiver(name) as rx:
+        for word in ("a", "b"):
+            tx.send(Text(word), timeout=5)
+        tx.send_end_of_stream(timeout=5)
+        assert [f.text for f in rx if isinstance(f, Text)] == ["a", "b"]
+        tx.send(Text("next stream"), timeout=5)
+        tx.send_end_of_stream(timeout=5)
+        assert rx.recv(timeout=5).text == "next stream"  # type: ignore[attr-defined]
+        with pytest.raises(EndOfStream, match="ended the stream"):
+            rx.recv(timeout=5)
+        tx.send_end_of_stream(timeout=5)
+        with pytest.raises(ChannelClosedError):
+            asyncio.run(rx.arecv(timeout=5))
 
 
 def test_async_receive() -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Self, TypeVar
 
 from . import _native
 from .data import Audio, Bytes, Frame, PixelFormat, Tensor, Video, from_raw
-from .errors import ChannelClosedError, FrameError
+from .errors import ChannelClosedError, EndOfStream, FrameError
 
 if TYPE_CHECKING:
     from .config import ChannelConfig
@@ -56,11 +56,6 @@ class Closing:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _send_end_of_stream(sender: Sender, timeout: float | None = None) -> None:
-    """Tells the receiver that no more frames follow (nodes flush and pass it on)."""
-    sender._ends().send_end_of_stream(timeout=timeout)
 
 
 def _channel_config(
@@ -213,6 +208,12 @@ class Sender(Closing):
         """Loans ``size`` raw bytes; fill ``.data``."""
         return _fresh(Bytes._from(self._ends().loan("bytes", "uint8", (size,))))
 
+    def send_end_of_stream(self, timeout: float | None = None) -> None:
+        """Tells the receiver that no more frames follow: its ``recv`` raises
+        :class:`~zerohop.errors.EndOfStream` once it has taken every frame before, and
+        iterating it ends there (a node flushes and passes the end on)."""
+        self._ends().send_end_of_stream(timeout=timeout)
+
     def flush(self, timeout: float | None = None) -> None:
         """Waits until the receiver has taken every frame sent so far."""
         self._ends().flush(timeout)
@@ -265,15 +266,21 @@ class Receiver(Closing):
         """Waits for the next frame. Ctrl-C interrupts the wait.
 
         Raises :class:`~zerohop.errors.ZerohopTimeoutError` after ``timeout`` seconds,
+        :class:`~zerohop.errors.EndOfStream` at the sender's end of stream,
         :class:`~zerohop.errors.ChannelClosedError` once the sender is gone and
         nothing is left, :class:`~zerohop.errors.FrameError` for a malformed frame.
         """
-        return from_raw(self._ends().recv(timeout))
+        return self._frame(self._ends().recv(timeout))
 
     def try_recv(self) -> Frame | None:
-        """The next frame if one is waiting, else ``None``."""
+        """The next frame if one is waiting, else ``None`` (raises as :meth:`recv`)."""
         raw = self._ends().try_recv()
-        return None if raw is None else from_raw(raw)
+        return None if raw is None else self._frame(raw)
+
+    def _frame(self, raw: _native.RawFrame) -> Frame:
+        if raw.is_end_of_stream:
+            raise EndOfStream(f"channel '{self.name}': the sender ended the stream")
+        return from_raw(raw)
 
     async def arecv(self, timeout: float | None = None) -> Frame:
         """Awaits the next frame without blocking the event loop."""
@@ -283,7 +290,7 @@ class Receiver(Closing):
         native = self._ends()
         frame = native.try_recv()
         if frame is not None:
-            return from_raw(frame)
+            return self._frame(frame)
         loop = asyncio.get_running_loop()
         fd = native.wait_fd()
         while True:
@@ -297,14 +304,14 @@ class Receiver(Closing):
             finally:
                 loop.remove_reader(fd)
             if frame is not None:
-                return from_raw(frame)
+                return self._frame(frame)
 
     def wait_fd(self) -> int:
         """A file descriptor that turns readable when a frame may be waiting."""
         return self._ends().wait_fd()
 
     def __iter__(self) -> Iterator[Frame]:
-        """Yields frames until the sender closes the channel."""
+        """Yields frames until the sender ends the stream or goes away."""
         while True:
             try:
                 yield self.recv()

@@ -8,6 +8,7 @@ situation too, the class also derives from it, so ``except TimeoutError`` keeps 
     │   └── PayloadTooLargeError       payload over the configured maximum
     ├── ChannelError                   shared-memory channel could not be created or used
     │   └── ChannelClosedError         the other end of the channel is gone
+    │       └── EndOfStream            the sender ended the stream: no more frames follow
     ├── ZerohopTimeoutError            (also TimeoutError) a blocking call ran out of time
     ├── ConfigError                    (also ValueError) invalid runtime.toml or argument
     ├── ManifestError                  (also ValueError) invalid pipeline; ``.path`` names the field
@@ -33,6 +34,7 @@ __all__ = [
     "ChannelClosedError",
     "ChannelError",
     "ConfigError",
+    "EndOfStream",
     "FrameError",
     "ManifestError",
     "ManifestWarning",
@@ -81,6 +83,14 @@ class ChannelClosedError(ChannelError):
     """The other end of a channel went away and nothing is left to receive."""
 
     kind = "closed"
+
+
+class EndOfStream(ChannelClosedError):
+    """The sender ended the stream (:meth:`Sender.send_end_of_stream
+    <zerohop.channel.Sender.send_end_of_stream>`): no more frames follow. Iterating a
+    :class:`~zerohop.channel.Receiver` stops here."""
+
+    kind = "end_of_stream"
 
 
 class ZerohopTimeoutError(ZerohopError, TimeoutError):

@@ -39,7 +39,6 @@ from typing import Any
 # zerohop's own modules load here, once (not per frame); the user's node modules load
 # in `Runner.run`, after sys.path and the host's imports are set up.
 from . import _native, channel
-from .channel import _send_end_of_stream
 from .data import Frame, from_raw
 from .errors import ChannelClosedError
 from .node_loop import NodeFailed, NodeLoop, Stopped, describe
@@ -299,7 +298,7 @@ class _ShmOutput:
 
     def end(self) -> None:
         with self.runner.waiting_on_channel():
-            _send_end_of_stream(self.sender)
+            self.sender.send_end_of_stream()
 
     def flush(self) -> None:
         with self.runner.waiting_on_channel():

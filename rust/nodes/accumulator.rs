@@ -23,9 +23,7 @@
 use serde_json::{json, Value};
 
 use super::params::{ranged, Params};
-use super::{
-    check_payload, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame,
-};
+use super::{check_payload, expect_audio, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
 use crate::frame::{DType, Header, Kind, Meta};
 
@@ -266,9 +264,6 @@ impl NativeNode for AudioBufferAccumulator {
     }
 
     fn process(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
-        if is_end_of_stream(header) {
-            return self.flush(out);
-        }
         match header.kind {
             Kind::Json => self.event(header, payload, out),
             Kind::Audio => self.audio(header, payload, out),
@@ -307,7 +302,7 @@ mod tests {
     fn feed(node: &mut AudioBufferAccumulator, frames: &[(Header, Vec<u8>)]) -> Vec<OutFrame> {
         let mut out = Vec::new();
         for (header, payload) in frames {
-            node.process(header, payload, &mut out).unwrap();
+            node.handle(header, payload, &mut out).unwrap();
         }
         out
     }

@@ -13,7 +13,7 @@
 use serde_json::{json, Value};
 
 use super::params::{ranged, Params};
-use super::{advance_ns, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
+use super::{advance_ns, expect_audio, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
 use crate::frame::{DType, Header, Kind, Meta};
 
@@ -154,9 +154,6 @@ impl NativeNode for AudioChunker {
     }
 
     fn process(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
-        if is_end_of_stream(header) {
-            return self.flush(out);
-        }
         expect_audio(NODE_TYPE, header, payload)?;
         let format = StreamFormat {
             dtype: header.dtype,
@@ -374,7 +371,7 @@ mod tests {
         node.process(&header, &payload, &mut out).unwrap();
         let mut eos = Header::bytes_like(Kind::Bytes, 0).unwrap();
         eos.flags = crate::frame::FLAG_END_OF_STREAM;
-        node.process(&eos, &[], &mut out).unwrap();
+        node.handle(&eos, &[], &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].header.dims(), [3]);
     }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::params::{ranged, Params};
 use super::samples::{read_f64, write_f64};
-use super::{expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
+use super::{expect_audio, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
 use crate::frame::{DType, Header, Kind};
 
@@ -115,9 +115,6 @@ impl NativeNode for AudioFormat {
     }
 
     fn process(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
-        if is_end_of_stream(header) {
-            return Ok(());
-        }
         expect_audio(NODE_TYPE, header, payload)?;
         let in_channels = header.channels;
         let out_channels = self.channels.unwrap_or(in_channels);

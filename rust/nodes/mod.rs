@@ -76,8 +76,14 @@ pub trait NativeNode: Send {
 
     /// What the host calls for every frame: [`process`](NativeNode::process), or a
     /// control frame passed on unchanged when the node does not take them (see the
-    /// module docs).
+    /// module docs). An end-of-stream marker is never data: it is the node's
+    /// [`flush`](NativeNode::flush) (the executor's host never passes one, it flushes
+    /// once every input has ended; a caller driving a node by hand may), so no node
+    /// tests for it in `process`.
     fn handle(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
+        if header.flags & FLAG_END_OF_STREAM != 0 {
+            return self.flush(out);
+        }
         if header.kind == Kind::Control && !takes_control(self.node_type()) {
             out.push(OutFrame {
                 header: header.clone(),
@@ -146,11 +152,6 @@ pub fn create(node_type: &str, params: &Value) -> Result<Option<Box<dyn NativeNo
 /// for both when `node_type` is not native.
 pub fn port_kinds(node_type: &str) -> (Option<&'static [Kind]>, Option<&'static [Kind]>) {
     info(node_type).map_or((None, None), |info| (info.accepts, info.emits))
-}
-
-/// Whether `header` is an end-of-stream marker rather than data.
-fn is_end_of_stream(header: &Header) -> bool {
-    header.flags & FLAG_END_OF_STREAM != 0
 }
 
 /// Checks that a frame is audio whose payload is as long as its header says: what every

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::params::Params;
-use super::{check_payload, is_end_of_stream, NativeNode, NodeInfo, OutFrame};
+use super::{check_payload, NativeNode, NodeInfo, OutFrame};
 use crate::error::Result;
 use crate::frame::Header;
 
@@ -37,9 +37,6 @@ impl NativeNode for PassThrough {
     }
 
     fn process(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
-        if is_end_of_stream(header) {
-            return Ok(());
-        }
         check_payload(NODE_TYPE, header, payload)?;
         out.push(OutFrame {
             header: header.clone(),
@@ -87,7 +84,7 @@ mod tests {
         let mut eos = Header::bytes_like(Kind::Bytes, 0).unwrap();
         eos.flags = FLAG_END_OF_STREAM;
         let mut out = Vec::new();
-        PassThrough.process(&eos, &[], &mut out).unwrap();
+        PassThrough.handle(&eos, &[], &mut out).unwrap();
         assert!(out.is_empty());
     }
 }

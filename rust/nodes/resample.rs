@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::params::{invalid, ranged, Params};
 use super::samples::{f32_bytes, read_f32};
-use super::{advance_ns, expect_audio, is_end_of_stream, property, NativeNode, NodeInfo, OutFrame};
+use super::{advance_ns, expect_audio, property, NativeNode, NodeInfo, OutFrame};
 use crate::error::{Error, Result};
 use crate::frame::{DType, Header, Kind, Meta};
 
@@ -390,9 +390,6 @@ impl NativeNode for FastResample {
     }
 
     fn process(&mut self, header: &Header, payload: &[u8], out: &mut Vec<OutFrame>) -> Result<()> {
-        if is_end_of_stream(header) {
-            return self.flush(out);
-        }
         expect_audio(NODE_TYPE, header, payload)?;
         if self.stream.is_none() {
             self.stream = Some(self.start(header)?);
