@@ -14,6 +14,7 @@ __all__ = [
     "MAX_META",
     "PIXEL_FORMATS",
     "VIDEO_CODECS",
+    "ChannelSettings",
     "Graph",
     "NativeNode",
     "NativeSession",
@@ -85,6 +86,31 @@ class RawFrame:
     def __release_buffer__(self, buffer: memoryview, /) -> None: ...
 
 @final
+class ChannelSettings:
+    """The settings of a channel, checked when made (runtime.toml's ``[channel]``)."""
+
+    def __new__(
+        cls,
+        *,
+        capacity: int | None = None,
+        max_payload: int | None = None,
+        initial_payload: int | None = None,
+        max_borrowed: int | None = None,
+        max_loans: int | None = None,
+    ) -> ChannelSettings: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def max_payload(self) -> int: ...
+    @property
+    def initial_payload(self) -> int: ...
+    @property
+    def max_borrowed(self) -> int: ...
+    @property
+    def max_loans(self) -> int: ...
+    def __eq__(self, value: object, /) -> bool: ...
+
+@final
 class Sender:
     @property
     def name(self) -> str: ...
@@ -93,15 +119,7 @@ class Sender:
     @property
     def max_payload(self) -> int: ...
     def __new__(
-        cls,
-        name: str,
-        *,
-        capacity: int = 100,
-        max_payload: int = ...,
-        initial_payload: int = 4096,
-        max_borrowed: int = 16,
-        max_loans: int = 4,
-        session_id: int = 0,
+        cls, name: str, settings: ChannelSettings | None = None, *, session_id: int = 0
     ) -> Sender: ...
     def loan(
         self,
@@ -160,16 +178,7 @@ class Receiver:
     def name(self) -> str: ...
     @property
     def max_payload(self) -> int: ...
-    def __new__(
-        cls,
-        name: str,
-        *,
-        capacity: int = 100,
-        max_payload: int = ...,
-        initial_payload: int = 4096,
-        max_borrowed: int = 16,
-        max_loans: int = 4,
-    ) -> Receiver: ...
+    def __new__(cls, name: str, settings: ChannelSettings | None = None) -> Receiver: ...
     def recv(self, timeout: float | None = None) -> RawFrame: ...
     def try_recv(self) -> RawFrame | None: ...
     def wait_fd(self) -> int: ...
@@ -226,7 +235,7 @@ class Port:
     def port(self) -> str: ...
     @property
     def label(self) -> str: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final

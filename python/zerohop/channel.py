@@ -58,17 +58,14 @@ class Closing:
         self.close()
 
 
-def _channel_config(
-    config: ChannelConfig | None, overrides: dict[str, int | None]
-) -> dict[str, int]:
+def _settings(
+    config: ChannelConfig | None, capacity: int | None, max_payload: int | None
+) -> _native.ChannelSettings:
     if config is None:
-        from .config import load_config  # host side: a node process passes its settings
+        from .config import load_config  # host side: a node process is given its settings
 
         config = load_config().channel
-    kwargs = config.native_kwargs()
-    kwargs.update({key: value for key, value in overrides.items() if value is not None})
-    kwargs["initial_payload"] = min(kwargs["initial_payload"], kwargs["max_payload"])
-    return kwargs
+    return config.settings(capacity=capacity, max_payload=max_payload)
 
 
 F = TypeVar("F", bound=Frame)
@@ -107,8 +104,8 @@ class Sender(Closing):
     ) -> None:
         self.name = name
         self._native: _native.Sender | None = None
-        kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
-        self._native = _native.Sender(name, session_id=session_id, **kwargs)
+        settings = _settings(config, capacity, max_payload)
+        self._native = _native.Sender(name, settings, session_id=session_id)
 
     @classmethod
     def wrap(cls, native: _native.Sender, name: str) -> Sender:
@@ -246,8 +243,7 @@ class Receiver(Closing):
     ) -> None:
         self.name = name
         self._native: _native.Receiver | None = None
-        kwargs = _channel_config(config, {"capacity": capacity, "max_payload": max_payload})
-        self._native = _native.Receiver(name, **kwargs)
+        self._native = _native.Receiver(name, _settings(config, capacity, max_payload))
 
     @classmethod
     def wrap(cls, native: _native.Receiver, name: str) -> Receiver:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import _native
 from .errors import ConfigError
 from .node import MODEL_DIRS_CONTEXT
 
@@ -42,15 +43,20 @@ class ChannelConfig(_Section):
     max_borrowed: int = Field(16, ge=1, le=1024)
     max_loans: int = Field(4, ge=1, le=1024)
 
-    def native_kwargs(self) -> dict[str, int]:
-        """Keyword arguments for the native Sender/Receiver constructors."""
-        return {
-            "capacity": self.capacity,
-            "max_payload": self.max_payload_bytes,
-            "initial_payload": self.initial_payload_bytes,
-            "max_borrowed": self.max_borrowed,
-            "max_loans": self.max_loans,
-        }
+    def settings(
+        self, *, capacity: int | None = None, max_payload: int | None = None
+    ) -> _native.ChannelSettings:
+        """These settings as channel ends and sessions take them (the one shape, defined
+        in Rust), ``capacity`` or ``max_payload`` overridden where given (the initial
+        payload then kept within the maximum)."""
+        max_payload = max_payload or self.max_payload_bytes
+        return _native.ChannelSettings(
+            capacity=capacity or self.capacity,
+            max_payload=max_payload,
+            initial_payload=min(self.initial_payload_bytes, max_payload),
+            max_borrowed=self.max_borrowed,
+            max_loans=self.max_loans,
+        )
 
 
 class ProcessConfig(_Section):

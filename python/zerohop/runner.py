@@ -213,17 +213,17 @@ class Runner:
         try:
             self._prepare_imports()
             cls = node_class(self.spec["node_type"])
-            # The host's channel settings, already in the native constructors' terms.
-            settings: dict[str, int] = self.spec["channel"]
+            # The host's channel settings, in the shape the channel ends take.
+            settings = _native.ChannelSettings(**self.spec["channel"])
             self.senders = {
                 port["port"]: [
-                    channel.Sender.wrap(_native.Sender(name, **settings), name)
+                    channel.Sender.wrap(_native.Sender(name, settings), name)
                     for name in port["channels"]
                 ]
                 for port in self.spec["outputs"]
             }
             self.inputs = [
-                (port["port"], channel.Receiver.wrap(_native.Receiver(name, **settings), name))
+                (port["port"], channel.Receiver.wrap(_native.Receiver(name, settings), name))
                 for port in self.spec["inputs"]
                 for name in port["channels"]
             ]

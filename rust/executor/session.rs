@@ -13,8 +13,8 @@ use crate::frame::{Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
 use crate::nodes;
 use crate::supervisor::{
-    wait_readable, ChannelSettings, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec,
-    SpawnMethod, Supervisor, Timing,
+    wait_readable, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec, SpawnMethod,
+    Supervisor, Timing,
 };
 
 /// Everything a session needs besides its graph.
@@ -80,16 +80,6 @@ pub fn random_id() -> String {
         }
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn settings(cfg: &ChannelConfig) -> ChannelSettings {
-    ChannelSettings {
-        capacity: cfg.capacity,
-        max_payload: cfg.max_payload,
-        initial_payload: cfg.initial_payload,
-        max_borrowed: cfg.max_borrowed,
-        max_loans: cfg.max_loans,
-    }
 }
 
 impl Session {
@@ -235,7 +225,7 @@ impl Session {
                     params: node.params.clone(),
                     inputs: ports(&node.inputs, true),
                     outputs: ports(&node.outputs, false),
-                    channel: settings(&cfg.channel),
+                    channel: cfg.channel.clone(),
                     on_error: node.on_error,
                     heartbeat_secs: cfg.heartbeat_secs,
                     imports: cfg.imports.clone(),

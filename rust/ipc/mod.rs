@@ -56,7 +56,11 @@ use crate::error::{Error, Result};
 
 /// Tuning of one channel. Both ends should use the same values: whoever creates the
 /// iceoryx2 services fixes them, and the other end must not ask for more.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The one shape of the channel settings: the host sends it to node processes as it is
+/// (serde, in their start message), and Python holds it as `zerohop._native
+/// .ChannelSettings`, which runtime.toml's `[channel]` section builds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelConfig {
     /// Receiver queue depth in frames. A full queue makes `send` wait (never drop).
     pub capacity: usize,
@@ -86,7 +90,9 @@ impl Default for ChannelConfig {
 }
 
 impl ChannelConfig {
-    fn validate(&self) -> Result<()> {
+    /// Refuses settings no channel can work with (zero sizes, an initial payload past
+    /// the maximum); create and open call it too.
+    pub fn validate(&self) -> Result<()> {
         let positive = [
             ("capacity", self.capacity),
             ("max_payload", self.max_payload),

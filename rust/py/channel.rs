@@ -27,21 +27,88 @@ fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
-/// The channel settings from keyword arguments; `ipc` validates them on create/open.
-fn config(
-    capacity: usize,
-    max_payload: usize,
-    initial_payload: usize,
-    max_borrowed: usize,
-    max_loans: usize,
-) -> ChannelConfig {
-    ChannelConfig {
-        capacity,
-        max_payload,
-        initial_payload,
-        max_borrowed,
-        max_loans,
+/// The settings of a channel (`ipc::ChannelConfig`, the one shape they have): what
+/// runtime.toml's `[channel]` section builds (`ChannelConfig.settings()`), and what
+/// channel ends and sessions take. Checked when made.
+#[pyclass(
+    module = "zerohop._native",
+    name = "ChannelSettings",
+    frozen,
+    eq,
+    from_py_object
+)]
+#[derive(Clone, PartialEq)]
+pub struct PyChannelSettings(pub ChannelConfig);
+
+#[pymethods]
+impl PyChannelSettings {
+    #[new]
+    #[pyo3(signature = (*, capacity=None, max_payload=None, initial_payload=None,
+                        max_borrowed=None, max_loans=None))]
+    fn new(
+        capacity: Option<usize>,
+        max_payload: Option<usize>,
+        initial_payload: Option<usize>,
+        max_borrowed: Option<usize>,
+        max_loans: Option<usize>,
+    ) -> PyResult<Self> {
+        let default = ChannelConfig::default();
+        let max_payload = max_payload.unwrap_or(default.max_payload);
+        let cfg = ChannelConfig {
+            capacity: capacity.unwrap_or(default.capacity),
+            max_payload,
+            // The default initial size is a hint: never past a smaller maximum.
+            initial_payload: initial_payload.unwrap_or(default.initial_payload.min(max_payload)),
+            max_borrowed: max_borrowed.unwrap_or(default.max_borrowed),
+            max_loans: max_loans.unwrap_or(default.max_loans),
+        };
+        cfg.validate().py_err()?;
+        Ok(PyChannelSettings(cfg))
     }
+
+    /// Receiver queue depth in frames; a full queue makes `send` wait.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.0.capacity
+    }
+
+    /// Largest payload of one frame, in bytes.
+    #[getter]
+    fn max_payload(&self) -> usize {
+        self.0.max_payload
+    }
+
+    /// Frame size the sender's shared memory starts with, in bytes.
+    #[getter]
+    fn initial_payload(&self) -> usize {
+        self.0.initial_payload
+    }
+
+    /// Zero-copy frames a receiver may hold at once.
+    #[getter]
+    fn max_borrowed(&self) -> usize {
+        self.0.max_borrowed
+    }
+
+    /// Loans a sender may hold at once.
+    #[getter]
+    fn max_loans(&self) -> usize {
+        self.0.max_loans
+    }
+
+    fn __repr__(&self) -> String {
+        let c = &self.0;
+        format!(
+            "ChannelSettings(capacity={}, max_payload={}, initial_payload={}, max_borrowed={}, \
+             max_loans={})",
+            c.capacity, c.max_payload, c.initial_payload, c.max_borrowed, c.max_loans
+        )
+    }
+}
+
+/// `settings`, or the defaults.
+fn config(settings: Option<&PyChannelSettings>) -> ChannelConfig {
+    settings.map_or_else(ChannelConfig::default, |s| s.0.clone())
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of Python's `time.monotonic_ns()` and
@@ -124,26 +191,15 @@ impl PySender {
 #[pymethods]
 impl PySender {
     #[new]
-    #[pyo3(signature = (name, *, capacity=100, max_payload=64 << 20, initial_payload=4096,
-                        max_borrowed=16, max_loans=4, session_id=0))]
-    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
+    #[pyo3(signature = (name, settings=None, *, session_id=0))]
     fn new(
         py: Python<'_>,
         name: String,
-        capacity: usize,
-        max_payload: usize,
-        initial_payload: usize,
-        max_borrowed: usize,
-        max_loans: usize,
+        settings: Option<PyRef<'_, PyChannelSettings>>,
         session_id: u64,
     ) -> PyResult<Self> {
-        let cfg = config(
-            capacity,
-            max_payload,
-            initial_payload,
-            max_borrowed,
-            max_loans,
-        );
+        let cfg = config(settings.as_deref());
+        let max_payload = cfg.max_payload;
         let inner = py.detach(|| ipc::Sender::create(&name, &cfg)).py_err()?;
         Ok(PySender {
             inner: Arc::new(inner),
@@ -410,24 +466,14 @@ impl PyReceiver {
 #[pymethods]
 impl PyReceiver {
     #[new]
-    #[pyo3(signature = (name, *, capacity=100, max_payload=64 << 20, initial_payload=4096,
-                        max_borrowed=16, max_loans=4))]
+    #[pyo3(signature = (name, settings=None))]
     fn new(
         py: Python<'_>,
         name: String,
-        capacity: usize,
-        max_payload: usize,
-        initial_payload: usize,
-        max_borrowed: usize,
-        max_loans: usize,
+        settings: Option<PyRef<'_, PyChannelSettings>>,
     ) -> PyResult<Self> {
-        let cfg = config(
-            capacity,
-            max_payload,
-            initial_payload,
-            max_borrowed,
-            max_loans,
-        );
+        let cfg = config(settings.as_deref());
+        let max_payload = cfg.max_payload;
         let inner = py.detach(|| ipc::Receiver::open(&name, &cfg)).py_err()?;
         Ok(PyReceiver {
             inner: Arc::new(inner),

@@ -16,6 +16,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<frame::RawFrame>()?;
     m.add_class::<channel::PySender>()?;
     m.add_class::<channel::PyReceiver>()?;
+    m.add_class::<channel::PyChannelSettings>()?;
     m.add_class::<session::NativeSession>()?;
     m.add_class::<graph::PyGraph>()?;
     m.add_class::<graph::PyPort>()?;

@@ -10,11 +10,11 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::executor::graph::{self, Offer, Placement};
 use crate::executor::{
-    ChannelConfig, Event, Graph, ImportSpec, LaunchSpec, NodeStatus, Output, Session,
-    SessionConfig, SpawnMethod, Timing,
+    Event, Graph, ImportSpec, LaunchSpec, NodeStatus, Output, Session, SessionConfig, SpawnMethod,
+    Timing,
 };
 use crate::py::blocking::without_gil;
-use crate::py::channel::{Guard, PySender};
+use crate::py::channel::{Guard, PyChannelSettings, PySender};
 use crate::py::errors::IntoPyResult;
 use crate::py::frame::{RawFrame, Storage};
 use crate::py::graph::PyGraph;
@@ -92,8 +92,7 @@ pub struct SessionArgs {
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: Option<String>,
-    /// (capacity, max_payload, initial_payload, max_borrowed, max_loans)
-    channel: (usize, usize, usize, usize, usize),
+    channel: PyChannelSettings,
     init_timeout: f64,
     grace: f64,
     term_grace: f64,
@@ -108,7 +107,6 @@ pub struct SessionArgs {
 
 impl SessionArgs {
     pub fn into_config(self) -> PyResult<SessionConfig> {
-        let (capacity, max_payload, initial_payload, max_borrowed, max_loans) = self.channel;
         let imports = self
             .imports
             .into_iter()
@@ -127,13 +125,7 @@ impl SessionArgs {
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(SessionConfig {
-            channel: ChannelConfig {
-                capacity,
-                max_payload,
-                initial_payload,
-                max_borrowed,
-                max_loans,
-            },
+            channel: self.channel.0,
             timing: Timing {
                 init_timeout: seconds(self.init_timeout, "init_timeout")?,
                 grace: seconds(self.grace, "grace")?,

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ipc::ChannelConfig;
+
 /// One message from the host to a runner.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -26,7 +28,7 @@ pub struct NodeSpec {
     pub inputs: Vec<PortSpec>,
     /// One entry per output port; each lists the channels (one per outgoing edge) it feeds.
     pub outputs: Vec<PortSpec>,
-    pub channel: ChannelSettings,
+    pub channel: ChannelConfig,
     pub on_error: OnError,
     /// Seconds between progress heartbeats while the node initializes.
     pub heartbeat_secs: f64,
@@ -43,16 +45,6 @@ pub struct NodeSpec {
 pub struct PortSpec {
     pub port: String,
     pub channels: Vec<String>,
-}
-
-/// Channel tuning every node of a session uses (mirrors `[channel]` of runtime.toml).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ChannelSettings {
-    pub capacity: usize,
-    pub max_payload: usize,
-    pub initial_payload: usize,
-    pub max_borrowed: usize,
-    pub max_loans: usize,
 }
 
 /// What happens when `process` raises.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::fork::Generation;
-pub use host_to_runner::{ChannelSettings, HostMessage, ImportSpec, NodeSpec, OnError, PortSpec};
+pub use host_to_runner::{HostMessage, ImportSpec, NodeSpec, OnError, PortSpec};
 pub use launch::{Exit, LaunchSpec, Process, SpawnMethod};
 pub use runner_to_host::RunnerMessage;
 
