@@ -120,7 +120,7 @@ def test_make_help_and_the_readme_name_the_test_targets() -> None:
     )
     listed = {line.split("\t")[0] for line in out.stdout.splitlines()}
     development = README.read_text().split("\n## Development\n")[1].split("\n#")[0]
-    for target in ("test", "test-fast", "lint"):
+    for target in ("test", "test-fast", "lint", "docs"):
         assert target in listed, out.stdout
         assert f"`make {target}`" in development, target
 

@@ -3,13 +3,15 @@
 Every public module of the package has at least one example (in its own docstring or
 in those of its classes and functions), or is listed below with the reason it has
 none. Each module's examples run in fresh globals, not the module's own: an example
-imports what it uses, so it works when pasted into a REPL.
+imports what it uses, so it works when pasted into a REPL. Each module with examples
+has a page in the API reference (docs/api, built by ``make docs``).
 """
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import pytest
 import zerohop
 
 PACKAGE = Path(zerohop.__file__).parent
+API_PAGES = Path(__file__).resolve().parent.parent / "docs" / "api"
 
 #: Public modules that carry no example, and why.
 WITHOUT_EXAMPLES = {
@@ -64,3 +67,12 @@ def test_docstring_examples(name: str) -> None:
     for test in tests:
         runner.run(test, out=report.append)
     assert runner.failures == 0, "".join(report)
+
+
+def test_every_module_with_examples_has_an_api_page() -> None:
+    shown = {
+        name
+        for page in API_PAGES.glob("*.md")
+        for name in re.findall(r"^::: ([\w.]+)", page.read_text(), flags=re.M)
+    }
+    assert shown == set(DOCUMENTED)

@@ -166,8 +166,8 @@ class NodeContext:
 class MultiprocessNode:
     """Base class of pipeline nodes.
 
-    Class attributes
-    ----------------
+    Attributes
+    ----------
     Params : type[pydantic.BaseModel] | None
         Declares and validates the node's parameters; ``self.params`` is then an
         instance of it. Without it, ``self.params`` is the plain dict.
