@@ -41,16 +41,23 @@ test-fast: test-tools ## pytest without the slow tests (soak, 100 sessions) and 
 lint-tools: ## install the dev extra's tools (ruff, mypy, stubs)
 	@$(call pip-extra,dev)
 
-lint: lint-tools ## formatters, linters, type checks, stub check
+lint: lint-tools docs ## formatters, linters, type checks, stub check, the API reference
 	cargo fmt --check
 	cargo clippy --quiet --all-targets -- -D warnings
 	cargo clippy --quiet --all-targets --features python -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 	! grep -rn pyo3 rust/frame.rs rust/error.rs rust/ipc rust/nodes rust/supervisor rust/executor rust/grpc
-	ruff format --check python tests benches examples
-	ruff check python tests benches examples
+	ruff format --check python tests benches examples docs
+	ruff check python tests benches examples docs
 	mypy python/zerohop
 	$(PYTHON) -m mypy.stubtest zerohop._native --allowlist .ci/stubtest-allowlist.txt
+
+docs-tools: ## install the docs extra's tools (mkdocs, mkdocstrings)
+	@$(call pip-extra,docs)
+
+# Not --quiet: mkdocs 1.6 then drops the warnings before --strict counts them.
+docs: docs-tools ## the API reference from the docstrings, into build/docs; any warning fails it
+	$(PYTHON) -m mkdocs build --strict
 
 bench: ## benchmarks: IPC (Rust criterion, Python vs peers) and the executor
 	cargo bench --bench ipc_latency
@@ -58,4 +65,4 @@ bench: ## benchmarks: IPC (Rust criterion, Python vs peers) and the executor
 	$(PYTHON) benches/executor.py
 	$(PYTHON) benches/grpc.py
 
-.PHONY: help install speech-models develop test-tools test test-fast lint-tools lint bench
+.PHONY: help install speech-models develop test-tools test test-fast lint-tools lint docs-tools docs bench

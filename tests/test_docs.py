@@ -1,16 +1,13 @@
-"""The documentation's code runs: README snippets and the docstring examples."""
+"""The documentation's code runs: the README's snippets and commands (the docstring
+examples: test_doctests.py)."""
 
 from __future__ import annotations
 
-import doctest
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
-
-import zerohop.channel
-import zerohop.data
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -123,7 +120,7 @@ def test_make_help_and_the_readme_name_the_test_targets() -> None:
     )
     listed = {line.split("\t")[0] for line in out.stdout.splitlines()}
     development = README.read_text().split("\n## Development\n")[1].split("\n#")[0]
-    for target in ("test", "test-fast", "lint"):
+    for target in ("test", "test-fast", "lint", "docs"):
         assert target in listed, out.stdout
         assert f"`make {target}`" in development, target
 
@@ -152,9 +149,3 @@ def test_the_agreement_check_catches_what_it_must(tmp_path: Path) -> None:
     assert disagreements(other, ROOT / "Makefile", ci) == [
         ".ci/run does not run the README's two commands as written"
     ]
-
-
-def test_docstring_examples() -> None:
-    for module in (zerohop.data, zerohop.channel):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0, module.__name__

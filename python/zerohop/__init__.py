@@ -2,8 +2,24 @@
 audio, video and tensor frames between them through shared memory without copying.
 
 The public API is re-exported here; see the submodules for details:
-:mod:`zerohop.data` (frames), :mod:`zerohop.channel` (shared-memory channels),
-:mod:`zerohop.config` (``runtime.toml``), :mod:`zerohop.errors` (exceptions).
+:mod:`zerohop.pipeline` (the builder), :mod:`zerohop.session` (running pipelines),
+:mod:`zerohop.node` (writing nodes), :mod:`zerohop.data` (frames),
+:mod:`zerohop.channel` (shared-memory channels), :mod:`zerohop.config`
+(``runtime.toml``), :mod:`zerohop.errors` (exceptions).
+
+Examples
+--------
+Two built-in nodes, each in its own process, frames passed through shared memory:
+
+>>> from zerohop import Pipeline, Text
+>>> pipe = (
+...     Pipeline("hello")
+...     .node("upper", "UpperCase")
+...     .node("bang", "Suffix", suffix="!")
+...     .connect("upper", "bang")
+... )
+>>> [frame.text for frame in pipe.run([Text("hello"), Text("world")])]
+['HELLO!', 'WORLD!']
 """
 
 import importlib

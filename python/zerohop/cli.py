@@ -20,6 +20,22 @@ Json outputs with a ``message`` (the speech nodes' reports) are printed as that 
 (unknown params or fields, a ``host``, a runtime hint not followed) as warnings on
 stderr, ``warning: <json path>: <message>``; ``validate`` still exits 0. ``--strict``
 (or runtime.toml ``[nodes] strict_params = true``) makes each an error.
+
+Examples
+--------
+:func:`main` takes the command line as a list and returns the exit status:
+
+>>> import contextlib, json, pathlib, tempfile
+>>> from zerohop.cli import main
+>>> def manifest(node_type):
+...     return json.dumps({"version": "v1", "nodes": [{"id": "n", "node_type": node_type}]})
+>>> with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+...     _ = pathlib.Path("good.json").write_text(manifest("UpperCase"))
+...     _ = pathlib.Path("bad.json").write_text(manifest("Upper"))
+...     main(["validate", "good.json", "bad.json"])
+good.json: ok
+bad.json: INVALID: nodes[0].node_type: unknown node type 'Upper'; did you mean 'UpperCase'? ...
+1
 """
 
 from __future__ import annotations

@@ -6,18 +6,33 @@ Frames in and out are zerohop data objects (:class:`~zerohop.Audio`,
 protocol's ``DataBuffer``. A manifest is a :class:`~zerohop.manifest.Manifest`, a dict
 in manifest.v1 form, a path to a JSON/YAML file, or a :class:`~zerohop.Pipeline`.
 
-Examples
---------
->>> from zerohop.client import Client
->>> with Client("127.0.0.1:50051", token="s3cret") as client:  # doctest: +SKIP
-...     outputs = client.execute("pipeline.yaml", {"chunker": zerohop.Audio(pcm, 16000)})
-...     for frame in client.stream("pipeline.yaml", chunks, on_progress=print):
-...         play(frame)
+Against a running server (``zerohop serve``)::
+
+    from zerohop import Audio
+    from zerohop.client import Client
+
+    with Client("127.0.0.1:50051", token="s3cret") as client:
+        outputs = client.execute("pipeline.yaml", {"chunker": Audio(pcm, 16000)})
+        for frame in client.stream("pipeline.yaml", chunks, on_progress=print):
+            play(frame)
 
 Errors: an ``ErrorResponse`` from the server, or a call that fails with a gRPC status,
 raises :class:`RemoteError`; ``error_type`` says which (``VALIDATION``,
 ``NODE_EXECUTION``, ``RESOURCE_LIMIT``, ``AUTHENTICATION``, ...), ``node_id`` names the
 failing node and ``path`` the manifest field where the server knows them.
+
+Examples
+--------
+A frame travels as the protocol's ``DataBuffer``, its typed fields and metadata kept:
+
+>>> from zerohop import Text
+>>> from zerohop.client import from_buffer, to_buffer
+>>> buffer = to_buffer(Text("hola", language="es", metadata={"turn": "3"}))
+>>> buffer.WhichOneof("data_type"), buffer.text.language
+('text', 'es')
+>>> back = from_buffer(buffer)
+>>> back.text, back.language, back.metadata
+('hola', 'es', {'turn': '3'})
 """
 
 from __future__ import annotations

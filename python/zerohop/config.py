@@ -4,6 +4,26 @@ Where the file comes from, in order: the ``path`` you pass, the ``ZEROHOP_CONFIG
 environment variable, ``./runtime.toml``, else the built-in defaults below (the same
 values as the repository's documented ``runtime.toml``). This module is the only place
 that reads the environment for configuration.
+
+Examples
+--------
+Every section has defaults; a file gives only what it changes, and a bad value is
+refused, naming the file and the field:
+
+>>> import pathlib, tempfile
+>>> from zerohop import RuntimeConfig
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     path = pathlib.Path(tmp, "runtime.toml")
+...     _ = path.write_text("channel.capacity = 8")
+...     config = RuntimeConfig.from_file(path)
+...     _ = path.write_text("channel.capacity = 0")
+...     RuntimeConfig.from_file(path)
+Traceback (most recent call last):
+    ...
+zerohop.errors.ConfigError: .../runtime.toml: channel.capacity: Input should be greater than
+or equal to 1
+>>> config.channel.capacity, config.process.spawn_method
+(8, 'zygote')
 """
 
 from __future__ import annotations

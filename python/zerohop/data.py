@@ -35,6 +35,7 @@ the text's channel and language). Both executors apply the same rule.
 >>> t = Text("hola", channel="ui", language="es", metadata={"turn": "3"})
 >>> (t.channel, t.language, t.metadata)
 ('ui', 'es', {'turn': '3'})
+>>> from zerohop import from_bytes
 >>> back = from_bytes(t.to_bytes())
 >>> (back.channel, back.metadata)
 ('ui', {'turn': '3'})
@@ -763,6 +764,9 @@ class Control(Frame):
         The message's own metadata string (``ControlMessage.metadata``); the frame's
         tags are :attr:`Frame.metadata` as for every frame.
 
+    Examples
+    --------
+    >>> from zerohop import Control
     >>> c = Control("cancel_speculation", from_timestamp=0, to_timestamp=500, segment_id="s1")
     >>> (c.action, c.to_timestamp, c.segment_id)
     ('cancel_speculation', 500, 's1')

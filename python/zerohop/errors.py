@@ -24,6 +24,28 @@ situation too, the class also derives from it, so ``except TimeoutError`` keeps 
 
 The Rust core maps its single error enum onto these classes in one place
 (``rust/py/errors.rs``); each instance keeps the core's error kind in ``.kind``.
+
+Examples
+--------
+A node that fails ends its session; the error names the node and carries the
+traceback from the node's process:
+
+>>> from zerohop import NodeError, Pipeline, Text
+>>> pipe = Pipeline("oops").node("scale", "Scale")  # takes audio or tensors, not text
+>>> try:
+...     pipe.run([Text("hi")])
+... except NodeError as err:
+...     print(err.node_id, err.kind, err.traceback.splitlines()[-1])
+scale node_error TypeError: Scale takes audio or tensor frames, got Text
+
+An invalid pipeline is refused before anything starts, naming the field:
+
+>>> from zerohop import ManifestError
+>>> try:
+...     Pipeline().node("a", "UpperCase").node("a", "Suffix")
+... except ManifestError as err:
+...     print(err.path, err.node_id)
+nodes[1].id a
 """
 
 from __future__ import annotations

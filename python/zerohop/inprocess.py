@@ -7,6 +7,16 @@ Python nodes cannot run at the same time. Native Rust nodes run here too, throug
 :class:`zerohop._native.NativeNode` (the Rust node releases the GIL while it works), so
 a pipeline mixing them gives the same bytes with multiprocess execution on or off.
 Bounded queues between the nodes give the same backpressure (``channel.capacity``).
+
+Examples
+--------
+Chosen per pipeline, or per session (``pipe.session(executor="inprocess")``); the
+results are those of the multiprocess executor:
+
+>>> from zerohop import Pipeline, Text
+>>> pipe = Pipeline("threads", executor="inprocess").node("upper", "UpperCase")
+>>> [frame.text for frame in pipe.run([Text("hi")])]
+['HI']
 """
 
 from __future__ import annotations

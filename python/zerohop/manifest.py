@@ -49,6 +49,19 @@ Examples
 ... })
 >>> m.nodes[0].node_type, m.metadata.name
 ('UpperCase', 'pipeline')
+
+Run as a :class:`~zerohop.Pipeline`; what it gives but zerohop does not act on is a
+warning naming its path:
+
+>>> from zerohop import Text
+>>> pipe = Manifest.parse({
+...     "version": "v1",
+...     "nodes": [{"id": "up", "node_type": "UpperCase", "color": "red"}],
+... }).to_pipeline()
+>>> [str(warning) for warning in pipe.warnings]
+["nodes[0].color: unknown field; ignored (node 'up')"]
+>>> [frame.text for frame in pipe.run([Text("hi")])]
+['HI']
 """
 
 from __future__ import annotations

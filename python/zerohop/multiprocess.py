@@ -1,7 +1,26 @@
 """The multiprocess executor's session: every node in its own process (its own GIL),
 wired by shared-memory channels, run by the Rust executor (``_native.NativeSession``);
 and the settings that session takes from the pipeline's runtime configuration (the
-``zerohop serve`` planner hands the same to the server)."""
+``zerohop serve`` planner hands the same to the server).
+
+Examples
+--------
+The default executor: each Python node in a process of its own. A session can loan
+its input frame from the channel's shared memory, so sending it copies nothing:
+
+>>> import os
+>>> from zerohop import Pipeline
+>>> pipe = Pipeline("double", executor="multiprocess").node("x2", "Scale", factor=2.0)
+>>> with pipe.session() as session:
+...     len(session.pids()), os.getpid() in session.pids()  # one node process, not this one
+...     frame = session.loan_tensor(3, "float32")
+...     frame.array[:] = [1, 2, 3]
+...     _ = session.send(frame)
+...     session.end_input()
+...     [out.array.tolist() for out in session.outputs(timeout=10)]
+(1, False)
+[[2.0, 4.0, 6.0]]
+"""
 
 from __future__ import annotations
 

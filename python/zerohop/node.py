@@ -1,32 +1,47 @@
 """Nodes: the base class users subclass and the context a node gets (the registry that
 finds node types by name is :mod:`zerohop.registry`).
 
-A node runs in its own process (its own interpreter and GIL). It is a small object::
-
-    from pydantic import BaseModel
-    from zerohop import MultiprocessNode, Text, register_node
-
-    @register_node
-    class Shout(MultiprocessNode):
-        class Params(BaseModel):
-            suffix: str = "!"
-
-        def initialize(self, ctx):          # once, in the node's own process
-            ctx.progress(1.0, "ready to shout")
-
-        def process(self, frame):           # per input frame
-            return Text(frame.text.upper() + self.params.suffix)
-
-``process`` may return a frame, ``None`` (nothing to send), a ``(port, frame)`` pair, or
-be a generator / async generator yielding several (streaming); it may also be
-``async def``. ``flush`` runs once when the input stream ends and may emit the same way;
-``cleanup`` runs when the node stops.
+A node runs in its own process (its own interpreter and GIL). It is a small class:
+``initialize`` runs once, in the node's own process (load models there); ``process``
+runs per input frame and may return a frame, ``None`` (nothing to send), a ``(port,
+frame)`` pair, or be a generator / async generator yielding several (streaming); it may
+also be ``async def``. ``flush`` runs once when the input stream ends and may emit the
+same way; ``cleanup`` runs when the node stops.
 
 Node types resolve by name only through :mod:`zerohop.registry`: classes decorated
 with :func:`~zerohop.registry.register_node`, the entry-point group ``zerohop.nodes``
 of installed packages (zerohop's own nodes are declared there too), and the modules
 listed in ``runtime.toml`` (``[nodes] modules``). A manifest can never make a node
 process import anything else.
+
+Examples
+--------
+A node with a parameter; called directly, as here, it is easy to test:
+
+>>> from pydantic import BaseModel
+>>> from zerohop import MultiprocessNode, Text
+>>> class Shout(MultiprocessNode):
+...     class Params(BaseModel):
+...         suffix: str = "!"
+...
+...     def initialize(self, ctx):
+...         ctx.progress(1.0, "ready to shout")
+...
+...     def process(self, frame):
+...         return Text(frame.text.upper() + self.params.suffix)
+>>> Shout({"suffix": "?"}).process(Text("hi")).text
+'HI?'
+
+Params are validated when the node is made; an error names the field:
+
+>>> Shout({"suffix": 3})
+Traceback (most recent call last):
+    ...
+zerohop.errors.ManifestError: params.suffix: Input should be a valid string (node 'node')
+
+Defined in a module, the class can be given to
+:meth:`~zerohop.pipeline.Pipeline.node`, or registered (``@register_node``) so that
+manifests can name it.
 """
 
 from __future__ import annotations
@@ -151,8 +166,8 @@ class NodeContext:
 class MultiprocessNode:
     """Base class of pipeline nodes.
 
-    Class attributes
-    ----------------
+    Attributes
+    ----------
     Params : type[pydantic.BaseModel] | None
         Declares and validates the node's parameters; ``self.params`` is then an
         instance of it. Without it, ``self.params`` is the plain dict.

@@ -3,13 +3,27 @@ and run as a :class:`~zerohop.session.Session`.
 
 Examples
 --------
->>> from zerohop import Pipeline
+>>> from zerohop import Pipeline, Text
 >>> pipe = (Pipeline("shout")
 ...         .node("upper", "UpperCase")
 ...         .node("exclaim", "Suffix", suffix="!")
 ...         .connect("upper", "exclaim"))
->>> [frame.text for frame in pipe.run([zerohop.Text("hi")])]  # doctest: +SKIP
+>>> [frame.text for frame in pipe.run([Text("hi")])]
 ['HI!']
+
+The same pipeline as a remotemedia ``manifest.v1`` document:
+
+>>> pipe.to_manifest()["connections"]
+[{'from': 'upper', 'to': 'exclaim'}]
+
+Each step is checked as it is added, before any process starts; an error names the
+field by its JSON path:
+
+>>> Pipeline("typo").node("exclaim", "Suffix", suffix=3)
+Traceback (most recent call last):
+    ...
+zerohop.errors.ManifestError: nodes[0].params.suffix: Input should be a valid string
+(node 'exclaim')
 """
 
 from __future__ import annotations

@@ -8,6 +8,24 @@ A manifest names node types only through here, so it can never make a process im
 anything else. Discovery happens once per process, on the first lookup by name; the
 registry imports node modules only through entry points and configured module names,
 never directly (which keeps it free of import circles with the nodes it lists).
+
+Examples
+--------
+>>> from zerohop import node_class, registered_nodes
+>>> "UpperCase" in registered_nodes()
+True
+>>> node_class("UpperCase").accepts
+('text',)
+
+remotemedia's spellings, and near misses:
+
+>>> from zerohop.registry import canonical_node_type
+>>> canonical_node_type("PassthroughNode")
+'PassThrough'
+>>> node_class("Uppercase")
+Traceback (most recent call last):
+    ...
+zerohop.errors.UnknownNodeTypeError: unknown node type 'Uppercase'; did you mean 'UpperCase'? ...
 """
 
 from __future__ import annotations

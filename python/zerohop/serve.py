@@ -6,12 +6,26 @@ through :func:`plan`, the same validation as ``zerohop validate`` and
 :meth:`Manifest.to_pipeline` — so a manifest can only name registered node types, and
 nothing is spawned for one that is invalid.
 
-Examples
---------
 Serve on a free port until Ctrl-C, printing the address::
 
     from zerohop.serve import serve
     serve(port=0, token="s3cret", on_bound=print)
+
+Examples
+--------
+What the server does with each manifest a client sends, before anything starts:
+
+>>> import json
+>>> from zerohop.serve import plan
+>>> manifest = {
+...     "version": "v1",
+...     "nodes": [{"id": "bang", "node_type": "Suffix", "params": {"suffix": "?", "loud": 1}}],
+... }
+>>> graph, settings, warnings = plan(json.dumps(manifest))
+>>> [(node["id"], node["params"]) for node in json.loads(graph)["nodes"]]
+[('bang', {'suffix': '?'})]
+>>> warnings
+["nodes[0].params.loud: unknown parameter of Suffix (node 'bang'); ignored (it accepts: suffix)"]
 """
 
 from __future__ import annotations

@@ -1,20 +1,34 @@
 """Sessions: a pipeline's nodes running, fed with frames, yielding frames.
 
 A session is started by :meth:`Pipeline.session` and is used as a context manager,
-sync or async::
+sync or async, so that its nodes stop when you are done. ``send`` blocks when the
+pipeline falls behind (backpressure, never drops); ``run(inputs)`` sends everything,
+ends the input and returns every output; ``stream(frames)`` sends from a background
+thread while it yields outputs, for long or endless inputs. Any node failure ends the
+whole session: all nodes are stopped and the next call raises the error that names the
+node.
 
-    with pipeline.session(on_progress=print) as session:
-        for frame in session.stream(chunks):      # send and receive concurrently
-            play(frame)
+Examples
+--------
+Frame by frame: send, end the input, read the outputs (``frame.source`` names the
+output node):
 
-    async with pipeline.session() as session:
-        async for frame in session.astream(chunks):
-            ...
+>>> from zerohop import Pipeline, Text
+>>> pipe = Pipeline("shout").node("upper", "UpperCase")
+>>> with pipe.session() as session:
+...     _ = session.send(Text("hi"))
+...     session.end_input()
+...     [(frame.source, frame.text) for frame in session.outputs(timeout=10)]
+[('upper', 'HI')]
 
-``send`` blocks when the pipeline falls behind (backpressure, never drops);
-``run(inputs)`` sends everything, ends the input and returns every output. Any node
-failure ends the whole session: all nodes are stopped and the next call raises the
-error that names the node.
+The same with asyncio:
+
+>>> import asyncio
+>>> async def shout(words):
+...     async with pipe.session() as session:
+...         return [frame.text async for frame in session.astream(map(Text, words))]
+>>> asyncio.run(shout(["a", "b"]))
+['A', 'B']
 """
 
 from __future__ import annotations

@@ -5,6 +5,23 @@ segfaults, SIGKILLs or SIGSTOPs itself), ``BurnCPU`` (holds the GIL), ``Slow`` a
 Not registered by default: a manifest — one sent to ``zerohop serve`` included — can
 name them only where the operator asked for them, by importing this module or listing
 it in runtime.toml (``[nodes] modules = ["zerohop.testing"]``).
+
+Examples
+--------
+A node process that dies mid-stream ends the session with an error naming the node
+and how it died:
+
+>>> import zerohop.testing  # registers Crash, BurnCPU, Slow and SlowInit
+>>> from zerohop import NodeCrashedError, Pipeline, Text
+>>> pipe = (Pipeline("chaos")
+...         .node("echo", "Echo")
+...         .node("crash", "Crash", mode="exit", after=1)
+...         .connect("echo", "crash"))
+>>> try:
+...     pipe.run([Text("one"), Text("two")])
+... except NodeCrashedError as err:
+...     print(err.node_id, err.exit_code)
+crash 3
 """
 
 from __future__ import annotations

@@ -8,6 +8,20 @@
   (``IntentReplyNode``), :mod:`~zerohop.nodes.tts` (``PiperTTSNode``,
   ``EspeakTTSNode``). The utterance assembly between VAD and ASR,
   ``AudioBufferAccumulatorNode``, is a native (Rust) node: rust/nodes/accumulator.rs.
+
+Examples
+--------
+What the speech nodes take and give, and the sample rate they need (a
+``FastResampleNode`` before one, its target rate left out, resamples to it):
+
+>>> from zerohop import node_class
+>>> for name in ("SileroVADNode", "WhisperSTTNode", "IntentReplyNode", "PiperTTSNode"):
+...     cls = node_class(name)
+...     print(name, cls.accepts, cls.outputs, cls.input_rate)
+SileroVADNode ('audio',) ('out',) 16000
+WhisperSTTNode ('audio', 'json') ('out', 'info') 16000
+IntentReplyNode ('text',) ('out', 'info') None
+PiperTTSNode ('text',) ('out', 'info') None
 """
 
 from . import intent, testing, tts, vad, whisper

@@ -13,6 +13,25 @@ matched against every example by cosine similarity, and each intent whose best s
 reaches ``threshold`` adds its reply, in the order the user said them. Nothing above
 the threshold → ``fallback_reply``. Templates may use ``{transcript}``, ``{clause}`` and
 the intent's slots.
+
+Examples
+--------
+An intent with a slot; a reply template naming anything else is refused when the
+pipeline is built:
+
+>>> from zerohop import Pipeline
+>>> timer = {
+...     "name": "timer",
+...     "examples": ["set a timer for five minutes"],
+...     "reply": "A timer for {minutes} minutes.",
+...     "slots": {"minutes": "([a-z]+) minutes?"},
+... }
+>>> pipe = Pipeline("assistant").node("reply", "IntentReplyNode", intents=[timer])
+>>> Pipeline("assistant").node("reply", "IntentReplyNode", intents=[{**timer, "reply": "{when}"}])
+Traceback (most recent call last):
+    ...
+zerohop.errors.ManifestError: nodes[0].params.intents.0: Value error, reply template of
+'timer' uses ['when']; ...
 """
 
 from __future__ import annotations

@@ -11,6 +11,15 @@ The check runs where params are validated with the runtime configuration in hand
 (:class:`~zerohop.pipeline.Pipeline`, hence manifests and ``zerohop serve``), before any
 process is spawned; the error names the field. A node built directly in Python code, with
 no configuration in its validation context, is trusted like the code that builds it.
+
+Examples
+--------
+>>> from zerohop import Pipeline
+>>> Pipeline("vad").node("vad", "SileroVADNode", model_path="/etc/passwd")
+Traceback (most recent call last):
+    ...
+zerohop.errors.ManifestError: nodes[0].params.model_path: Value error, '/etc/passwd' is
+outside the directories model files may be loaded from ...
 """
 
 from __future__ import annotations

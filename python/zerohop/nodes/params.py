@@ -1,6 +1,21 @@
 """The base of the speech nodes' parameter models: remotemedia's snake_case names, and
 the camelCase spelling JavaScript clients send, both accepted; unknown names rejected
-(a typo in a manifest is an error naming the field, not a silently ignored setting)."""
+(a typo in a manifest is an error naming the field, not a silently ignored setting).
+
+Examples
+--------
+>>> from zerohop.nodes.params import NodeParams
+>>> class Gate(NodeParams):
+...     min_silence_duration_ms: int = 100
+>>> Gate.model_validate({"minSilenceDurationMs": 300}).min_silence_duration_ms
+300
+>>> Gate.model_validate({"min_silence_ms": 300})
+Traceback (most recent call last):
+    ...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for Gate
+min_silence_ms
+  Extra inputs are not permitted ...
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,18 @@ transforms, fan-in/out, counting, tagging.
 They are real nodes (registered, run in their own processes like any other); they just
 do little, so that what is tested is zerohop itself. The fault injectors (crashes,
 CPU burners, slow nodes) are not here but in the opt-in :mod:`zerohop.testing`.
+
+Examples
+--------
+A generator node feeding one that emits only when the stream ends:
+
+>>> from zerohop import Pipeline, Text
+>>> pipe = (Pipeline("count")
+...         .node("repeat", "Repeat", times=3)
+...         .node("count", "Count")
+...         .connect("repeat", "count"))
+>>> [frame.value for frame in pipe.run([Text("a"), Text("b")])]
+[{'count': 6}]
 """
 
 from __future__ import annotations

@@ -6,6 +6,16 @@ is synthesized (the first sentence plays while the rest is computed), espeak-ng 
 frame per utterance. Every output keeps the input's timestamp (the end of speech it
 answers), and after each reply a Json on ``info`` says how long the first audio and
 the whole reply took.
+
+Examples
+--------
+Spoken text comes out as audio, with its report on ``info``; text for the screen
+passes through:
+
+>>> from zerohop import Pipeline, Text
+>>> pipe = Pipeline("say").node("tts", "EspeakTTSNode", rate=200)
+>>> [(frame.source, frame.kind) for frame in pipe.run([Text("hello"), Text("1 new", channel="ui")])]
+[('tts', 'audio'), ('tts.info', 'json'), ('tts', 'text')]
 """
 
 from __future__ import annotations

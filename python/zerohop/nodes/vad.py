@@ -33,6 +33,20 @@ What it emits on ``out``, in order (one channel, so order is kept downstream):
 ``speech_end`` carries, as its frame timestamp, the time the input chunk holding the
 last speech sample was sent: downstream nodes keep it, so the time from the end of
 speech to any later output can be read off that output's timestamp.
+
+Examples
+--------
+Params in either spelling; a resampler before the node, its target rate left out,
+resamples to the node's rate (nothing is loaded until the session starts):
+
+>>> from zerohop import Pipeline
+>>> pipe = (Pipeline("listen")
+...         .node("resample", "FastResampleNode")
+...         .node("vad", "SileroVADNode", threshold=0.6, minSilenceDurationMs=300)
+...         .connect("resample", "vad"))
+>>> resample, vad = pipe.graph()["nodes"]
+>>> resample["params"], vad["params"]["min_silence_duration_ms"]
+({'target_rate': 16000}, 300)
 """
 
 from __future__ import annotations

@@ -18,6 +18,17 @@ to confirm its end. It is transcribed at once and the transcript held back. Afte
 utterance plus the silence after it, and the held transcript is what it emits — so
 Whisper's time overlaps the VAD's silence wait. Any other utterance is transcribed as
 it comes. Nothing tentative is ever emitted.
+
+Examples
+--------
+Params are checked when the pipeline is built, before any model loads:
+
+>>> from zerohop import Pipeline
+>>> Pipeline("asr").node("asr", "WhisperSTTNode", task="translate")
+Traceback (most recent call last):
+    ...
+zerohop.errors.ManifestError: nodes[0].params.task: Value error, 'translate' needs a
+multilingual Whisper model; 'tiny.en' is English-only ...
 """
 
 from __future__ import annotations
