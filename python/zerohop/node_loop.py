@@ -1,7 +1,7 @@
 """The node loop: receive → ``process`` → send, and at the end of the input ``flush``
 and pass the end of stream on. Both executors run every Python node with this one loop.
 
-The multiprocess runner (:mod:`zerohop.runner`) gives it shared-memory ports; the
+The multiprocess runner (``zerohop.runner``) gives it shared-memory ports; the
 in-process executor (:mod:`zerohop.inprocess`) gives it queue ports. What the loop
 promises — outputs inherit their input's metadata, fan-out sends the frame to the first
 edge and a copy to the others, control frames pass a node that does not take them,
@@ -13,6 +13,36 @@ receiver blocks a send (backpressure), a stop request interrupts any wait.
 
 A port is anything with the methods of :class:`Output`; the inputs are an iterable of
 frames (their ``port`` set) that ends once every input has ended.
+
+Examples
+--------
+A node driven by hand, its one output a list:
+
+>>> from zerohop import Json, Text
+>>> from zerohop.node_loop import NodeLoop
+>>> from zerohop.nodes.testing import UpperCase
+>>> class Collect:
+...     def __init__(self):
+...         self.sent = []
+...     def send(self, frame, first):
+...         self.sent.append(frame.text)
+...     def end(self):
+...         self.sent.append("<end>")
+...     def flush(self):
+...         pass
+>>> class Report:
+...     def frame_error(self, error, traceback, sequence):
+...         print(f"frame {sequence} skipped: {error}")
+...     def node_error(self, error, traceback, sequence):
+...         print(f"failed: {error}")
+>>> out = Collect()
+>>> loop = NodeLoop(
+...     "up", UpperCase({}, node_id="up"), on_error="skip", outputs={"out": [out]}, reports=Report()
+... )
+>>> loop.run([Text("a"), Json({"not": "text"}), Text("c")])
+frame None skipped: AttributeError: ...
+>>> out.sent
+['A', 'C', '<end>']
 """
 
 from __future__ import annotations

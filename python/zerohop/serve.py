@@ -22,8 +22,8 @@ What the server does with each manifest a client sends, before anything starts:
 ...     "nodes": [{"id": "bang", "node_type": "Suffix", "params": {"suffix": "?", "loud": 1}}],
 ... }
 >>> graph, settings, warnings = plan(json.dumps(manifest))
->>> [(node["id"], node["params"]) for node in json.loads(graph)["nodes"]]
-[('bang', {'suffix': '?'})]
+>>> graph.inputs, settings["channel"].capacity
+([Port(node_id="bang", port="in", label="bang")], 100)
 >>> warnings
 ["nodes[0].params.loud: unknown parameter of Suffix (node 'bang'); ignored (it accepts: suffix)"]
 """
