@@ -423,6 +423,13 @@ def test_interactive_classes_get_a_clear_error() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "interactive session" in out.stderr and "executor='inprocess'" in out.stderr
+    # ... and that advice works: the in-process executor needs no import.
+    code = code.replace("    pass\n", "    def process(self, frame):\n        return frame\n")
+    code = code.replace("Pipeline('x').node", "p = Pipeline('x', executor='inprocess').node")
+    code += "from zerohop import Text\nprint(p.run(Text('hi'))[0].text)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hi"
 
 
 HOST_KILLED = """

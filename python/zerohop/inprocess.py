@@ -345,7 +345,7 @@ class InProcessSession(Session):
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
-            raise self._failure
+            raise self._failure from None  # not "while handling Stopped"
 
     def _stopped(self) -> ChannelClosedError:
         self._raise_failure()

@@ -121,17 +121,25 @@ class _Imports:
 
     modules: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
-    def add(self, cls: type[MultiprocessNode]) -> None:
+    #: Why some classes cannot be imported by a node process (a class in a function or
+    #: typed at the prompt): no problem for the in-process executor, an error for a
+    #: session with node processes.
+    problems: list[ConfigError] = field(default_factory=list)
+
+    def add(self, cls: type[MultiprocessNode]) -> ConfigError | None:
+        """Notes what a node process imports to find ``cls``; returns (and keeps) why it
+        cannot, if it cannot."""
+        problem = None
         if "<locals>" in cls.__qualname__:
-            raise ConfigError(
+            problem = ConfigError(
                 f"node class {cls.__qualname__} is defined inside a function; node processes "
-                "cannot import it. Define it at module level."
+                "cannot import it. Define it at module level, or use executor='inprocess'."
             )
         module = sys.modules.get(cls.__module__)
-        if cls.__module__ in ("__main__", "__mp_main__"):
+        if problem is None and cls.__module__ in ("__main__", "__mp_main__"):
             path = getattr(module, "__file__", None)
             if not path:
-                raise ConfigError(
+                problem = ConfigError(
                     f"node class {cls.__qualname__} is defined in an interactive session; node "
                     "processes cannot import it. Put it in a module (or a script run with "
                     "python), or use executor='inprocess'."
@@ -139,9 +147,13 @@ class _Imports:
             key = ("main_script", str(path))
         else:
             key = ("module", cls.__module__)
+        if problem is not None:
+            self.problems.append(problem)
+            return problem
         classes = self.modules.setdefault(key, [])
         if cls.__qualname__ not in classes:
             classes.append(cls.__qualname__)
+        return None
 
     def add_module_of(self, cls: type[MultiprocessNode]) -> None:
         """A class the host's registry found by name: node processes import its module
@@ -155,6 +167,9 @@ class _Imports:
             self.modules.setdefault(("module", cls.__module__), [])
 
     def specs(self) -> list[tuple[str, str, list[str]]]:
+        """The imports of node processes; raises the first problem (see :attr:`problems`)."""
+        if self.problems:
+            raise self.problems[0]
         return [(kind, value, classes) for (kind, value), classes in self.modules.items()]
 
 
@@ -263,7 +278,9 @@ class Pipeline:
                 or node_class_or_none(node_type.node_type) is not node_type
             ):
                 register_node(node_type)
-            self._imports.add(node_type)
+            problem = self._imports.add(node_type)
+            if problem is not None and self.executor == "multiprocess":
+                raise problem
             cls, type_name = node_type, node_type.node_type
         else:
             try:
