@@ -236,6 +236,19 @@ def test_crash_matrix(mode: str, error: type[Exception], check: Any) -> None:
     assert runner_pids() <= before
 
 
+@pytest.mark.parametrize("mode", ["exit", "segfault"])
+def test_a_node_that_skips_its_destructors_is_reclaimed_with_its_session(mode: str) -> None:
+    """A node process that ends without dropping its channels (`os._exit`, a signal)
+    leaves its iceoryx2 node behind, and the sender feeding it lingers, holding fds and
+    /dev/shm, until that dead node is reclaimed. The session reclaims it as it closes,
+    so nothing is left for the next scan (which used to come seconds later, from
+    whichever process next created a channel)."""
+    pipe = Pipeline("reclaim").node("boom", "Crash", mode=mode)
+    with pytest.raises(NodeCrashedError), pipe.session() as session:
+        session.run([Text("a")])
+    assert zerohop._native.reclaim_dead() == 0
+
+
 def test_killed_from_outside() -> None:
     pipe = Pipeline("kill").node("a", "Echo").node("b", "Echo").connect("a", "b")
     with pipe.session() as session:

@@ -861,11 +861,14 @@ fn advance_stop(state: &mut State, timing: &Timing) {
         }
     }
     if state.phase == Phase::Done && !any_alive {
-        // Whatever a killed node left in shared memory is reclaimed with the session.
+        // Whatever a node that did not exit cleanly left in shared memory (killed, or
+        // `os._exit`, which skips every destructor) is reclaimed with the session: its
+        // peers' lingering senders wake then (`EV_PEER_DEAD`) instead of whenever
+        // another process next scans for dead nodes, seconds later.
         if state
             .nodes
             .iter()
-            .any(|n| matches!(n.exit, Some(Exit::Signal(_))))
+            .any(|n| n.exit.is_some_and(|exit| exit != Exit::Code(0)))
         {
             let _ = crate::ipc::reclaim_dead();
         }
