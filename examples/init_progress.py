@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from pydantic import BaseModel
 
-from zerohop import MultiprocessNode, NodeContext, Pipeline, Text
+from zerohop import Event, MultiprocessNode, NodeContext, Pipeline, Progress, Ready, Text
 
 
 class SlowModel(MultiprocessNode):
@@ -35,13 +34,13 @@ class SlowModel(MultiprocessNode):
         return Text(frame.text.upper())
 
 
-def show(event: dict[str, Any]) -> None:
-    if event["type"] == "progress":
-        fraction = event["fraction"]
-        bar = "#" * int(20 * (fraction or 0))
-        print(f"[{event['node_id']}] [{bar:<20}] {event['message']}", flush=True)
-    elif event["type"] == "ready":
-        print(f"[{event['node_id']}] ready after {event['init_secs']:.1f} s", flush=True)
+def show(event: Event) -> None:
+    match event:
+        case Progress(node_id, fraction, message):
+            bar = "#" * int(20 * (fraction or 0))
+            print(f"[{node_id}] [{bar:<20}] {message}", flush=True)
+        case Ready(node_id, init_secs):
+            print(f"[{node_id}] ready after {init_secs:.1f} s", flush=True)
 
 
 def main() -> None:

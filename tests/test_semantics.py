@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -127,7 +126,7 @@ def test_a_slow_node_slows_the_sender(executor: str) -> None:
 
 
 def test_skip_reports_the_frame_and_goes_on(executor: str) -> None:
-    errors: list[dict[str, Any]] = []
+    errors: list[zerohop.SkippedFrame] = []
     pipe = Pipeline("skip", executor=executor).node(  # type: ignore[arg-type]
         "boom", "Crash", mode="process_exception", after=1, on_error="skip"
     )
@@ -136,9 +135,13 @@ def test_skip_reports_the_frame_and_goes_on(executor: str) -> None:
         assert session.frame_errors == errors
     assert texts(out) == ["a", "c"]
     (error,) = errors
-    assert error["node_id"] == "boom" and error["sequence"] == 1
-    assert error["error"] == "ValueError: boom at frame 1"
-    assert "raise ValueError" in error["traceback"]
+    match error:
+        case zerohop.SkippedFrame("boom", "ValueError: boom at frame 1", traceback, 1):
+            assert "raise ValueError" in traceback
+        case _:
+            raise AssertionError(error)
+    # The dicts events used to be still answer by key.
+    assert (error["type"], error["node_id"], error.get("nope")) == ("frame_error", "boom", None)
 
 
 def test_a_failing_node_is_named_and_ends_the_session(executor: str) -> None:
@@ -213,6 +216,16 @@ def test_fan_out_and_fan_in(executor: str) -> None:
     assert out[-1].source in ("join", "count")
 
 
+def test_progress_then_ready_as_typed_events(executor: str) -> None:
+    events: list[zerohop.Event] = []
+    pipe = Pipeline("init", executor=executor).node("slow", "SlowInit", seconds=0.2, steps=2)  # type: ignore[arg-type]
+    with pipe.session(on_progress=events.append):
+        pass
+    assert isinstance(events[-1], zerohop.Ready) and events[-1].node_id == "slow"
+    messages = [e.message for e in events if isinstance(e, zerohop.Progress)]
+    assert messages[:2] == ["loading part 1/2", "loading part 2/2"] and "loaded" in messages
+
+
 def test_status_counts_frames_in_and_out(executor: str) -> None:
     pipe = (
         Pipeline("st", executor=executor)  # type: ignore[arg-type]
@@ -223,6 +236,7 @@ def test_status_counts_frames_in_and_out(executor: str) -> None:
     with pipe.session() as session:
         session.run([Text(str(i)) for i in range(5)])
         status = {s.node_id: s for s in session.status()}
+    assert all(isinstance(s, zerohop.NodeStatus) for s in status.values())
     assert (status["rep"].frames_in, status["rep"].frames_out) == (5, 10)
     assert (status["count"].frames_in, status["count"].frames_out) == (10, 1)
 

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .node import MultiprocessNode, NodeContext
     from .pipeline import Pipeline
     from .registry import node_class, register_node, registered_nodes
-    from .session import NodeStatus, Session
+    from .session import Event, NodeStatus, Progress, Ready, Session, SkippedFrame
 
 __version__: str = _native.__version__
 
@@ -70,6 +70,7 @@ __all__ = [
     "ConfigError",
     "Control",
     "EndOfStream",
+    "Event",
     "Frame",
     "FrameError",
     "Json",
@@ -85,12 +86,15 @@ __all__ = [
     "NodeUnresponsiveError",
     "PayloadTooLargeError",
     "Pipeline",
+    "Progress",
+    "Ready",
     "Receiver",
     "RemoteError",
     "ResourceLimitError",
     "RuntimeConfig",
     "Sender",
     "Session",
+    "SkippedFrame",
     "SpawnError",
     "Tensor",
     "Text",
@@ -129,7 +133,9 @@ _LAZY = {
     **dict.fromkeys(("MultiprocessNode", "NodeContext"), "node"),
     "Pipeline": "pipeline",
     **dict.fromkeys(("node_class", "register_node", "registered_nodes"), "registry"),
-    **dict.fromkeys(("NodeStatus", "Session"), "session"),
+    **dict.fromkeys(
+        ("Event", "NodeStatus", "Progress", "Ready", "Session", "SkippedFrame"), "session"
+    ),
 }
 
 

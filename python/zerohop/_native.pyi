@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension ``zerohop._native`` (checked by stubtest in CI)."""
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 from typing_extensions import Buffer
 
@@ -18,10 +18,14 @@ __all__ = [
     "Graph",
     "NativeNode",
     "NativeSession",
+    "NodeStatus",
     "Port",
+    "Progress",
     "RawFrame",
+    "Ready",
     "Receiver",
     "Sender",
+    "SkippedFrame",
     "__version__",
     "check_native_params",
     "decode_frame",
@@ -202,9 +206,10 @@ def encode_frame(
 def decode_frame(data: Buffer, max_payload: int | None = None) -> RawFrame: ...
 def reclaim_dead() -> int: ...
 def native_nodes() -> list[tuple[str, str, str]]: ...
-def check_native_params(node_type: str, params_json: str) -> None: ...
+def check_native_params(node_type: str, params_json: str, *, path: str, node_id: str) -> None: ...
 def route_node(
     index: int,
+    node_id: str,
     node_type: str,
     *,
     native: bool,
@@ -267,6 +272,91 @@ def serve(
     on_bound: Callable[[str], None],
 ) -> None: ...
 
+class _Event:
+    KIND: ClassVar[str]
+    def __getitem__(self, key: str, /) -> Any: ...
+    def get(self, key: str, default: Any | None = None) -> Any: ...
+    def __eq__(self, value: object, /) -> bool: ...
+
+@final
+class Progress(_Event):
+    """A node reports progress while it initializes."""
+
+    __match_args__ = ("node_id", "fraction", "message")
+    def __new__(cls, node_id: str, fraction: float | None, message: str) -> Progress: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def fraction(self) -> float | None: ...
+    @property
+    def message(self) -> str: ...
+
+@final
+class Ready(_Event):
+    """A node is ready."""
+
+    __match_args__ = ("node_id", "init_secs")
+    def __new__(cls, node_id: str, init_secs: float) -> Ready: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def init_secs(self) -> float: ...
+
+@final
+class SkippedFrame(_Event):
+    """A frame a node failed on and skipped."""
+
+    __match_args__ = ("node_id", "error", "traceback", "sequence")
+    def __new__(
+        cls, node_id: str, error: str, traceback: str, sequence: int | None
+    ) -> SkippedFrame: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def traceback(self) -> str: ...
+    @property
+    def sequence(self) -> int | None: ...
+
+@final
+class NodeStatus:
+    """One node of a running session."""
+
+    __match_args__ = ("node_id", "state", "pid")
+    def __new__(
+        cls,
+        node_id: str,
+        state: str,
+        *,
+        pid: int | None = None,
+        started_at: float | None = None,
+        rss_bytes: int | None = None,
+        init_secs: float | None = None,
+        frames_in: int = 0,
+        frames_out: int = 0,
+        exit: str | None = None,
+    ) -> NodeStatus: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def rss_bytes(self) -> int | None: ...
+    @property
+    def init_secs(self) -> float | None: ...
+    @property
+    def frames_in(self) -> int: ...
+    @property
+    def frames_out(self) -> int: ...
+    @property
+    def exit(self) -> str | None: ...
+    def __eq__(self, value: object, /) -> bool: ...
+
 @final
 class NativeSession:
     """One running session of the multiprocess executor."""
@@ -276,13 +366,13 @@ class NativeSession:
         graph: Graph,
         settings: Mapping[str, Any],
         *,
-        on_event: Callable[[dict[str, Any]], object] | None = None,
+        on_event: Callable[[Progress | Ready], object] | None = None,
     ) -> NativeSession: ...
     @property
     def id(self) -> str: ...
     def input(self, index: int) -> Sender: ...
     def end_inputs(self, timeout: float | None = None) -> None: ...
-    def recv(self, timeout: float | None = None) -> tuple[Any, ...]: ...
-    def status(self) -> list[dict[str, Any]]: ...
+    def recv(self, timeout: float | None = None) -> tuple[int, RawFrame] | SkippedFrame | None: ...
+    def status(self) -> list[NodeStatus]: ...
     def pids(self) -> list[int]: ...
     def close(self) -> None: ...

@@ -50,12 +50,16 @@ import time
 import wave
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from . import _native
 from .data import Audio, Bytes, Frame, Json, Tensor, Text, Video
 from .errors import ZerohopError
+
+if TYPE_CHECKING:
+    from .session import Event
 
 __all__ = ["main"]
 
@@ -195,21 +199,19 @@ def _progress_display() -> tuple[Any, Any]:
     )
     tasks: dict[str, Any] = {}
 
-    def on_event(event: dict[str, Any]) -> None:
-        node = event["node_id"]
+    def on_event(event: Event) -> None:
+        node = event.node_id
         if node not in tasks:
             tasks[node] = progress.add_task("starting", total=1.0, node=node)
-        if event["type"] == "ready":
-            progress.update(
-                tasks[node], completed=1.0, description=f"ready in {event['init_secs']:.1f} s"
-            )
-        else:
-            fraction = event.get("fraction")
-            progress.update(
-                tasks[node],
-                completed=fraction if fraction is not None else None,
-                description=event.get("message") or "initializing",
-            )
+        match event:
+            case _native.Ready(init_secs=secs):
+                progress.update(tasks[node], completed=1.0, description=f"ready in {secs:.1f} s")
+            case _native.Progress(fraction=fraction, message=message):
+                progress.update(
+                    tasks[node],
+                    completed=fraction if fraction is not None else None,
+                    description=message or "initializing",
+                )
 
     return progress, on_event
 

@@ -291,24 +291,10 @@ class InProcessSession(Session):
     def progress(self, node_id: str, fraction: float | None, message: str) -> None:
         if self._on_progress is not None:
             with self._lock:
-                self._on_progress(
-                    {
-                        "type": "progress",
-                        "node_id": node_id,
-                        "fraction": fraction,
-                        "message": message,
-                    }
-                )
+                self._on_progress(_native.Progress(node_id, fraction, message))
 
     def frame_error(self, node_id: str, error: str, tb: str, sequence: int | None) -> None:
-        event = {
-            "type": "frame_error",
-            "node_id": node_id,
-            "error": error,
-            "traceback": tb,
-            "sequence": sequence,
-        }
-        self._out.put(("", event), bounded=False)
+        self._out.put(("", _native.SkippedFrame(node_id, error, tb, sequence)), bounded=False)
 
     def fail(self, err: BaseException) -> None:
         """Ends the session with ``err``: every node stops, the next call raises it."""
@@ -341,7 +327,7 @@ class InProcessSession(Session):
                     traceback=t.init_traceback,
                 )
             if self._on_progress is not None:
-                self._on_progress({"type": "ready", "node_id": t.node_id, "init_secs": t.init_secs})
+                self._on_progress(_native.Ready(t.node_id, t.init_secs or 0.0))
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -369,12 +355,12 @@ class InProcessSession(Session):
         except Stopped:
             raise self._stopped() from None
 
-    def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
+    def _next(self, timeout: float | None) -> Frame | _native.SkippedFrame | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._raise_failure()
             if self._open_outputs == 0:
-                return "end", None, None
+                return None
             try:
                 label, item = self._out.get(deadline)
             except Stopped:
@@ -383,23 +369,21 @@ class InProcessSession(Session):
                 raise ZerohopTimeoutError(f"no output within {timeout} s") from None
             if item is _END:
                 self._open_outputs -= 1
-            elif isinstance(item, dict):
-                return "event", item, None
+            elif isinstance(item, Frame):
+                item.source = label
+                return item
             else:
-                return "frame", item, label
+                return item  # type: ignore[no-any-return]
 
     def status(self) -> list[NodeStatus]:
         return [
             NodeStatus(
-                node_id=t.node_id,
-                state="processing" if t.loop.busy else t.state,
-                pid=None,
+                t.node_id,
+                "processing" if t.loop.busy else t.state,
                 started_at=t.started_at,
-                rss_bytes=None,
                 init_secs=t.init_secs,
                 frames_in=t.loop.frames_in,
                 frames_out=t.loop.frames_out,
-                exit=None,
             )
             for t in self._threads.values()
         ]

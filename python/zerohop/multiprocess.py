@@ -68,14 +68,17 @@ class MultiprocessSession(Session):
     def _end_inputs(self, timeout: float | None) -> None:
         self._native.end_inputs(timeout)
 
-    def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
+    def _next(self, timeout: float | None) -> Frame | _native.SkippedFrame | None:
         item = self._native.recv(timeout)
-        if item[0] == "frame":
-            return "frame", from_raw(item[2]), self.output_labels[item[1]]
-        return item[0], item[1], None
+        if isinstance(item, tuple):
+            index, raw = item
+            frame = from_raw(raw)
+            frame.source = self.output_labels[index]
+            return frame
+        return item
 
     def status(self) -> list[NodeStatus]:
-        return [NodeStatus(**item) for item in self._native.status()]
+        return self._native.status()
 
     def pids(self) -> list[int]:
         """Pids of the node processes."""

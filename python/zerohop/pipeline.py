@@ -49,7 +49,7 @@ from .registry import (
 if TYPE_CHECKING:
     from . import _native
     from .data import Frame
-    from .session import Session
+    from .session import Event, Session
 
 __all__ = ["Executor", "OnError", "Pipeline"]
 
@@ -91,19 +91,16 @@ class _NodeEntry:
             from . import _native
 
             native, python = self.offer
-            try:
-                self.placements[executor] = _native.route_node(
-                    index,
-                    self.node_type,
-                    native=native,
-                    python=python,
-                    runtime_hint=self.runtime_hint,
-                    executor=self.executor,
-                    multiprocess=executor == "multiprocess",
-                )
-            except ManifestError as err:
-                err.node_id = self.id
-                raise
+            self.placements[executor] = _native.route_node(
+                index,
+                self.id,
+                self.node_type,
+                native=native,
+                python=python,
+                runtime_hint=self.runtime_hint,
+                executor=self.executor,
+                multiprocess=executor == "multiprocess",
+            )
         return self.placements[executor]
 
 
@@ -283,12 +280,7 @@ class Pipeline:
                 raise problem
             cls, type_name = node_type, node_type.node_type
         else:
-            try:
-                cls = resolve_node_type(str(node_type))
-            except ManifestError as err:
-                err.path, err.node_id = f"{path}.node_type", node_id
-                err.args = (f"{err.path}: {err.args[0]}",)
-                raise
+            cls = resolve_node_type(str(node_type), path=f"{path}.node_type", node_id=node_id)
             type_name = canonical_node_type(str(node_type))
             native_type = native_node_types().get(type_name)
             if not isinstance(cls, NativeNodeType):
@@ -536,12 +528,14 @@ class Pipeline:
     def session(
         self,
         *,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
-        on_frame_error: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[Event], None] | None = None,
+        on_frame_error: Callable[[_native.SkippedFrame], None] | None = None,
         executor: Executor | None = None,
     ) -> Session:
         """Starts every node (all at once) and returns the running session once all are
-        ready. ``on_progress(event)`` sees each node's initialization progress.
+        ready. ``on_progress(event)`` sees each node's initialization progress
+        (:class:`~zerohop.session.Event`: ``Progress``, then ``Ready``);
+        ``on_frame_error(event)`` each frame a node skipped (``FrameError``).
 
         Use it as a context manager so that the nodes stop when you are done::
 
@@ -626,13 +620,7 @@ def _native_params(
     """Checks a native node's params in Rust (the same code that builds the node)."""
     from . import _native
 
-    try:
-        _native.check_native_params(node_type, _json(params))
-    except ManifestError as err:
-        err.path = f"{path}.{err.path}"
-        err.node_id = node_id
-        err.args = (f"{path}.{err.args[0]} (node '{node_id}')",)
-        raise
+    _native.check_native_params(node_type, _json(params), path=path, node_id=node_id)
     return dict(params)
 
 

@@ -218,13 +218,16 @@ def canonical_node_type(node_type: str) -> str:
     return NODE_TYPE_ALIASES.get(node_type, node_type)
 
 
-def resolve_node_type(node_type: str) -> type[MultiprocessNode] | NativeNodeType:
+def resolve_node_type(
+    node_type: str, *, path: str | None = None, node_id: str | None = None
+) -> type[MultiprocessNode] | NativeNodeType:
     """What ``node_type`` names: a registered Python class, else a native node type,
     else what it is an alias of (:data:`NODE_TYPE_ALIASES`);
-    :class:`UnknownNodeTypeError` (with the closest names of either) if none."""
+    :class:`UnknownNodeTypeError` (with the closest names of either) if none, naming
+    ``path`` (the manifest field) and ``node_id`` where given."""
     alias = NODE_TYPE_ALIASES.get(node_type)
     if alias is not None and canonical_node_type(node_type) == alias:
-        return resolve_node_type(alias)
+        return resolve_node_type(alias, path=path, node_id=node_id)
     with _registry_lock:
         found = _registry.get(node_type)
     if found is not None:
@@ -241,8 +244,11 @@ def resolve_node_type(node_type: str) -> type[MultiprocessNode] | NativeNodeType
     known = sorted({*known, *native})
     close = difflib.get_close_matches(node_type, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    message = f"unknown node type '{node_type}'{hint} (registered: {', '.join(known) or 'none'})"
     raise UnknownNodeTypeError(
-        f"unknown node type '{node_type}'{hint} (registered: {', '.join(known) or 'none'})",
+        f"{path}: {message}" if path else message,
         node_type=node_type,
         suggestions=close,
+        path=path,
+        node_id=node_id,
     )

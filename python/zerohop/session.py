@@ -36,34 +36,37 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from . import _native
 from .channel import Closing
 from .errors import ConfigError, ZerohopError
 
 if TYPE_CHECKING:
     from .data import Frame
 
-__all__ = ["NodeStatus", "Session"]
+__all__ = ["Event", "NodeStatus", "Progress", "Ready", "Session", "SkippedFrame"]
 
-EventCallback = Callable[[dict[str, Any]], None]
+EventCallback = Callable[[Any], None]
 
 
-@dataclass(frozen=True)
-class NodeStatus:
-    """One node of a running session, as :meth:`Session.status` reports it."""
-
-    node_id: str
-    state: str
-    pid: int | None
-    started_at: float | None
-    rss_bytes: int | None
-    init_secs: float | None
-    frames_in: int
-    frames_out: int
-    exit: str | None
+#: One node of a running session, as :meth:`Session.status` reports it: ``node_id``,
+#: ``state``, ``pid`` (None in process), ``started_at``, ``rss_bytes``, ``init_secs``,
+#: ``frames_in``, ``frames_out``, ``exit`` (a frozen class of the native core).
+NodeStatus = _native.NodeStatus
+#: A node's initialization progress: ``node_id``, ``fraction`` (0..1 or None), ``message``.
+Progress = _native.Progress
+#: A node is ready: ``node_id``, ``init_secs``.
+Ready = _native.Ready
+#: A frame a node failed on and skipped (``on_error="skip"``): ``node_id``, ``error``,
+#: ``traceback``, ``sequence``.
+SkippedFrame = _native.SkippedFrame
+#: What ``on_progress`` (``Progress``, then ``Ready``) and ``on_frame_error``
+#: (``SkippedFrame``) see: frozen classes, matched by position (``case Progress(node,
+#: fraction):``). ``event["node_id"]`` and ``event.get(...)`` (``"type"``: the kind)
+#: still work as on the dicts they replace.
+Event = Progress | Ready | SkippedFrame
 
 
 class Session(Closing):
@@ -73,7 +76,8 @@ class Session(Closing):
         self.name = name
         self.input_labels = inputs
         self.output_labels = outputs
-        self.frame_errors: list[dict[str, Any]] = []
+        #: Every frame a node skipped (``on_error="skip"``), as it was reported.
+        self.frame_errors: list[_native.SkippedFrame] = []
         self._on_frame_error: EventCallback | None = None
         self._ended = False
         self._closed = False
@@ -86,7 +90,9 @@ class Session(Closing):
     def _end_inputs(self, timeout: float | None) -> None:
         raise NotImplementedError
 
-    def _next(self, timeout: float | None) -> tuple[str, Any, Any]:
+    def _next(self, timeout: float | None) -> Frame | _native.SkippedFrame | None:
+        """The next output frame (its ``source`` set), a skipped frame's report, or
+        None once every output has ended."""
         raise NotImplementedError
 
     def _close(self) -> None:
@@ -132,16 +138,12 @@ class Session(Closing):
         every output has ended. Raises the session's failure if a node failed."""
         self._check_open()
         while True:
-            kind, value, label = self._next(timeout)
-            if kind == "frame":
-                value.source = label
-                return value  # type: ignore[no-any-return]
-            if kind == "end":
-                return None
-            if value.get("type") == "frame_error":
-                self.frame_errors.append(value)
-                if self._on_frame_error is not None:
-                    self._on_frame_error(value)
+            item = self._next(timeout)
+            if not isinstance(item, _native.SkippedFrame):
+                return item
+            self.frame_errors.append(item)
+            if self._on_frame_error is not None:
+                self._on_frame_error(item)
 
     def outputs(self, timeout: float | None = None) -> Iterator[Frame]:
         """Yields output frames until the stream ends (after :meth:`end_input`).

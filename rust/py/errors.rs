@@ -107,6 +107,37 @@ pub fn to_pyerr(err: Error) -> PyErr {
     })
 }
 
+/// A manifest error about node `node_id`, created where it is raised with its whole
+/// path: `prefix` (the node's own path, `nodes[2]`) joined to the path the core gave
+/// (`params.target_rate`), and the node named in the message and in `node_id`.
+pub fn node_manifest_error(err: Error, prefix: &str, node_id: &str) -> PyErr {
+    match err {
+        Error::Manifest { path, message } => Python::attach(|py| {
+            let path = format!("{prefix}.{path}");
+            with_attrs::<classes::ManifestError>(
+                format!("{path}: {message} (node '{node_id}')"),
+                &[("path", text(py, &path)), ("node_id", text(py, node_id))],
+            )
+        }),
+        other => to_pyerr(other),
+    }
+}
+
+/// `err`, a manifest error whose path already leads to node `node_id`, raised with
+/// `node_id` set.
+pub fn named_node(err: Error, node_id: &str) -> PyErr {
+    let message = err.to_string();
+    match err {
+        Error::Manifest { path, .. } => Python::attach(|py| {
+            with_attrs::<classes::ManifestError>(
+                message,
+                &[("path", text(py, &path)), ("node_id", text(py, node_id))],
+            )
+        }),
+        other => to_pyerr(other),
+    }
+}
+
 /// The core error for an exception Python code raised on the core's behalf (the
 /// manifest planner of `zerohop serve`): a `ManifestError` keeps its path.
 pub fn from_pyerr(py: Python<'_>, err: PyErr) -> Error {

@@ -3,6 +3,7 @@
 mod blocking;
 mod channel;
 pub mod errors;
+mod events;
 mod frame;
 mod graph;
 mod native_node;
@@ -20,6 +21,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::NativeSession>()?;
     m.add_class::<graph::PyGraph>()?;
     m.add_class::<graph::PyPort>()?;
+    m.add_class::<events::PyProgress>()?;
+    m.add_class::<events::PyReady>()?;
+    m.add_class::<events::PySkippedFrame>()?;
+    m.add_class::<events::PyNodeStatus>()?;
     m.add_class::<native_node::PyNativeNode>()?;
     m.add_function(wrap_pyfunction!(frame::encode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(frame::decode_frame, m)?)?;

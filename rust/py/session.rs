@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
 
 use crate::executor::graph::{self, Offer, Placement};
 use crate::executor::{
-    Event, Graph, ImportSpec, LaunchSpec, NodeStatus, Output, Session, SessionConfig, SpawnMethod,
-    Timing,
+    Event, Graph, ImportSpec, LaunchSpec, Output, Session, SessionConfig, SpawnMethod, Timing,
 };
 use crate::py::blocking::without_gil;
 use crate::py::channel::{Guard, PyChannelSettings, PySender};
-use crate::py::errors::IntoPyResult;
+use crate::py::errors::{named_node, node_manifest_error, IntoPyResult};
+use crate::py::events::{event_to_py, PyNodeStatus};
 use crate::py::frame::{RawFrame, Storage};
 use crate::py::graph::PyGraph;
 
@@ -27,60 +26,6 @@ fn seconds(value: f64, what: &str) -> PyResult<Duration> {
             "{what} must be a non-negative number of seconds"
         )))
     }
-}
-
-fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
-    let out = PyDict::new(py);
-    match event {
-        Event::Progress {
-            node_id,
-            fraction,
-            message,
-        } => {
-            out.set_item("type", "progress")?;
-            out.set_item("node_id", node_id)?;
-            out.set_item("fraction", fraction)?;
-            out.set_item("message", message)?;
-        }
-        Event::Ready { node_id, init_secs } => {
-            out.set_item("type", "ready")?;
-            out.set_item("node_id", node_id)?;
-            out.set_item("init_secs", init_secs)?;
-        }
-        Event::FrameError {
-            node_id,
-            error,
-            traceback,
-            sequence,
-        } => {
-            out.set_item("type", "frame_error")?;
-            out.set_item("node_id", node_id)?;
-            out.set_item("error", error)?;
-            out.set_item("traceback", traceback)?;
-            out.set_item("sequence", sequence)?;
-        }
-    }
-    Ok(out)
-}
-
-fn status_to_py(py: Python<'_>, status: NodeStatus) -> PyResult<Bound<'_, PyDict>> {
-    let out = PyDict::new(py);
-    out.set_item("node_id", status.node_id)?;
-    out.set_item("state", status.state.name())?;
-    out.set_item("pid", status.pid)?;
-    out.set_item(
-        "started_at",
-        status
-            .started_at
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64()),
-    )?;
-    out.set_item("rss_bytes", status.rss_bytes)?;
-    out.set_item("init_secs", status.init_secs)?;
-    out.set_item("frames_in", status.frames_in)?;
-    out.set_item("frames_out", status.frames_out)?;
-    out.set_item("exit", status.exit.map(|e| e.to_string()))?;
-    Ok(out)
 }
 
 /// The settings of a session as Python gives them: the dict of
@@ -226,8 +171,8 @@ impl NativeSession {
         })
     }
 
-    /// The next output: `("frame", output_index, RawFrame)`, `("event", dict)` or
-    /// `("end", None)`.
+    /// The next output: `(output_index, RawFrame)`, an event (`SkippedFrame`), or None
+    /// once every output has ended.
     #[pyo3(signature = (timeout=None))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let timeout = timeout.map(|t| seconds(t, "timeout")).transpose()?;
@@ -241,24 +186,18 @@ impl NativeSession {
             } => {
                 let payload = crate::frame::payload(&sample, &header).as_ptr();
                 let frame = RawFrame::new(header, payload, Storage::Received(sample));
-                ("frame", output, frame).into_pyobject(py)?.into_any()
+                (output, frame).into_pyobject(py)?.into_any()
             }
-            Output::Event(event) => ("event", event_to_py(py, event)?)
-                .into_pyobject(py)?
-                .into_any(),
-            Output::End => ("end", py.None()).into_pyobject(py)?.into_any(),
+            Output::Event(event) => event_to_py(py, event)?,
+            Output::End => py.None().into_bound(py),
         })
     }
 
-    /// One dict per node: state, pid, started_at, rss_bytes, init_secs, frames in/out.
-    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// Every node's `NodeStatus`.
+    fn status(&self, py: Python<'_>) -> Vec<PyNodeStatus> {
         let inner = Arc::clone(&self.inner);
         let statuses = py.detach(|| inner.status());
-        let items = statuses
-            .into_iter()
-            .map(|s| status_to_py(py, s))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, items)
+        statuses.into_iter().map(PyNodeStatus::from).collect()
     }
 
     /// Pids of the node processes.
@@ -289,34 +228,47 @@ pub fn native_nodes() -> Vec<(&'static str, &'static str, String)> {
 }
 
 /// Checks `params_json` for native node type `node_type` the way a session start would;
-/// raises ManifestError whose path starts at `params`.
+/// raises ManifestError naming `<path>.params.<field>` and node `node_id`.
 #[pyfunction]
-pub fn check_native_params(node_type: &str, params_json: &str) -> PyResult<()> {
-    let params: serde_json::Value = serde_json::from_str(params_json)
+#[pyo3(signature = (node_type, params_json, *, path, node_id))]
+pub fn check_native_params(
+    node_type: &str,
+    params_json: &str,
+    path: &str,
+    node_id: &str,
+) -> PyResult<()> {
+    let found = serde_json::from_str(params_json)
         .map_err(|e| crate::error::Error::Manifest {
             path: "params".into(),
             message: e.to_string(),
         })
-        .py_err()?;
-    match crate::nodes::create(node_type, &params).py_err()? {
+        .and_then(|params| crate::nodes::create(node_type, &params))
+        .map_err(|err| node_manifest_error(err, path, node_id))?;
+    match found {
         Some(_) => Ok(()),
-        None => Err(crate::error::Error::Manifest {
-            path: "node_type".into(),
-            message: format!("'{node_type}' is not a native node type"),
-        })
-        .py_err(),
+        None => Err(node_manifest_error(
+            crate::error::Error::Manifest {
+                path: "node_type".into(),
+                message: format!("'{node_type}' is not a native node type"),
+            },
+            path,
+            node_id,
+        )),
     }
 }
 
-/// Where node `index` runs: `"native"`, `"multiprocess"` or `"inprocess"`, from what the
-/// registry offers (`native`, `python`), the node's `runtime_hint` and `executor`, and
-/// whether this session runs Python nodes as processes (`multiprocess`). Raises
-/// ManifestError naming `nodes[index].runtime_hint` (or `.executor`) on a contradiction.
+/// Where node `index` (id `node_id`) runs: `"native"`, `"multiprocess"` or
+/// `"inprocess"`, from what the registry offers (`native`, `python`), the node's
+/// `runtime_hint` and `executor`, and whether this session runs Python nodes as
+/// processes (`multiprocess`). Raises ManifestError naming `nodes[index].runtime_hint`
+/// (or `.executor`) and the node on a contradiction.
 #[pyfunction]
-#[pyo3(signature = (index, node_type, *, native, python, runtime_hint, executor, multiprocess))]
+#[pyo3(signature = (index, node_id, node_type, *, native, python, runtime_hint, executor,
+                    multiprocess))]
 #[allow(clippy::too_many_arguments)]
 pub fn route_node(
     index: usize,
+    node_id: &str,
     node_type: &str,
     native: bool,
     python: bool,
@@ -332,5 +284,5 @@ pub fn route_node(
     let offer = Offer { native, python };
     graph::route(index, node_type, offer, runtime_hint, executor, session)
         .map(graph::placement_name)
-        .py_err()
+        .map_err(|err| named_node(err, node_id))
 }
