@@ -25,6 +25,7 @@ __all__ = [
     "Ready",
     "Receiver",
     "Sender",
+    "SessionSettings",
     "SkippedFrame",
     "__version__",
     "check_native_params",
@@ -258,7 +259,7 @@ class Graph:
     def edges(self) -> list[tuple[Port, Port]]: ...
 
 def serve(
-    plan: Callable[[str], tuple[Graph, dict[str, Any], list[str]]],
+    plan: Callable[[str], tuple[Graph, SessionSettings, list[str]]],
     node_types: Callable[[], list[str]],
     *,
     host: str,
@@ -358,13 +359,40 @@ class NodeStatus:
     def __eq__(self, value: object, /) -> bool: ...
 
 @final
+class SessionSettings:
+    """Everything a session needs besides its graph, checked when made."""
+
+    def __new__(
+        cls,
+        *,
+        program: str,
+        args: Sequence[str],
+        env: Sequence[tuple[str, str]],
+        cwd: str | None,
+        channel: ChannelSettings,
+        init_timeout: float,
+        grace: float,
+        term_grace: float,
+        liveness_timeout: float | None,
+        max_processes: int | None,
+        heartbeat_secs: float,
+        imports: Sequence[tuple[str, str, Sequence[str]]],
+        sys_path: Sequence[str],
+        spawn_method: str,
+    ) -> SessionSettings: ...
+    @property
+    def channel(self) -> ChannelSettings: ...
+    @property
+    def max_processes(self) -> int | None: ...
+
+@final
 class NativeSession:
     """One running session of the multiprocess executor."""
 
     @staticmethod
     def start(
         graph: Graph,
-        settings: Mapping[str, Any],
+        settings: SessionSettings,
         *,
         on_event: Callable[[Progress | Ready], object] | None = None,
     ) -> NativeSession: ...

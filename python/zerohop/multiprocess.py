@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .data import Frame
     from .pipeline import Pipeline
 
-__all__ = ["MultiprocessSession", "session_args"]
+__all__ = ["MultiprocessSession", "session_settings"]
 
 
 class MultiprocessSession(Session):
@@ -49,7 +49,9 @@ class MultiprocessSession(Session):
     ) -> MultiprocessSession:
         """Spawns every node of ``graph`` (``pipeline`` validated) at once and returns
         once all are ready."""
-        native = _native.NativeSession.start(graph, session_args(pipeline), on_event=on_progress)
+        native = _native.NativeSession.start(
+            graph, session_settings(pipeline), on_event=on_progress
+        )
         return cls(native, graph)
 
     def __init__(self, native: _native.NativeSession, graph: _native.Graph) -> None:
@@ -126,24 +128,24 @@ def _sys_path() -> list[str]:
     return entries
 
 
-def session_args(pipeline: Pipeline) -> dict[str, Any]:
-    """The settings ``NativeSession.start`` takes besides the graph, from the pipeline's
-    runtime configuration."""
+def session_settings(pipeline: Pipeline) -> _native.SessionSettings:
+    """What ``NativeSession.start`` takes besides the graph, from the pipeline's runtime
+    configuration (checked as it is made)."""
     cfg = pipeline.config
     program, args, env = _launch_command(pipeline)
-    return {
-        "program": program,
-        "args": args,
-        "env": env,
-        "cwd": os.getcwd(),
-        "channel": cfg.channel.settings(),
-        "init_timeout": cfg.process.init_timeout_secs,
-        "grace": cfg.process.grace_period_secs,
-        "term_grace": cfg.process.term_grace_secs,
-        "liveness_timeout": cfg.process.liveness_timeout(),
-        "max_processes": cfg.process.max_processes(),
-        "heartbeat_secs": cfg.process.heartbeat_secs,
-        "imports": pipeline._imports.specs(),
-        "sys_path": _sys_path(),
-        "spawn_method": cfg.process.spawn_method,
-    }
+    return _native.SessionSettings(
+        program=program,
+        args=args,
+        env=env,
+        cwd=os.getcwd(),
+        channel=cfg.channel.settings(),
+        init_timeout=cfg.process.init_timeout_secs,
+        grace=cfg.process.grace_period_secs,
+        term_grace=cfg.process.term_grace_secs,
+        liveness_timeout=cfg.process.liveness_timeout(),
+        max_processes=cfg.process.max_processes(),
+        heartbeat_secs=cfg.process.heartbeat_secs,
+        imports=pipeline._imports.specs(),
+        sys_path=_sys_path(),
+        spawn_method=cfg.process.spawn_method,
+    )

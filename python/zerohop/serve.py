@@ -22,7 +22,7 @@ What the server does with each manifest a client sends, before anything starts:
 ...     "nodes": [{"id": "bang", "node_type": "Suffix", "params": {"suffix": "?", "loud": 1}}],
 ... }
 >>> graph, settings, warnings = plan(json.dumps(manifest))
->>> graph.inputs, settings["channel"].capacity
+>>> graph.inputs, settings.channel.capacity
 ([Port(node_id="bang", port="in", label="bang")], 100)
 >>> warnings
 ["nodes[0].params.loud: unknown parameter of Suffix (node 'bang'); ignored (it accepts: suffix)"]
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError
@@ -46,14 +46,14 @@ __all__ = ["node_types", "plan", "serve"]
 
 def plan(
     manifest_json: str, config: RuntimeConfig | None = None
-) -> tuple[_native.Graph, dict[str, Any], list[str]]:
+) -> tuple[_native.Graph, _native.SessionSettings, list[str]]:
     """Validates a manifest.v1 document and returns what the executor needs to run it:
     the validated graph, the session settings, and the warnings (``"<json path>:
     <message>"``: what the manifest gives that zerohop does not act on; the server logs
     them and returns them to the client). Raises :class:`ManifestError` naming the
     field (and, under runtime.toml ``[nodes] strict_params``, for a warning),
     :class:`~zerohop.errors.ResourceLimitError` past a limit."""
-    from .multiprocess import session_args
+    from .multiprocess import session_settings
 
     try:
         data = json.loads(manifest_json)
@@ -66,7 +66,7 @@ def plan(
         raise ConfigError("zerohop serve runs pipelines on the multiprocess executor only")
     return (
         pipeline.validate(),
-        session_args(pipeline),
+        session_settings(pipeline),
         [str(w) for w in pipeline.warnings],
     )
 

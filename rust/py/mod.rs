@@ -19,6 +19,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::PyReceiver>()?;
     m.add_class::<channel::PyChannelSettings>()?;
     m.add_class::<session::NativeSession>()?;
+    m.add_class::<session::PySessionSettings>()?;
     m.add_class::<graph::PyGraph>()?;
     m.add_class::<graph::PyPort>()?;
     m.add_class::<events::PyProgress>()?;

@@ -12,7 +12,7 @@ use crate::grpc::{Limits, Plan, Planner, ServerConfig};
 use crate::py::blocking::without_gil;
 use crate::py::errors::from_pyerr;
 use crate::py::graph::PyGraph;
-use crate::py::session::SessionArgs;
+use crate::py::session::PySessionSettings;
 
 /// Calls the Python planner under the GIL (from the server's blocking threads).
 struct PyPlanner {
@@ -27,13 +27,12 @@ impl Planner for PyPlanner {
                 .plan
                 .call1(py, (manifest_json,))
                 .map_err(|e| from_pyerr(py, e))?;
-            let (graph, args, warnings) = planned
-                .extract::<(Py<PyGraph>, SessionArgs, Vec<String>)>(py)
+            let (graph, settings, warnings) = planned
+                .extract::<(Py<PyGraph>, Py<PySessionSettings>, Vec<String>)>(py)
                 .map_err(|e| from_pyerr(py, e))?;
-            let config = args.into_config().map_err(|e| from_pyerr(py, e))?;
             Ok(Plan {
                 graph: Graph::clone(&graph.get().graph),
-                config,
+                config: settings.get().0.clone(),
                 warnings,
             })
         })
@@ -51,7 +50,7 @@ impl Planner for PyPlanner {
 
 /// Serves `remotemedia.v1` on `host:port` until Ctrl-C / SIGTERM (raised here as the
 /// signal handler's exception once every session is stopped). `plan(manifest_json)`
-/// returns `(graph_json, session_args, warnings)`; `node_types()` the registered type
+/// returns `(graph, settings, warnings)`; `node_types()` the registered type
 /// names; `on_bound("host:port")` is called once the server accepts connections;
 /// `file_dirs` are the directories `DataBuffer.file` references may be read from.
 #[pyfunction]

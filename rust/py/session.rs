@@ -28,32 +28,39 @@ fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     }
 }
 
-/// The settings of a session as Python gives them: the dict of
-/// `zerohop.session.session_args` (`NativeSession.start`, `zerohop.serve.plan`).
-#[derive(FromPyObject)]
-#[pyo3(from_item_all)]
-pub struct SessionArgs {
-    program: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    cwd: Option<String>,
-    channel: PyChannelSettings,
-    init_timeout: f64,
-    grace: f64,
-    term_grace: f64,
-    /// Seconds a ready node may stay silent (None: no liveness check).
-    liveness_timeout: Option<f64>,
-    max_processes: Option<usize>,
-    heartbeat_secs: f64,
-    imports: Vec<(String, String, Vec<String>)>,
-    sys_path: Vec<String>,
-    spawn_method: String,
-}
+/// Everything a session needs besides its graph (the executor's `SessionConfig`),
+/// checked when made: `zerohop.multiprocess.session_settings` builds it from the
+/// runtime configuration, and `NativeSession.start` and the gRPC planner take it as
+/// it is.
+#[pyclass(module = "zerohop._native", name = "SessionSettings", frozen)]
+pub struct PySessionSettings(pub SessionConfig);
 
-impl SessionArgs {
-    pub fn into_config(self) -> PyResult<SessionConfig> {
-        let imports = self
-            .imports
+#[pymethods]
+impl PySessionSettings {
+    /// `imports`: `(kind, name or path, classes)` with kind `"module"` or
+    /// `"main_script"`; times in seconds; `liveness_timeout` None turns the check off.
+    #[new]
+    #[pyo3(signature = (*, program, args, env, cwd, channel, init_timeout, grace, term_grace,
+                        liveness_timeout, max_processes, heartbeat_secs, imports, sys_path,
+                        spawn_method))]
+    #[allow(clippy::too_many_arguments)] // one per setting, all keyword-only
+    fn new(
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        channel: PyChannelSettings,
+        init_timeout: f64,
+        grace: f64,
+        term_grace: f64,
+        liveness_timeout: Option<f64>,
+        max_processes: Option<usize>,
+        heartbeat_secs: f64,
+        imports: Vec<(String, String, Vec<String>)>,
+        sys_path: Vec<String>,
+        spawn_method: String,
+    ) -> PyResult<Self> {
+        let imports = imports
             .into_iter()
             .map(|(kind, value, classes)| match kind.as_str() {
                 "module" => Ok(ImportSpec::Module {
@@ -69,36 +76,54 @@ impl SessionArgs {
                 ))),
             })
             .collect::<PyResult<Vec<_>>>()?;
-        Ok(SessionConfig {
-            channel: self.channel.0,
+        Ok(PySessionSettings(SessionConfig {
+            channel: channel.0,
             timing: Timing {
-                init_timeout: seconds(self.init_timeout, "init_timeout")?,
-                grace: seconds(self.grace, "grace")?,
-                term_grace: seconds(self.term_grace, "term_grace")?,
-                liveness_timeout: self
-                    .liveness_timeout
+                init_timeout: seconds(init_timeout, "init_timeout")?,
+                grace: seconds(grace, "grace")?,
+                term_grace: seconds(term_grace, "term_grace")?,
+                liveness_timeout: liveness_timeout
                     .map(|secs| seconds(secs, "liveness_timeout"))
                     .transpose()?,
             },
             launch: LaunchSpec {
-                program: self.program.into(),
-                args: self.args.into_iter().map(OsString::from).collect(),
-                env: self
-                    .env
+                program: program.into(),
+                args: args.into_iter().map(OsString::from).collect(),
+                env: env
                     .into_iter()
                     .map(|(k, v)| (OsString::from(k), OsString::from(v)))
                     .collect(),
-                cwd: self.cwd.map(Into::into),
+                cwd: cwd.map(Into::into),
             },
-            spawn_method: self
-                .spawn_method
+            spawn_method: spawn_method
                 .parse::<SpawnMethod>()
                 .map_err(PyValueError::new_err)?,
-            max_processes: self.max_processes,
-            heartbeat_secs: self.heartbeat_secs,
+            max_processes,
+            heartbeat_secs,
             imports,
-            sys_path: self.sys_path,
-        })
+            sys_path,
+        }))
+    }
+
+    /// The settings of every channel of the session.
+    #[getter]
+    fn channel(&self) -> PyChannelSettings {
+        PyChannelSettings(self.0.channel.clone())
+    }
+
+    /// At most this many node processes (None: unlimited).
+    #[getter]
+    fn max_processes(&self) -> Option<usize> {
+        self.0.max_processes
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SessionSettings(spawn_method={:?}, max_processes={:?}, {} imports)",
+            self.0.spawn_method,
+            self.0.max_processes,
+            self.0.imports.len()
+        )
     }
 }
 
@@ -110,19 +135,18 @@ pub struct NativeSession {
 
 #[pymethods]
 impl NativeSession {
-    /// Spawns every node of `graph` and waits until all are ready. `settings` is the
-    /// dict `zerohop.multiprocess.session_args` builds; `on_event(dict)` is called with
-    /// progress and ready events meanwhile.
+    /// Spawns every node of `graph` and waits until all are ready; `on_event` is called
+    /// with each `Progress` and `Ready` meanwhile.
     #[staticmethod]
     #[pyo3(signature = (graph, settings, *, on_event=None))]
     fn start(
         py: Python<'_>,
         graph: &PyGraph,
-        settings: SessionArgs,
+        settings: &PySessionSettings,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<NativeSession> {
         let graph = Graph::clone(&graph.graph);
-        let config = settings.into_config()?;
+        let config = settings.0.clone();
         let session = without_gil(py, |gate| {
             let mut forward = |event: Event| match &on_event {
                 Some(callback) => gate.call(|py| {
