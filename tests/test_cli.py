@@ -77,6 +77,30 @@ def test_validate_reports_bad_files(tmp_path: Path) -> None:
     assert "shout.json: ok" in text and "INVALID" in text and "nodes[0].node_type" in text
 
 
+def test_validate_reports_each_unreadable_file_and_goes_on(tmp_path: Path) -> None:
+    """Files no manifest can be — nested past what the parser follows, not UTF-8,
+    over the size limit, a device that never ends — are each one INVALID line naming
+    what is wrong, never a traceback, and the files after them are still checked."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    deep_yaml = tmp_path / "deep.yaml"
+    deep_yaml.write_text("a:\n" + "".join(f"{' ' * (i + 1)}b:\n" for i in range(3000)))
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'{"version": "v1", "nodes": [{"id": "caf\xe9"}]}')
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"version": "v1", "pad": "x" * (5 << 20)}))
+    files = [str(deep), str(deep_yaml), str(latin1), str(huge), "/dev/zero", "examples/shout.json"]
+    out = zerohop("validate", *files)
+    assert out.returncode == 1
+    assert b"Traceback" not in out.stderr, out.stderr
+    lines = dict(line.split(": ", 1) for line in out.stdout.decode().splitlines())
+    assert lines["examples/shout.json"] == "ok"
+    assert lines[str(deep)].startswith("INVALID") and "nested too deeply" in lines[str(deep)]
+    assert lines[str(deep_yaml)].startswith("INVALID")
+    assert "not UTF-8 text (byte 0xe9 at offset" in lines[str(latin1)]
+    assert "larger than 4 MiB" in lines[str(huge)] and "larger than 4 MiB" in lines["/dev/zero"]
+
+
 def test_nodes_and_schema() -> None:
     nodes = zerohop("nodes", "--json")
     assert nodes.returncode == 0

@@ -78,6 +78,7 @@ from .errors import ManifestError, ManifestWarning
 
 __all__ = [
     "DEFAULT_NAME",
+    "MAX_MANIFEST_BYTES",
     "Connection",
     "Manifest",
     "Metadata",
@@ -85,6 +86,7 @@ __all__ = [
     "NodeManifest",
     "load_manifest",
     "manifest_schema",
+    "parse_document",
 ]
 
 NODE_ID = r"^[a-zA-Z0-9_.-]+$"
@@ -95,6 +97,10 @@ HOST = r"^(?:(?:https?|grpcs?)://)?(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}/?
 DEFAULT_NAME = "pipeline"
 #: What ``from_port`` / ``to_port`` may say for "the node's primary port".
 DEFAULT_PORT = "default"
+#: The largest manifest zerohop reads (a file, or one a client sends to ``zerohop
+#: serve``), checked before parsing: a manifest is a few kilobytes; megabytes of params
+#: would take seconds to validate while other work waits.
+MAX_MANIFEST_BYTES = 4 << 20
 
 
 def _either(name: str, camel: str) -> Any:
@@ -239,6 +245,8 @@ class Manifest(_Model):
         """Validates ``data``; a :class:`ManifestError` names the first bad field's path."""
         try:
             return cls.model_validate(data)
+        except RecursionError:
+            raise ManifestError(f"{source}: nested too deeply to read", path="$") from None
         except ValidationError as err:
             first = err.errors()[0]
             path = _json_path(first["loc"])
@@ -374,24 +382,48 @@ def _json_path(loc: tuple[int | str, ...]) -> str:
     return path or "$"
 
 
+def parse_document(raw: bytes | str, *, source: str, form: str = "JSON") -> Any:
+    """The data of a manifest document (``form``: ``"JSON"`` or ``"YAML"``), refused
+    with a :class:`ManifestError` naming ``source`` when it is larger than
+    :data:`MAX_MANIFEST_BYTES`, not UTF-8, not valid, or nested deeper than the parser
+    can follow — never a ``RecursionError`` or ``UnicodeDecodeError``."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{source}: larger than {MAX_MANIFEST_BYTES >> 20} MiB ({size} bytes); "
+            "a manifest is a description, not data",
+            path="$",
+        )
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as err:
+        raise ManifestError(
+            f"{source}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})",
+            path="$",
+        ) from None
+    try:
+        if form == "YAML":
+            # libyaml's loader when PyYAML was built with it: ~20x faster than pure Python.
+            return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ManifestError(f"{source}: not valid {form}: {err}", path="$") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: nested too deeply to read", path="$") from None
+
+
 def load_manifest(path: str | Path) -> Manifest:
-    """Reads a manifest from a ``.json``, ``.yaml`` or ``.yml`` file."""
+    """Reads a manifest from a ``.json``, ``.yaml`` or ``.yml`` file (at most
+    :data:`MAX_MANIFEST_BYTES`: a device or a huge file is refused after reading one
+    byte past the limit)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            raw = file.read(MAX_MANIFEST_BYTES + 1)
     except OSError as err:
         raise ManifestError(f"cannot read {path}: {err.strerror}") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            # libyaml's loader when PyYAML was built with it: ~20x faster than pure Python.
-            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        else:
-            data = json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ManifestError(
-            f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {err}"
-        ) from None
-    return Manifest.parse(data, source=str(path))
+    form = "YAML" if path.suffix.lower() in (".yaml", ".yml") else "JSON"
+    return Manifest.parse(parse_document(raw, source=str(path), form=form), source=str(path))
 
 
 def manifest_schema() -> dict[str, Any]:

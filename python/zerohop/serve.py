@@ -30,13 +30,12 @@ What the server does with each manifest a client sends, before anything starts:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError
-from .manifest import Manifest
+from .manifest import Manifest, parse_document
 
 if TYPE_CHECKING:
     from . import _native
@@ -55,12 +54,7 @@ def plan(
     :class:`~zerohop.errors.ResourceLimitError` past a limit."""
     from .multiprocess import session_settings
 
-    try:
-        data = json.loads(manifest_json)
-    except json.JSONDecodeError as err:
-        from .errors import ManifestError
-
-        raise ManifestError(f"$: not valid JSON: {err}", path="$") from None
+    data = parse_document(manifest_json, source="$")
     pipeline = Manifest.parse(data).to_pipeline(config)
     if pipeline.executor != "multiprocess":
         raise ConfigError("zerohop serve runs pipelines on the multiprocess executor only")
