@@ -86,9 +86,12 @@ def wait_until(condition: Any, timeout: float) -> float | None:
     return None
 
 
-def start_server(config: Path, token: str | None) -> tuple[subprocess.Popen[str], Server]:
-    """`zerohop serve --port 0` with ``config`` as its runtime.toml."""
-    env = {**os.environ, "ZEROHOP_CONFIG": str(config)}
+def start_server(
+    config: Path, token: str | None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Server]:
+    """`zerohop serve --port 0` with ``config`` as its runtime.toml (in ``env``, default
+    this process's environment)."""
+    env = {**(os.environ if env is None else env), "ZEROHOP_CONFIG": str(config)}
     env.pop("ZEROHOP_TOKEN", None)
     if token:
         env["ZEROHOP_TOKEN"] = token

@@ -45,6 +45,7 @@ import io
 import itertools
 import json
 import math
+import signal
 import sys
 import time
 import wave
@@ -305,15 +306,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
-    import signal
 
     from .serve import serve
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    # SIGTERM stops the server like Ctrl-C: every session's processes are stopped first.
-    signal.signal(signal.SIGTERM, stop)
     token = args.token or os.environ.get("ZEROHOP_TOKEN") or None
 
     def bound(address: str) -> None:
@@ -446,13 +441,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, systemd) or SIGHUP (the terminal closed):
+    raised where Ctrl-C's KeyboardInterrupt would be, so the command leaves the same
+    clean way — sessions closed, node processes stopped, shared memory released — and
+    then exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    def stop(signum: int, frame: Any) -> None:
+        # A second signal must not cut the cleanup the first one started short.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _stop_on_signals()
     try:
         return int(args.func(args))
     except ZerohopError as err:
         print(f"zerohop: error: {err}", file=sys.stderr)
         return 2
+    except _Stopped as err:
+        print(f"zerohop: stopped by {err}", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("zerohop: interrupted", file=sys.stderr)
         return 130

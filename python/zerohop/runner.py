@@ -206,7 +206,10 @@ class Runner:
 
     def run(self) -> int:
         signal.signal(signal.SIGUSR1, self._on_sigusr1)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host handles Ctrl-C and stops us
+        # Ctrl-C and a closed terminal reach the whole process group: the host handles
+        # them and stops us.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         threading.Thread(target=self._listen, name="zerohop-control", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="zerohop-heartbeat", daemon=True).start()
         started = time.monotonic()

@@ -377,7 +377,9 @@ class Zygote:
 
 def main(argv: list[str] | None = None) -> int | str | None:
     """The zygote's loop; in each forked child, the node's ``main()`` instead."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's business
+    # Ctrl-C and a closed terminal are the host's business.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
     target_name, fd = "zerohop.runner", HOST_FD
     while args:
