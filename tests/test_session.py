@@ -249,6 +249,56 @@ def test_a_node_that_skips_its_destructors_is_reclaimed_with_its_session(mode: s
     assert zerohop._native.reclaim_dead() == 0
 
 
+class Spawner(MultiprocessNode):
+    """Starts `sleep 300` for each frame (in the node's process group, or in a session
+    of its own) and emits its pid."""
+
+    class Params(BaseModel):
+        new_session: bool = False
+
+    def process(self, frame: Text) -> Json:
+        child = subprocess.Popen(["sleep", "300"], start_new_session=self.params.new_session)
+        return Json({"pid": child.pid})
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("new_session", [False, True], ids=["own-group", "new-session"])
+def test_what_a_node_started_dies_with_the_session(new_session: bool) -> None:
+    pipe = Pipeline("children").node("spawn", Spawner, new_session=new_session)
+    with pipe.session() as session:
+        (out,) = session.run([Text("go")])
+        assert isinstance(out, Json)
+        pid = out.value["pid"]
+        assert _running(pid)
+    deadline = time.monotonic() + 30  # a hang bound
+    while _running(pid):
+        assert time.monotonic() < deadline, f"sleep {pid} outlived its session"
+        time.sleep(0.02)
+
+
+def test_what_a_killed_node_started_dies_with_it() -> None:
+    pipe = Pipeline("children").node("spawn", Spawner)
+    with pipe.session() as session:
+        session.send(Text("go"))
+        out = session.recv(timeout=60)
+        assert isinstance(out, Json)
+        pid = out.value["pid"]
+        os.kill(session.pids()[0], signal.SIGKILL)
+        with pytest.raises(NodeCrashedError):
+            session.recv(timeout=60)
+    deadline = time.monotonic() + 30  # a hang bound
+    while _running(pid):
+        assert time.monotonic() < deadline, f"sleep {pid} outlived its node"
+        time.sleep(0.02)
+
+
 def test_killed_from_outside() -> None:
     pipe = Pipeline("kill").node("a", "Echo").node("b", "Echo").connect("a", "b")
     with pipe.session() as session:

@@ -274,6 +274,7 @@ class Runner:
     def _shutdown(self) -> None:
         if self.loop is not None:
             self.loop.close()
+        _kill_descendants()
         for senders in self.senders.values():
             for sender in senders:
                 sender.close()
@@ -359,6 +360,31 @@ def _shm_inputs(inputs: list[tuple[str, channel.Receiver]], runner: Runner) -> I
 
 
 _ENDED: Any = object()  # an input whose sender is gone
+
+
+def _kill_descendants() -> None:
+    """Kills every process this node started that is still running, and theirs: the
+    host stops the node's process group once the node has exited, and this reaches what
+    left the group (``start_new_session=True``) while the node is still here to find it."""
+    found: list[int] = []
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def main() -> int:

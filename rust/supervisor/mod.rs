@@ -639,6 +639,12 @@ fn step(state: &mut State, timing: &Timing) {
             {
                 // Read what the node said last (its error report) before judging its exit.
                 read_messages(node, stopping, &mut state.events, &mut failures);
+                // What the node started (a model's helper, a `subprocess.Popen`) is in its
+                // process group and goes with it. The group's id stays allocated while it
+                // has members, so this cannot reach another process.
+                if let Some(process) = &node.process {
+                    process.signal_group(libc::SIGKILL);
+                }
                 node.exit = Some(exit);
                 node.control = None;
                 node.process = None;
