@@ -44,6 +44,13 @@ pub enum Error {
     #[error("{0}")]
     ResourceLimit(String),
 
+    /// A client sent nothing for the server's idle timeout: its stream ends and frees
+    /// its session, so that silent clients cannot hold every slot.
+    #[error(
+        "no message from the client for {secs} s (server.idle_timeout_secs): the stream is closed"
+    )]
+    Idle { secs: f64 },
+
     /// A node process could not be started (fork/exec failed, out of memory, ...).
     #[error("node '{node}': cannot start its process: {detail}")]
     Spawn { node: String, detail: String },

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import os
 import subprocess
 import sys
 import threading
@@ -515,6 +516,55 @@ def test_sigterm_stops_running_sessions_and_the_server(tmp_path: Path) -> None:
     stop_server(proc)
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_silent_stream_ends_and_frees_its_slot(tmp_path: Path) -> None:
+    """`[server] idle_timeout_secs`: a client that opens a stream (its session starts)
+    and then sends nothing gets an ErrorResponse (then DEADLINE_EXCEEDED, see the Rust
+    test) naming the setting, its node processes stop, and the one session slot serves
+    the next client."""
+    (tmp_path / "runtime.toml").write_text("[server]\nmax_sessions = 1\nidle_timeout_secs = 1\n")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    release = threading.Event()
+
+    def silent() -> Iterator[zerohop.Frame]:
+        release.wait(60)
+        yield from ()
+
+    try:
+        with Client(srv.address) as client:
+            m = manifest(("a", "Echo", {}), ("b", "Echo", {}))
+            with pytest.raises(RemoteError) as info:
+                list(client.stream(m, silent()))
+            release.set()
+            assert info.value.error_type == "RESOURCE_LIMIT", info.value
+            assert "server.idle_timeout_secs" in str(info.value)
+            assert wait_until(lambda: not node_pids(srv), 10.0) is not None
+            out = list(client.stream(m, iter([zerohop.Text("next")])))
+            assert [f.text for f in out] == ["next"]  # type: ignore[attr-defined]
+    finally:
+        release.set()
+        stop_server(proc)
+
+
+def test_the_server_caps_processes_by_default(tmp_path: Path) -> None:
+    """Unconfigured, `zerohop serve` starts at most 8 node processes per CPU core: one
+    request naming more Python nodes than that is refused before anything starts."""
+    from zerohop.config import PROCESSES_PER_CORE
+
+    (tmp_path / "runtime.toml").write_text("")
+    cap = PROCESSES_PER_CORE * len(os.sched_getaffinity(0))
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    try:
+        with Client(srv.address) as client:
+            many = manifest(*((f"n{i}", "Echo", {}) for i in range(cap + 1)))
+            with pytest.raises(RemoteError) as info:
+                client.execute(many, {"n0": zerohop.Text("x")})
+            assert info.value.status == "RESOURCE_EXHAUSTED"
+            assert f"the server allows {cap} (server.max_processes)" in str(info.value)
+            assert not node_pids(srv)
+    finally:
+        stop_server(proc)
 
 
 def test_server_process_cap_is_resource_exhausted(tmp_path: Path) -> None:

@@ -270,6 +270,7 @@ def serve(
     max_payload: int,
     metrics_every: int,
     file_dirs: Sequence[str],
+    idle_timeout: float,
     on_bound: Callable[[str], None],
 ) -> None: ...
 

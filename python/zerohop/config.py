@@ -136,6 +136,15 @@ class NodesConfig(_Section):
         return {MODEL_DIRS_CONTEXT: self.model_dirs}
 
 
+#: The server's default process cap, per CPU core (see ``ServerConfig.max_processes``).
+PROCESSES_PER_CORE = 8
+
+
+def default_process_cap() -> int:
+    """:data:`PROCESSES_PER_CORE` node processes per CPU core this process may use."""
+    return PROCESSES_PER_CORE * len(os.sched_getaffinity(0))
+
+
 class ServerConfig(_Section):
     """``zerohop serve`` (``[server]``): where it listens and the caps over all its
     sessions, which no manifest can raise. The largest payload is ``channel.max_payload_bytes``;
@@ -144,9 +153,16 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
     max_sessions: int = Field(32, ge=1)
-    max_processes: int = Field(0, ge=0)
+    #: Node processes over all sessions (0: unlimited). By default
+    #: :data:`PROCESSES_PER_CORE` per CPU core: one request naming 60 Python nodes must
+    #: not start 60 interpreters on a small machine.
+    max_processes: int = Field(default_factory=lambda: default_process_cap(), ge=0)
     #: A stream gets a ``StreamMetrics`` message after every this many chunks (0: never).
     stream_metrics_every: int = Field(10, ge=0)
+    #: A stream whose client sends nothing for this many seconds ends
+    #: (``DEADLINE_EXCEEDED``) and frees its session: silent clients cannot hold every
+    #: slot.
+    idle_timeout_secs: float = Field(60.0, gt=0, le=86_400)
 
 
 class RuntimeConfig(_Section):

@@ -99,4 +99,5 @@ def serve(
         metrics_every=cfg.server.stream_metrics_every,
         on_bound=on_bound or (lambda address: None),
         file_dirs=list(cfg.nodes.file_dirs),
+        idle_timeout=cfg.server.idle_timeout_secs,
     )

@@ -24,6 +24,8 @@ pub struct Context {
     pub metrics_every: u64,
     /// Where `DataBuffer.file` references may be read (resolved `[nodes] file_dirs`).
     pub file_dirs: Arc<[PathBuf]>,
+    /// A stream whose client sends nothing for this long ends (`server.idle_timeout_secs`).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Context {

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     /// Where `DataBuffer.file` references may be read (runtime.toml `[nodes] file_dirs`);
     /// empty refuses them all.
     pub file_dirs: Vec<PathBuf>,
+    /// A stream whose client sends nothing for this long ends (`Error::Idle`).
+    pub idle_timeout: Duration,
 }
 
 /// Both services; cheap to clone (one per service).
@@ -80,6 +82,7 @@ impl Service {
                 shutdown: AtomicBool::new(false),
                 metrics_every: cfg.metrics_every,
                 file_dirs: file_roots(&cfg.file_dirs).into(),
+                idle_timeout: cfg.idle_timeout,
             }),
             token: cfg.token.map(Into::into),
         }

@@ -34,7 +34,9 @@ fn error_type(err: &Error, dialect: Dialect) -> ErrorType {
         Error::Manifest { .. } | Error::Config(_) => ErrorType::Validation,
         Error::Frame(_) if dialect.zerohop => ErrorType::TypeValidation,
         Error::Frame(_) => ErrorType::Validation,
-        Error::PayloadTooLarge { .. } | Error::ResourceLimit(_) => ErrorType::ResourceLimit,
+        Error::PayloadTooLarge { .. } | Error::ResourceLimit(_) | Error::Idle { .. } => {
+            ErrorType::ResourceLimit
+        }
         Error::Spawn { .. }
         | Error::NodeInit { .. }
         | Error::NodeInitTimeout { .. }
@@ -77,6 +79,7 @@ pub fn as_status(err: &Error) -> Option<Status> {
         Error::ResourceLimit(_) | Error::PayloadTooLarge { .. } => {
             Some(Status::new(Code::ResourceExhausted, err.to_string()))
         }
+        Error::Idle { .. } => Some(Status::new(Code::DeadlineExceeded, err.to_string())),
         _ => None,
     }
 }

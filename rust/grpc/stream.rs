@@ -174,7 +174,22 @@ pub async fn open(
     mut inbound: Streaming<StreamRequest>,
     tx: Responses,
 ) -> Vec<String> {
-    let init = match inbound.message().await {
+    let first = tokio::time::timeout(ctx.idle_timeout, inbound.message()).await;
+    let Ok(first) = first else {
+        let err = idle(&ctx);
+        let _ = tx
+            .send(respond(Response::Error(error_response(
+                &err,
+                None,
+                Dialect::default(),
+            ))))
+            .await;
+        if let Some(status) = as_status(&err) {
+            let _ = tx.send(Err(status)).await;
+        }
+        return Vec::new();
+    };
+    let init = match first {
         Ok(Some(StreamRequest {
             request: Some(Request::Init(init)),
         })) => init,
@@ -234,7 +249,13 @@ async fn serve(
     }
     loop {
         let message = tokio::select! {
-            message = inbound.message() => message,
+            message = tokio::time::timeout(ctx.idle_timeout, inbound.message()) => match message {
+                Ok(message) => message,
+                Err(_) => {
+                    state.fail(idle(&ctx));
+                    return;
+                }
+            },
             _ = &mut finished => return,
         };
         let request = match message {
@@ -292,6 +313,13 @@ async fn serve(
         if chunks.send(input).await.is_err() || end {
             return;
         }
+    }
+}
+
+/// What ends a stream whose client has been silent for the idle timeout.
+fn idle(ctx: &Context) -> Error {
+    Error::Idle {
+        secs: ctx.idle_timeout.as_secs_f64(),
     }
 }
 

@@ -180,6 +180,14 @@ struct TestServer {
 
 impl TestServer {
     fn start(token: Option<&str>, max_sessions: usize) -> TestServer {
+        TestServer::with_idle_timeout(token, max_sessions, Duration::from_secs(60))
+    }
+
+    fn with_idle_timeout(
+        token: Option<&str>,
+        max_sessions: usize,
+        idle_timeout: Duration,
+    ) -> TestServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (bound, addr) = mpsc::channel();
         let cfg = ServerConfig {
@@ -193,6 +201,7 @@ impl TestServer {
             },
             metrics_every: 10,
             file_dirs: vec![],
+            idle_timeout,
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -405,5 +414,59 @@ fn stream_ready_results_closed_and_the_session_cap() {
         assert_eq!(statuses, [Code::ResourceExhausted]);
         drop(hold);
         while first.message().await.unwrap().is_some() {}
+    });
+}
+
+/// A stream whose client sends its StreamInit and then nothing ends once the idle
+/// timeout has passed (ErrorResponse, then DEADLINE_EXCEEDED) and gives its session
+/// slot back: with one slot, the next stream is served. A client silent from the start
+/// is ended the same way.
+#[test]
+fn an_idle_stream_ends_and_frees_its_slot() {
+    let server = TestServer::with_idle_timeout(None, 1, Duration::from_millis(500));
+    block_on(async {
+        let mut client = StreamingPipelineServiceClient::new(server.channel().await);
+        for opening in [Some(stream_requests(0).remove(0)), None] {
+            let (hold, held) = tokio::sync::mpsc::channel(1);
+            if let Some(init) = opening {
+                hold.send(init).await.unwrap();
+            }
+            let mut silent = client
+                .stream_pipeline(tokio_stream::wrappers::ReceiverStream::new(held))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut errors = Vec::new();
+            let status = loop {
+                match silent.message().await {
+                    Ok(Some(response)) => match response.response.unwrap() {
+                        StreamResp::Error(error) => errors.push(error),
+                        StreamResp::Ready(_) => {}
+                        other => panic!("{other:?}"),
+                    },
+                    Ok(None) => panic!("the stream ended without a status"),
+                    Err(status) => break status,
+                }
+            };
+            assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+            assert!(
+                status.message().contains("server.idle_timeout_secs"),
+                "{status:?}"
+            );
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].error_type, ErrorType::ResourceLimit as i32);
+            drop(hold);
+        }
+        // The slot is free again: a normal stream runs to its end.
+        let mut responses = client
+            .stream_pipeline(tokio_stream::iter(stream_requests(2)))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut last = None;
+        while let Some(response) = responses.message().await.unwrap() {
+            last = response.response;
+        }
+        assert!(matches!(last, Some(StreamResp::Closed(_))), "{last:?}");
     });
 }

@@ -56,7 +56,9 @@ pub fn to_pyerr(err: Error) -> PyErr {
     Python::attach(|py| match &err {
         Error::Frame(_) => classes::FrameError::new_err(message),
         Error::PayloadTooLarge { .. } => classes::PayloadTooLargeError::new_err(message),
-        Error::Timeout { .. } => classes::ZerohopTimeoutError::new_err(message),
+        Error::Timeout { .. } | Error::Idle { .. } => {
+            classes::ZerohopTimeoutError::new_err(message)
+        }
         Error::Interrupted => PyKeyboardInterrupt::new_err(message),
         Error::Closed(_) => classes::ChannelClosedError::new_err(message),
         Error::Ipc { .. } => classes::ChannelError::new_err(message),

@@ -55,7 +55,7 @@ impl Planner for PyPlanner {
 /// `file_dirs` are the directories `DataBuffer.file` references may be read from.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
-                    max_payload, metrics_every, file_dirs, on_bound))]
+                    max_payload, metrics_every, file_dirs, idle_timeout, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -69,8 +69,14 @@ pub fn serve(
     max_payload: usize,
     metrics_every: u64,
     file_dirs: Vec<std::path::PathBuf>,
+    idle_timeout: f64,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
+    if !(idle_timeout.is_finite() && idle_timeout > 0.0) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "idle_timeout must be a positive number of seconds",
+        ));
+    }
     let planner = Arc::new(PyPlanner { plan, node_types });
     let cfg = ServerConfig {
         host,
@@ -83,6 +89,7 @@ pub fn serve(
         },
         metrics_every,
         file_dirs,
+        idle_timeout: std::time::Duration::from_secs_f64(idle_timeout),
     };
     without_gil(py, |gate| {
         let mut bound = |addr: std::net::SocketAddr| {
