@@ -547,6 +547,48 @@ def test_a_silent_stream_ends_and_frees_its_slot(tmp_path: Path) -> None:
         stop_server(proc)
 
 
+def test_a_client_that_neither_reads_nor_sends_loses_its_session(tmp_path: Path) -> None:
+    """A stream whose client sent one chunk and then neither reads the (large) results
+    nor sends anything: the server's response queue fills and its driver waits for room
+    — but not past the idle timeout. The session stops, its node processes go, and the
+    one slot serves the next client while the silent call is still open."""
+    from remotemedia import RemotemediaClient, pipeline, text
+
+    (tmp_path / "runtime.toml").write_text("[server]\nmax_sessions = 1\nidle_timeout_secs = 1\n")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    hold = threading.Event()
+    m = pipeline([("rep", "Repeat", {"times": 400}), ("echo", "Echo", {})])
+
+    def requests() -> Iterator[streaming_pb2.StreamRequest]:
+        yield streaming_pb2.StreamRequest(init=streaming_pb2.StreamInit(manifest=m))
+        chunk = streaming_pb2.DataChunk(node_id="rep", buffer=text("x" * (256 << 10)))
+        yield streaming_pb2.StreamRequest(data_chunk=chunk)
+        hold.wait(60)
+
+    client = RemotemediaClient(srv.address)
+    try:
+        call = client._stream(requests(), timeout=120)  # never read
+        assert wait_until(lambda: len(node_pids(srv)) == 2, 30.0) is not None
+        gone = wait_until(lambda: not node_pids(srv), 30.0)  # a hang bound
+        assert gone is not None, "the silent stream kept its session"
+
+        def served() -> bool:
+            # The slot is given back just after the node processes are gone.
+            try:
+                response = client.execute(m, {"rep": text("y")})
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+                return False
+            return len(response.result.data_outputs["echo"].text.text_data) > 0
+
+        assert wait_until(served, 30.0) is not None
+        call.cancel()
+    finally:
+        hold.set()
+        client.channel.close()
+        stop_server(proc)
+
+
 def test_the_server_caps_processes_by_default(tmp_path: Path) -> None:
     """Unconfigured, `zerohop serve` starts at most 8 node processes per CPU core: one
     request naming more Python nodes than that is refused before anything starts."""

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
@@ -44,6 +45,10 @@ pub type Responses = mpsc::Sender<std::result::Result<StreamResponse, Status>>;
 
 /// Chunks the reader has queued for the feeder; a few are enough to keep it busy.
 const QUEUED_CHUNKS: usize = 16;
+
+/// How often a thread waiting for room in a client's response queue checks whether it
+/// should stop waiting.
+const ROOM_POLL: Duration = Duration::from_millis(50);
 
 enum Input {
     Chunk(Box<DataChunk>),
@@ -155,6 +160,31 @@ fn items(buffer: &DataBuffer) -> u64 {
             .split_whitespace()
             .count() as u64,
         _ => 1,
+    }
+}
+
+/// Queues `item` for the client from a blocking thread, waiting while the client's queue
+/// is full — but never past `interrupt` failing (checked every 50 ms): a client that
+/// stops reading must not pin the thread, and with it the session, once it is
+/// cancelled, gone, failed or idle. (`blocking_send` waited for room for ever.)
+fn push(
+    runtime: &Handle,
+    tx: &Responses,
+    item: std::result::Result<StreamResponse, Status>,
+    interrupt: &dyn Fn() -> Result<()>,
+) -> Result<()> {
+    loop {
+        // The timer is made inside `block_on`, where the runtime is entered (the feeder
+        // is a plain thread).
+        let room = runtime.block_on(async { tokio::time::timeout(ROOM_POLL, tx.reserve()).await });
+        match room {
+            Ok(Ok(permit)) => {
+                permit.send(item);
+                return Ok(());
+            }
+            Ok(Err(_)) => return Err(Error::Interrupted), // the client is gone
+            Err(_) => interrupt()?,
+        }
     }
 }
 
@@ -346,17 +376,28 @@ fn drive(
         }
         Ok(())
     };
+    let runtime = Handle::current();
     let outcome = planned.and_then(|plan| run(ctx, &init, plan, queued, tx, state, &interrupt));
+    // The session is closed by now. Its last message waits for room at most one idle
+    // timeout: a client that reads nothing for that long does not get it.
+    let deadline = Instant::now() + ctx.idle_timeout;
+    let last = || match Instant::now() < deadline && !ctx.stopping() {
+        true => Ok(()),
+        false => Err(Error::Interrupted),
+    };
+    let send_last = |item| {
+        let _ = push(&runtime, tx, item, &last);
+    };
     let failed = |err: Error| {
         let dialect = Dialect::of(&init.client_version);
         let response = error_response(&err, init.manifest.as_ref(), dialect);
-        let _ = tx.blocking_send(respond(Response::Error(response)));
+        send_last(respond(Response::Error(response)));
         if let Some(status) = as_status(&err) {
-            let _ = tx.blocking_send(Err(status));
+            send_last(Err(status));
         }
     };
     let closed = |session_id: String, metrics: Option<ExecutionMetrics>, reason: &str| {
-        let _ = tx.blocking_send(respond(Response::Closed(StreamClosed {
+        send_last(respond(Response::Closed(StreamClosed {
             session_id,
             final_metrics: metrics,
             reason: reason.into(),
@@ -390,10 +431,8 @@ fn run(
     interrupt: &dyn Fn() -> Result<()>,
 ) -> Result<Summary> {
     let began = Instant::now();
-    let reply = |response: Response| {
-        tx.blocking_send(respond(response))
-            .map_err(|_| Error::Interrupted)
-    };
+    let runtime = Handle::current();
+    let reply = |response: Response| push(&runtime, tx, respond(response), interrupt);
     let mut on_event = |event: Event| match progress(event) {
         Some(p) if init.report_progress => reply(Response::InitProgress(p)),
         _ => Ok(()),
@@ -500,6 +539,7 @@ fn feed_in_background(
     let intake = running.intake.clone();
     let metrics_every = ctx.metrics_every;
     let initial = init.data_inputs.clone();
+    let runtime = Handle::current();
     std::thread::Builder::new()
         .name("zerohop-feeder".into())
         .spawn(move || {
@@ -549,8 +589,8 @@ fn feed_in_background(
                     state.input_sent();
                     if metrics_every > 0 && counted.is_multiple_of(metrics_every) {
                         let metrics = state.metrics(&session, queued.len());
-                        tx.blocking_send(respond(Response::Metrics(metrics)))
-                            .map_err(|_| Error::Interrupted)?;
+                        let metrics = respond(Response::Metrics(metrics));
+                        push(&runtime, &tx, metrics, &interrupt)?;
                     }
                 }
                 Ok(())
