@@ -595,9 +595,12 @@ fn feed_in_background(
                 }
                 Ok(())
             };
-            match fed() {
-                Ok(()) | Err(Error::Interrupted) => {}
-                Err(err) => state.fail(err),
+            // A bug that panics here must still end the stream (the driver waits for
+            // outputs that would never come), not leave it open for ever.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(fed)) {
+                Ok(Ok(())) | Ok(Err(Error::Interrupted)) => {}
+                Ok(Err(err)) => state.fail(err),
+                Err(_) => state.fail(Error::Config("the stream's feeder failed".into())),
             }
         })
         .map(|_| ())
