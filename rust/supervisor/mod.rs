@@ -629,6 +629,7 @@ fn watched(node: &Node) -> bool {
 fn step(state: &mut State, timing: &Timing) {
     let stopping = state.phase != Phase::Running;
     let mut failures = Vec::new();
+    let mut unclean = false;
     for node in &mut state.nodes {
         read_messages(node, stopping, &mut state.events, &mut failures);
         if node.alive() {
@@ -645,6 +646,7 @@ fn step(state: &mut State, timing: &Timing) {
                 if let Some(process) = &node.process {
                     process.signal_group(libc::SIGKILL);
                 }
+                unclean |= exit != Exit::Code(0);
                 node.exit = Some(exit);
                 node.control = None;
                 node.process = None;
@@ -687,6 +689,13 @@ fn step(state: &mut State, timing: &Timing) {
                 }
             }
         }
+    }
+    if unclean {
+        // What a node that did not exit cleanly left in shared memory (killed, or
+        // `os._exit`, which skips every destructor) is reclaimed at once: its peers'
+        // senders into it wake (`EV_PEER_DEAD`) and can exit without waiting out their
+        // linger grace, instead of whenever another process next scans for dead nodes.
+        let _ = crate::ipc::reclaim_dead();
     }
     for failure in failures {
         if state.failure.is_none() {
@@ -864,19 +873,6 @@ fn advance_stop(state: &mut State, timing: &Timing) {
             if node.state == NodeState::Stopping || node.state == NodeState::Idle {
                 node.state = NodeState::Stopped;
             }
-        }
-    }
-    if state.phase == Phase::Done && !any_alive {
-        // Whatever a node that did not exit cleanly left in shared memory (killed, or
-        // `os._exit`, which skips every destructor) is reclaimed with the session: its
-        // peers' lingering senders wake then (`EV_PEER_DEAD`) instead of whenever
-        // another process next scans for dead nodes, seconds later.
-        if state
-            .nodes
-            .iter()
-            .any(|n| n.exit.is_some_and(|exit| exit != Exit::Code(0)))
-        {
-            let _ = crate::ipc::reclaim_dead();
         }
     }
 }
