@@ -530,22 +530,32 @@ fn spawn_node(node: &mut Node, launch: &LaunchSpec, method: SpawnMethod) -> io::
 
 fn run_loop(shared: &Shared, timing: Timing) {
     loop {
-        let (fds, deadline) = {
+        let (fds, deadline, unclean, done) = {
             let mut state = shared.lock();
-            step(&mut state, &timing);
+            let unclean = step(&mut state, &timing);
             state.steps += 1;
             shared.changed.notify_all();
             if !state.events.is_empty() || state.failure.is_some() {
                 signal_eventfd(&shared.notify);
             }
-            if state.phase == Phase::Done {
-                return;
-            }
             (
                 poll_set(&state, shared.wake.as_raw_fd()),
                 next_deadline(&state, &timing),
+                unclean,
+                state.phase == Phase::Done,
             )
         };
+        if unclean {
+            // What a node that did not exit cleanly left in shared memory (killed, or
+            // `os._exit`, which skips every destructor) is reclaimed at once, after its
+            // failure is announced: its peers' senders into it wake (`EV_PEER_DEAD`)
+            // and can exit without waiting out their linger grace, instead of whenever
+            // another process next scans for dead nodes.
+            let _ = crate::ipc::reclaim_dead();
+        }
+        if done {
+            return;
+        }
         let timeout_ms = deadline.map_or(-1, |d| {
             d.saturating_duration_since(Instant::now())
                 .as_millis()
@@ -626,7 +636,9 @@ fn watched(node: &Node) -> bool {
 }
 
 /// One pass over everything that may have changed: messages, exits, deadlines, requests.
-fn step(state: &mut State, timing: &Timing) {
+/// Returns whether a node exited uncleanly (what it left in shared memory is then
+/// reclaimed, once the lock is released and its failure announced).
+fn step(state: &mut State, timing: &Timing) -> bool {
     let stopping = state.phase != Phase::Running;
     let mut failures = Vec::new();
     let mut unclean = false;
@@ -690,13 +702,6 @@ fn step(state: &mut State, timing: &Timing) {
             }
         }
     }
-    if unclean {
-        // What a node that did not exit cleanly left in shared memory (killed, or
-        // `os._exit`, which skips every destructor) is reclaimed at once: its peers'
-        // senders into it wake (`EV_PEER_DEAD`) and can exit without waiting out their
-        // linger grace, instead of whenever another process next scans for dead nodes.
-        let _ = crate::ipc::reclaim_dead();
-    }
     for failure in failures {
         if state.failure.is_none() {
             state.failure = Some(failure);
@@ -715,6 +720,7 @@ fn step(state: &mut State, timing: &Timing) {
         }
     }
     advance_stop(state, timing);
+    unclean
 }
 
 fn read_messages(
