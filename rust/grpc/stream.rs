@@ -206,17 +206,7 @@ pub async fn open(
 ) -> Vec<String> {
     let first = tokio::time::timeout(ctx.idle_timeout, inbound.message()).await;
     let Ok(first) = first else {
-        let err = idle(&ctx);
-        let _ = tx
-            .send(respond(Response::Error(error_response(
-                &err,
-                None,
-                Dialect::default(),
-            ))))
-            .await;
-        if let Some(status) = as_status(&err) {
-            let _ = tx.send(Err(status)).await;
-        }
+        refuse(&tx, idle(&ctx)).await;
         return Vec::new();
     };
     let init = match first {
@@ -228,13 +218,7 @@ pub async fn open(
                 path: "request".into(),
                 message: "the first message of a stream must be a StreamInit".into(),
             };
-            let _ = tx
-                .send(respond(Response::Error(error_response(
-                    &err,
-                    None,
-                    Dialect::default(),
-                ))))
-                .await;
+            refuse(&tx, err).await;
             return Vec::new();
         }
         Ok(None) | Err(_) => return Vec::new(),
@@ -257,6 +241,16 @@ pub async fn open(
         .unwrap_or_default();
     tokio::spawn(serve(ctx, inbound, tx, init, planned));
     warnings
+}
+
+/// Ends a stream before it has a session: its `ErrorResponse`, then the status that
+/// goes with the error, if any.
+async fn refuse(tx: &Responses, err: Error) {
+    let response = error_response(&err, None, Dialect::default());
+    let _ = tx.send(respond(Response::Error(response))).await;
+    if let Some(status) = as_status(&err) {
+        let _ = tx.send(Err(status)).await;
+    }
 }
 
 /// Serves one planned stream until it ends; runs on the async runtime, never blocks.
