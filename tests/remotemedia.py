@@ -87,20 +87,30 @@ def wait_until(condition: Any, timeout: float) -> float | None:
 
 
 def start_server(
-    config: Path, token: str | None, env: dict[str, str] | None = None
+    config: Path,
+    token: str | None,
+    env: dict[str, str] | None = None,
+    *,
+    max_fds: int | None = None,
 ) -> tuple[subprocess.Popen[str], Server]:
     """`zerohop serve --port 0` with ``config`` as its runtime.toml (in ``env``, default
-    this process's environment)."""
+    this process's environment; at most ``max_fds`` file descriptors if given)."""
     env = {**(os.environ if env is None else env), "ZEROHOP_CONFIG": str(config)}
     env.pop("ZEROHOP_TOKEN", None)
     if token:
         env["ZEROHOP_TOKEN"] = token
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+
+    command = [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"]
+    if max_fds is not None:
+        # Set in the child's own code, not with preexec_fn: a fork of this process
+        # (grpcio's threads running) would make grpcio recreate its eventfds here.
+        limit = (
+            "import os, resource, sys; "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({max_fds}, {max_fds})); "
+            "os.execv(sys.executable, sys.argv[1:])"
+        )
+        command = [sys.executable, "-c", limit, *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "listening on 127.0.0.1:" in line, line

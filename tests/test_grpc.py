@@ -589,6 +589,70 @@ def test_a_client_that_neither_reads_nor_sends_loses_its_session(tmp_path: Path)
         stop_server(proc)
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_silent_connections_are_closed_and_capped(tmp_path: Path) -> None:
+    """TCP connections that never speak HTTP/2 are closed after
+    `handshake_timeout_secs`; past `max_connections` a connection is closed at once;
+    a client that speaks is served once the silent ones are gone."""
+    import socket
+
+    (tmp_path / "runtime.toml").write_text(
+        "[server]\nmax_connections = 3\nhandshake_timeout_secs = 1\n"
+    )
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    host, port = srv.address.rsplit(":", 1)
+    sockets = [socket.create_connection((host, int(port)), timeout=30) for _ in range(6)]
+    try:
+        ends = []
+        for s in sockets:
+            began = time.monotonic()
+            with contextlib.suppress(OSError):
+                while s.recv(4096):
+                    pass
+            ends.append(time.monotonic() - began)
+        # Every one closed by the server: the three past the cap at once, the others
+        # after the handshake timeout (30 s is the socket's own hang bound).
+        assert max(ends) < 20, ends
+        with Client(srv.address) as client:
+            assert client.version().node_types
+    finally:
+        for s in sockets:
+            s.close()
+        stop_server(proc)
+
+
+def test_running_out_of_file_descriptors_does_not_spin(tmp_path: Path) -> None:
+    """With its fd limit reached by idle connections, the server backs off instead of
+    retrying accept in a loop (it burned more than a core), and serves again once
+    they are gone."""
+    import socket
+
+    (tmp_path / "runtime.toml").write_text(
+        "[server]\nmax_connections = 10000\nhandshake_timeout_secs = 3600\n"
+    )
+    proc, srv = start_server(tmp_path / "runtime.toml", None, max_fds=128)
+    host, port = srv.address.rsplit(":", 1)
+    sockets = [socket.create_connection((host, int(port)), timeout=30) for _ in range(200)]
+    try:
+        time.sleep(1)
+        before = _cpu_seconds(proc.pid)
+        time.sleep(2)
+        used = _cpu_seconds(proc.pid) - before
+        assert used < 1.0, f"{used:.2f} s of CPU in 2 s: accept is spinning"
+    finally:
+        for s in sockets:
+            s.close()
+    try:
+        with Client(srv.address) as client:
+            assert client.version().node_types
+    finally:
+        stop_server(proc)
+
+
 def test_the_server_caps_processes_by_default(tmp_path: Path) -> None:
     """Unconfigured, `zerohop serve` starts at most 8 node processes per CPU core: one
     request naming more Python nodes than that is refused before anything starts."""

@@ -271,6 +271,8 @@ def serve(
     metrics_every: int,
     file_dirs: Sequence[str],
     idle_timeout: float,
+    max_connections: int,
+    handshake_timeout: float,
     on_bound: Callable[[str], None],
 ) -> None: ...
 

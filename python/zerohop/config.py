@@ -145,6 +145,14 @@ def default_process_cap() -> int:
     return PROCESSES_PER_CORE * len(os.sched_getaffinity(0))
 
 
+def default_connection_cap() -> int:
+    """An eighth of the soft file descriptor limit, at least 16."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 8) if soft != resource.RLIM_INFINITY else 4096
+
+
 class ServerConfig(_Section):
     """``zerohop serve`` (``[server]``): where it listens and the caps over all its
     sessions, which no manifest can raise. The largest payload is ``channel.max_payload_bytes``;
@@ -163,6 +171,13 @@ class ServerConfig(_Section):
     #: (``DEADLINE_EXCEEDED``) and frees its session: silent clients cannot hold every
     #: slot.
     idle_timeout_secs: float = Field(60.0, gt=0, le=86_400)
+    #: Connections open at once; past it a connection is closed as it comes. By default
+    #: an eighth of this process's file descriptor limit (at least 16): each session
+    #: needs fds of its own.
+    max_connections: int = Field(default_factory=lambda: default_connection_cap(), ge=1)
+    #: A connection that sends nothing for this many seconds after it is accepted (one
+    #: that never speaks HTTP/2) is closed.
+    handshake_timeout_secs: float = Field(10.0, gt=0, le=3600)
 
 
 class RuntimeConfig(_Section):

@@ -100,4 +100,6 @@ def serve(
         on_bound=on_bound or (lambda address: None),
         file_dirs=list(cfg.nodes.file_dirs),
         idle_timeout=cfg.server.idle_timeout_secs,
+        max_connections=cfg.server.max_connections,
+        handshake_timeout=cfg.server.handshake_timeout_secs,
     )

@@ -6,6 +6,7 @@
 //! threads, and channels carry requests and responses between them and the runtime.
 
 mod batch;
+mod connections;
 pub mod convert;
 mod deadline;
 pub mod limits;

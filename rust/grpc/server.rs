@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::batch::execute;
+use super::connections::Incoming;
 use super::convert::file_roots;
 use super::deadline::Deadline;
 use super::limits::{Admission, Limits};
@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub file_dirs: Vec<PathBuf>,
     /// A stream whose client sends nothing for this long ends (`Error::Idle`).
     pub idle_timeout: Duration,
+    /// Connections open at once; more are closed as they come (see `connections`).
+    pub max_connections: usize,
+    /// A connection that sends no byte for this long after it is accepted is closed.
+    pub handshake_timeout: Duration,
 }
 
 /// Both services; cheap to clone (one per service).
@@ -257,11 +261,12 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(io("cannot start the gRPC runtime"))?;
+    let (max_connections, handshake_timeout) = (cfg.max_connections, cfg.handshake_timeout);
     let service = Service::new(planner, cfg);
     let stopped = Arc::new(Notify::new());
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io("listener"))?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = Incoming::new(listener, max_connections, handshake_timeout);
         let signal = Arc::clone(&stopped);
         let server = tokio::spawn(
             service

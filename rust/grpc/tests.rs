@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint};
@@ -172,6 +172,23 @@ fn admission_enforces_the_caps_and_gives_back_on_drop() {
 }
 
 /// A server on a free loopback port, stopped when dropped.
+/// The server's per-connection and per-stream deadlines and caps.
+struct Caps {
+    idle_timeout: Duration,
+    max_connections: usize,
+    handshake_timeout: Duration,
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps {
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 struct TestServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -180,14 +197,10 @@ struct TestServer {
 
 impl TestServer {
     fn start(token: Option<&str>, max_sessions: usize) -> TestServer {
-        TestServer::with_idle_timeout(token, max_sessions, Duration::from_secs(60))
+        TestServer::with(token, max_sessions, Caps::default())
     }
 
-    fn with_idle_timeout(
-        token: Option<&str>,
-        max_sessions: usize,
-        idle_timeout: Duration,
-    ) -> TestServer {
+    fn with(token: Option<&str>, max_sessions: usize, caps: Caps) -> TestServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (bound, addr) = mpsc::channel();
         let cfg = ServerConfig {
@@ -201,7 +214,9 @@ impl TestServer {
             },
             metrics_every: 10,
             file_dirs: vec![],
-            idle_timeout,
+            idle_timeout: caps.idle_timeout,
+            max_connections: caps.max_connections,
+            handshake_timeout: caps.handshake_timeout,
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -423,7 +438,11 @@ fn stream_ready_results_closed_and_the_session_cap() {
 /// is ended the same way.
 #[test]
 fn an_idle_stream_ends_and_frees_its_slot() {
-    let server = TestServer::with_idle_timeout(None, 1, Duration::from_millis(500));
+    let caps = Caps {
+        idle_timeout: Duration::from_millis(500),
+        ..Caps::default()
+    };
+    let server = TestServer::with(None, 1, caps);
     block_on(async {
         let mut client = StreamingPipelineServiceClient::new(server.channel().await);
         for opening in [Some(stream_requests(0).remove(0)), None] {
@@ -468,5 +487,57 @@ fn an_idle_stream_ends_and_frees_its_slot() {
             last = response.response;
         }
         assert!(matches!(last, Some(StreamResp::Closed(_))), "{last:?}");
+    });
+}
+
+/// A TCP connection that never speaks is closed after the handshake timeout; past
+/// `max_connections` a connection is closed at once; a real client is served once the
+/// silent ones are gone.
+#[test]
+fn silent_connections_time_out_and_the_cap_refuses_the_rest() {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    let caps = Caps {
+        max_connections: 2,
+        handshake_timeout: Duration::from_millis(300),
+        ..Caps::default()
+    };
+    let server = TestServer::with(None, 4, caps);
+    let silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // Both slots are taken (the server has accepted them) before the third comes.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = TcpStream::connect(server.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let refused = third.read(&mut [0u8; 16]);
+    assert!(matches!(refused, Ok(0)) || refused.is_err(), "{refused:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once"
+    );
+    for mut socket in silent {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        // The server answers the client preface it never got with nothing, or its own
+        // settings frame, and then closes: read until the end.
+        let closed = loop {
+            match socket.read(&mut buf) {
+                Ok(0) | Err(_) => break started.elapsed(),
+                Ok(_) => continue,
+            }
+        };
+        assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+    }
+    block_on(async {
+        let mut client = PipelineExecutionServiceClient::new(server.channel().await);
+        client.get_version(VersionRequest::default()).await.unwrap();
     });
 }

@@ -55,7 +55,8 @@ impl Planner for PyPlanner {
 /// `file_dirs` are the directories `DataBuffer.file` references may be read from.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
-                    max_payload, metrics_every, file_dirs, idle_timeout, on_bound))]
+                    max_payload, metrics_every, file_dirs, idle_timeout, max_connections,
+                    handshake_timeout, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -70,12 +71,19 @@ pub fn serve(
     metrics_every: u64,
     file_dirs: Vec<std::path::PathBuf>,
     idle_timeout: f64,
+    max_connections: usize,
+    handshake_timeout: f64,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
-    if !(idle_timeout.is_finite() && idle_timeout > 0.0) {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "idle_timeout must be a positive number of seconds",
-        ));
+    for (name, secs) in [
+        ("idle_timeout", idle_timeout),
+        ("handshake_timeout", handshake_timeout),
+    ] {
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "{name} must be a positive number of seconds"
+            )));
+        }
     }
     let planner = Arc::new(PyPlanner { plan, node_types });
     let cfg = ServerConfig {
@@ -90,6 +98,8 @@ pub fn serve(
         metrics_every,
         file_dirs,
         idle_timeout: std::time::Duration::from_secs_f64(idle_timeout),
+        max_connections,
+        handshake_timeout: std::time::Duration::from_secs_f64(handshake_timeout),
     };
     without_gil(py, |gate| {
         let mut bound = |addr: std::net::SocketAddr| {
