@@ -100,6 +100,55 @@ def test_entry_points_and_config_modules_register_nodes(
         sys.modules.pop("plugin_nodes", None)
 
 
+def test_threads_that_ask_the_registry_first_all_wait_for_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`zerohop serve` plans concurrent streams on several threads: each must see every
+    node type, not the ones loaded so far by whichever thread began discovery (the
+    second of two streams opened at once got "unknown node type")."""
+    import threading
+
+    (tmp_path / "slow_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+            from zerohop import MultiprocessNode, register_node
+
+            time.sleep(0.5)  # a plugin with heavy imports
+
+            @register_node
+            class SlowPluginNode(MultiprocessNode):
+                pass
+            """
+        )
+    )
+    config = tmp_path / "runtime.toml"
+    config.write_text('[nodes]\nmodules = ["slow_plugin"]\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ZEROHOP_CONFIG", str(config))
+    monkeypatch.setattr(registry_module, "_discovered", False)
+    start = threading.Barrier(4)
+    found: list[object] = []
+
+    def ask() -> None:
+        start.wait(30)
+        try:
+            found.append(zerohop.node_class("SlowPluginNode").__name__)
+        except UnknownNodeTypeError as err:
+            found.append(err)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        registry_module._registry.pop("SlowPluginNode", None)
+        sys.modules.pop("slow_plugin", None)
+    assert found == ["SlowPluginNode"] * 4, found
+
+
 def test_zerohops_own_nodes_are_declared_as_entry_points() -> None:
     """The registry finds zerohop's nodes as it finds any plugin's: every node class of
     zerohop.nodes is declared in the installed entry points under its node type, and

@@ -66,6 +66,8 @@ N = TypeVar("N", bound=type[MultiprocessNode])
 _registry: dict[str, type[MultiprocessNode]] = {}
 _registry_lock = threading.Lock()
 _discovered = False
+_discovering = False  # set while _discover loads, on the thread holding the lock
+_discovery_lock = threading.RLock()
 
 
 @overload
@@ -121,12 +123,25 @@ def use_modules(modules: tuple[str, ...]) -> None:
 
 
 def _discover() -> None:
-    """Loads the entry points and runtime.toml modules, once."""
-    global _discovered
+    """Loads the entry points and runtime.toml modules, once. Other threads wait until
+    it is done (the server plans several streams at once: a thread that went ahead
+    would find a node type missing); a module imported here that asks the registry
+    again, on this thread, sees what is loaded so far."""
+    global _discovered, _discovering
     if _discovered:
         return
-    _discovered = True
+    with _discovery_lock:
+        if _discovered or _discovering:
+            return
+        _discovering = True
+        try:
+            _load_node_modules()
+        finally:
+            _discovering = False
+            _discovered = True
 
+
+def _load_node_modules() -> None:
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = point.load()
