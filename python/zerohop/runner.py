@@ -87,6 +87,8 @@ class Runner:
         self.node_id: str = spec["node_id"]
         self.stopped = threading.Event()  # the host said stop; waited on when idle
         self.waiting = False  # the main thread is blocked in a channel wait
+        #: ``with runner.waiting_on_channel:`` marks a blocking channel operation.
+        self.waiting_on_channel = _ChannelWait(self)
         self.loop: NodeLoop | None = None
         self.initializing = True
         self.last_progress: tuple[float | None, str] = (None, "starting")
@@ -167,18 +169,6 @@ class Runner:
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
         if self.stopped.is_set() and self.waiting:
             raise Stopped
-
-    @contextlib.contextmanager
-    def waiting_on_channel(self) -> Iterator[None]:
-        """Marks a blocking channel operation: a stop request interrupts it (a send
-        blocked by a slow or dead receiver must still give way to a stop)."""
-        self.waiting = True
-        try:
-            if self.stopped.is_set():
-                raise Stopped
-            yield
-        finally:
-            self.waiting = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -283,6 +273,28 @@ class Runner:
         self.control.send({"type": "stopped"})
 
 
+class _ChannelWait:
+    """Marks a blocking channel operation: a stop request interrupts it (a send blocked
+    by a slow or dead receiver must still give way to a stop). One per runner, entered
+    around every channel wait, so it is a plain object, not a generator context."""
+
+    __slots__ = ("runner",)
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def __enter__(self) -> None:
+        runner = self.runner
+        runner.waiting = True
+        if runner.stopped.is_set():
+            # The stop came first (or SIGUSR1 raises here): __exit__ will not run.
+            runner.waiting = False
+            raise Stopped
+
+    def __exit__(self, *exc: object) -> None:
+        self.runner.waiting = False
+
+
 class _ShmOutput:
     """An edge of the node loop on a shared-memory channel."""
 
@@ -291,7 +303,7 @@ class _ShmOutput:
         self.runner = runner
 
     def send(self, frame: Frame, first: bool) -> None:
-        with self.runner.waiting_on_channel():
+        with self.runner.waiting_on_channel:
             raw = frame.raw
             if first or raw is None:
                 self.sender.send(frame)
@@ -301,11 +313,11 @@ class _ShmOutput:
                 self.sender._ends().send_frame(raw, meta=frame._meta_for_send())
 
     def end(self) -> None:
-        with self.runner.waiting_on_channel():
+        with self.runner.waiting_on_channel:
             self.sender.send_end_of_stream()
 
     def flush(self) -> None:
-        with self.runner.waiting_on_channel():
+        with self.runner.waiting_on_channel:
             self.sender.flush()
 
 
@@ -322,7 +334,7 @@ def _shm_inputs(inputs: list[tuple[str, channel.Receiver]], runner: Runner) -> I
     try:
         while open_inputs:
             ready: list[tuple[int, Any]]
-            with runner.waiting_on_channel():
+            with runner.waiting_on_channel:
                 if selector is None:
                     ((key, (_, rx)),) = open_inputs.items()
                     try:
