@@ -62,6 +62,8 @@ pub struct Session {
     ended: Mutex<Vec<bool>>,
     next_output: Mutex<usize>,
     inputs_closed: AtomicBool,
+    /// Set by `close`: a channel that closes after it was closed by us, not by a node.
+    closing: AtomicBool,
     max_payload: usize,
 }
 
@@ -247,6 +249,7 @@ impl Session {
             ended: Mutex::new(vec![false; outputs_len]),
             next_output: Mutex::new(0),
             inputs_closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             max_payload: cfg.channel.max_payload,
         })
     }
@@ -350,10 +353,12 @@ impl Session {
     }
 
     /// A session channel closed under us: a node is gone, and the supervisor is about
-    /// to report why. Returns that failure (waiting for it briefly), else `err`.
+    /// to report why. Returns that failure (waiting for it briefly), else `err`. A
+    /// channel of a session being closed needs no explanation: a thread still sending
+    /// into it (a gRPC stream's feeder after a cancel) must not wait for one.
     pub fn explain_closed(&self, err: Error) -> Error {
         let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && !self.closing.load(Ordering::Acquire) {
             if let Err(failure) = self.check() {
                 return failure;
             }
@@ -430,6 +435,7 @@ impl Session {
             // channel ends leak when dropped (see `fork.rs`).
             return;
         }
+        self.closing.store(true, Ordering::Release);
         self.inputs_closed.store(true, Ordering::Release);
         // Host outputs first: a node's sender that still holds undelivered output lingers
         // until its receiver is gone, so the host must not keep it while it waits for

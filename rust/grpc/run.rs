@@ -26,6 +26,8 @@ pub struct Context {
     pub file_dirs: Arc<[PathBuf]>,
     /// A stream whose client sends nothing for this long ends (`server.idle_timeout_secs`).
     pub idle_timeout: std::time::Duration,
+    /// Bytes a stream may queue in each direction (`server.max_buffered_bytes_per_stream`).
+    pub max_buffered: usize,
 }
 
 impl Context {
@@ -48,7 +50,16 @@ pub struct Intake {
 pub struct Running {
     pub session: Arc<Session>,
     pub intake: Intake,
-    _ticket: Ticket,
+    ticket: Arc<Ticket>,
+}
+
+impl Running {
+    /// The session's share of the caps, for a thread that holds the session past this
+    /// `Running` (a stream's feeder): the server counts the session until it is gone
+    /// too, and waits for it when it shuts down.
+    pub fn ticket(&self) -> Arc<Ticket> {
+        Arc::clone(&self.ticket)
+    }
 }
 
 impl Drop for Running {
@@ -84,7 +95,7 @@ pub fn start(
     Ok(Running {
         session: Arc::new(session),
         intake,
-        _ticket: ticket,
+        ticket: Arc::new(ticket),
     })
 }
 
