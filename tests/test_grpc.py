@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from remotemedia import Server, node_pids, start_server, stop_server, wait_until
 
 import zerohop
-from zerohop._proto import execution_pb2, streaming_pb2
+from zerohop._proto import common_pb2, execution_pb2, streaming_pb2
 from zerohop.client import (
     AsyncClient,
     Client,
@@ -586,6 +586,135 @@ def test_a_client_that_neither_reads_nor_sends_loses_its_session(tmp_path: Path)
     finally:
         hold.set()
         client.channel.close()
+        stop_server(proc)
+
+
+def _anon_mib(pid: int) -> float:
+    """The private (anonymous) resident memory of ``pid``, in MiB: what a queue of
+    frames held by the server takes (shared-memory pages are the pipeline's own)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssAnon")
+
+
+def _raw_stream(channel: grpc.Channel) -> Any:
+    return channel.stream_stream(
+        "/remotemedia.v1.StreamingPipelineService/StreamPipeline",
+        request_serializer=streaming_pb2.StreamRequest.SerializeToString,
+        response_deserializer=streaming_pb2.StreamResponse.FromString,
+    )
+
+
+def test_streams_that_do_not_read_hold_a_bounded_number_of_bytes(tmp_path: Path) -> None:
+    """`[server] max_buffered_bytes_per_stream`: 10 streams whose clients never read,
+    each sending one 32 MiB frame into a node that answers with 20 copies. The server
+    queues their results by bytes, not by count (it held ~50 frames, 1.7 GB, for one
+    such stream): each stream holds its budget (one 32 MiB frame, as the frame is
+    larger than the 16 MiB default) plus what tonic and HTTP/2 hold while sending one
+    message and after decoding one — 4 to 5 frames measured. Bound stated here: 6
+    frames a stream over the server's memory before, and no growth once they wait."""
+    from remotemedia import pipeline
+
+    (tmp_path / "runtime.toml").write_text("[channel]\ncapacity = 4\n")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    frame = 32 << 20
+    hold = threading.Event()
+    init = streaming_pb2.StreamInit(manifest=pipeline([("rep", "Repeat", {"times": 20})]))
+    chunk = streaming_pb2.DataChunk(
+        node_id="rep",
+        buffer=common_pb2.DataBuffer(binary=common_pb2.BinaryBuffer(data=b"x" * frame)),
+    )
+
+    def requests() -> Iterator[streaming_pb2.StreamRequest]:
+        yield streaming_pb2.StreamRequest(init=init)
+        yield streaming_pb2.StreamRequest(data_chunk=chunk)
+        hold.wait(120)
+
+    channel = grpc.insecure_channel(
+        srv.address, options=[("grpc.max_send_message_length", 64 << 20)]
+    )
+    try:
+        with Client(srv.address) as client:  # the server is warm: its own memory first
+            assert client.version().node_types
+        before = _anon_mib(srv.pid)
+        calls = [_raw_stream(channel)(requests(), timeout=120) for _ in range(10)]
+        assert wait_until(lambda: len(node_pids(srv)) == 10, 60.0) is not None
+
+        # Settled: the queues are full and every pipeline waits.
+        def settled() -> bool:
+            first = _anon_mib(srv.pid)
+            time.sleep(1.0)
+            return abs(_anon_mib(srv.pid) - first) < 1
+
+        assert wait_until(settled, 60.0) is not None
+        held = _anon_mib(srv.pid) - before
+        time.sleep(2.0)
+        later = _anon_mib(srv.pid) - before
+        bound = 10 * 6 * frame / (1 << 20)
+        print(f"10 non-reading streams of 32 MiB frames: the server holds {held:.0f} MiB")
+        assert held < bound, f"10 non-reading streams hold {held:.0f} MiB (bound {bound:.0f})"
+        assert later < held + 32, f"still growing: {held:.0f} then {later:.0f} MiB"
+        for call in calls:
+            call.cancel()
+        assert wait_until(lambda: not node_pids(srv), 30.0) is not None
+    finally:
+        hold.set()
+        channel.close()
+        stop_server(proc)
+
+
+def test_a_client_sending_ahead_of_its_pipeline_is_held_back_by_bytes(tmp_path: Path) -> None:
+    """The input side of the same budget: a client sends 8 MiB chunks as fast as it can
+    into a pipeline that takes one a second. The server reads no more than its budget
+    ahead (16 MiB: two chunks) plus the chunk being decoded and the one being sent into
+    the pipeline; HTTP/2 flow control holds the client back (it queued 16 chunks,
+    whatever their size). Bound stated: 10 chunks over the server's memory before
+    (7 to 8 measured: the allocator keeps freed blocks of this size for reuse)."""
+    from remotemedia import pipeline
+
+    (tmp_path / "runtime.toml").write_text(
+        '[channel]\ncapacity = 1\n[nodes]\nmodules = ["zerohop.testing"]\n'
+    )
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    size = 8 << 20
+    sent = itertools.count()
+    init = streaming_pb2.StreamInit(manifest=pipeline([("slow", "Slow", {"ms": 1000})]))
+    chunk = streaming_pb2.DataChunk(
+        node_id="slow",
+        buffer=common_pb2.DataBuffer(binary=common_pb2.BinaryBuffer(data=b"x" * size)),
+    )
+    stop = threading.Event()
+
+    def requests() -> Iterator[streaming_pb2.StreamRequest]:
+        yield streaming_pb2.StreamRequest(init=init)
+        while not stop.is_set():
+            next(sent)
+            yield streaming_pb2.StreamRequest(data_chunk=chunk)
+
+    channel = grpc.insecure_channel(
+        srv.address, options=[("grpc.max_send_message_length", 64 << 20)]
+    )
+    try:
+        with Client(srv.address) as client:
+            assert client.version().node_types
+        before = _anon_mib(srv.pid)
+        call = _raw_stream(channel)(requests(), timeout=120)
+        assert wait_until(lambda: len(node_pids(srv)) == 1, 60.0) is not None
+        time.sleep(4.0)
+        held = _anon_mib(srv.pid) - before
+        bound = 10 * size / (1 << 20)
+        assert held < bound, f"the server read {held:.0f} MiB ahead (bound {bound:.0f})"
+        # The client was held back: a handful of chunks in, not as many as it could.
+        assert next(sent) < 40
+        time.sleep(3.0)
+        later = _anon_mib(srv.pid) - before
+        assert later < bound, f"still growing: {held:.0f} then {later:.0f} MiB"
+        call.cancel()
+        assert wait_until(lambda: not node_pids(srv), 30.0) is not None
+    finally:
+        stop.set()
+        channel.close()
         stop_server(proc)
 
 

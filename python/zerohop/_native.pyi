@@ -273,6 +273,7 @@ def serve(
     idle_timeout: float,
     max_connections: int,
     handshake_timeout: float,
+    max_buffered_bytes_per_stream: int,
     on_bound: Callable[[str], None],
 ) -> None: ...
 

@@ -178,6 +178,10 @@ class ServerConfig(_Section):
     #: A connection that sends nothing for this many seconds after it is accepted (one
     #: that never speaks HTTP/2) is closed.
     handshake_timeout_secs: float = Field(10.0, gt=0, le=3600)
+    #: Bytes a stream may hold in each direction: results its client has not read yet,
+    #: chunks its pipeline has not taken yet. Past it the pipeline (or the client)
+    #: waits; nothing is dropped. One message larger than this passes alone.
+    max_buffered_bytes_per_stream: int = Field(16 << 20, ge=1, le=(1 << 32) - 1)
 
 
 class RuntimeConfig(_Section):

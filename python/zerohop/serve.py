@@ -102,4 +102,5 @@ def serve(
         idle_timeout=cfg.server.idle_timeout_secs,
         max_connections=cfg.server.max_connections,
         handshake_timeout=cfg.server.handshake_timeout_secs,
+        max_buffered_bytes_per_stream=cfg.server.max_buffered_bytes_per_stream,
     )

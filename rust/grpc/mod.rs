@@ -6,6 +6,7 @@
 //! threads, and channels carry requests and responses between them and the runtime.
 
 mod batch;
+mod budget;
 mod connections;
 pub mod convert;
 mod deadline;

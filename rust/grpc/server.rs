@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{oneshot, Notify};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::batch::execute;
+use super::budget;
 use super::connections::Incoming;
 use super::convert::file_roots;
 use super::deadline::Deadline;
@@ -37,8 +37,6 @@ use crate::executor::Interrupt;
 
 /// Room for the protobuf framing around the largest payload.
 const MESSAGE_HEADROOM: usize = 1 << 20;
-/// Responses a stream may queue for a slow client before its session waits.
-const QUEUED_RESPONSES: usize = 32;
 /// HTTP/2 flow control windows. h2 closes a connection whose peer makes it buffer too
 /// many small DATA frames (a budget of half the connection window, charged ~256 bytes
 /// per small frame): a client streaming tiny messages faster than its pipeline runs
@@ -64,6 +62,9 @@ pub struct ServerConfig {
     pub file_dirs: Vec<PathBuf>,
     /// A stream whose client sends nothing for this long ends (`Error::Idle`).
     pub idle_timeout: Duration,
+    /// Bytes a stream may queue in each direction: responses its client has not read,
+    /// chunks its pipeline has not taken (see `budget`).
+    pub max_buffered_bytes_per_stream: usize,
     /// Connections open at once; more are closed as they come (see `connections`).
     pub max_connections: usize,
     /// A connection that sends no byte for this long after it is accepted is closed.
@@ -87,6 +88,7 @@ impl Service {
                 metrics_every: cfg.metrics_every,
                 file_dirs: file_roots(&cfg.file_dirs).into(),
                 idle_timeout: cfg.idle_timeout,
+                max_buffered: cfg.max_buffered_bytes_per_stream,
             }),
             token: cfg.token.map(Into::into),
         }
@@ -218,7 +220,7 @@ impl PipelineExecutionService for Service {
 
 #[tonic::async_trait]
 impl StreamingPipelineService for Service {
-    type StreamPipelineStream = ReceiverStream<std::result::Result<StreamResponse, Status>>;
+    type StreamPipelineStream = budget::Receiver<std::result::Result<StreamResponse, Status>>;
 
     async fn stream_pipeline(
         &self,
@@ -226,9 +228,9 @@ impl StreamingPipelineService for Service {
     ) -> std::result::Result<Response<Self::StreamPipelineStream>, Status> {
         self.authorize(request.metadata())?;
         refuse_when_stopping(&self.ctx)?;
-        let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
+        let (tx, rx) = budget::channel(self.ctx.max_buffered);
         let warnings = stream::open(Arc::clone(&self.ctx), request.into_inner(), tx).await;
-        let mut response = Response::new(ReceiverStream::new(rx));
+        let mut response = Response::new(rx);
         if let Some(value) = warnings_header(&warnings).and_then(|v| v.parse().ok()) {
             response.metadata_mut().insert(WARNINGS_METADATA, value);
         }

@@ -24,11 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tonic::{Status, Streaming};
 
 use super::batch::{kind, node_metrics};
+use super::budget::{self, Slot};
 use super::plan::Plan;
 use super::proto::ChunkResult;
 use super::proto::{
@@ -40,11 +42,17 @@ use super::run::{output_buffer, plan, route, send, start, Context, Intake, Runni
 use super::status::{as_status, error_response, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Event, Output, Session};
+use crate::frame::payload;
 
-pub type Responses = mpsc::Sender<std::result::Result<StreamResponse, Status>>;
+type Reply = std::result::Result<StreamResponse, Status>;
 
-/// Chunks the reader has queued for the feeder; a few are enough to keep it busy.
-const QUEUED_CHUNKS: usize = 16;
+/// A stream's responses on their way to the client, at most
+/// `[server] max_buffered_bytes_per_stream` of them (see `budget`).
+pub type Responses = budget::Sender<Reply>;
+
+/// Bytes a response takes besides the payload of the frame it carries (its label,
+/// metadata and counters), reserved before the frame is copied out of shared memory.
+const RESULT_OVERHEAD: usize = 1 << 10;
 
 /// How often a thread waiting for room in a client's response queue checks whether it
 /// should stop waiting.
@@ -163,32 +171,49 @@ fn items(buffer: &DataBuffer) -> u64 {
     }
 }
 
-/// Queues `item` for the client from a blocking thread, waiting while the client's queue
-/// is full — but never past `interrupt` failing (checked every 50 ms): a client that
-/// stops reading must not pin the thread, and with it the session, once it is
-/// cancelled, gone, failed or idle. (`blocking_send` waited for room for ever.)
-fn push(
+/// The bytes a response occupies in the queue.
+fn size(item: &Reply) -> usize {
+    match item {
+        Ok(response) => response.encoded_len(),
+        Err(status) => status.message().len(),
+    }
+}
+
+/// Reserves room for a response of `bytes` from a blocking thread, waiting while the
+/// client's queue is full — but never past `interrupt` failing (checked every 50 ms): a
+/// client that stops reading must not pin the thread, and with it the session, once
+/// it is cancelled, gone, failed or idle.
+fn room(
     runtime: &Handle,
     tx: &Responses,
-    item: std::result::Result<StreamResponse, Status>,
+    bytes: usize,
     interrupt: &dyn Fn() -> Result<()>,
-) -> Result<()> {
+) -> Result<Slot<Reply>> {
     loop {
         // The timer is made inside `block_on`, where the runtime is entered (the feeder
         // is a plain thread).
-        let room = runtime.block_on(async { tokio::time::timeout(ROOM_POLL, tx.reserve()).await });
+        let room =
+            runtime.block_on(async { tokio::time::timeout(ROOM_POLL, tx.reserve(bytes)).await });
         match room {
-            Ok(Ok(permit)) => {
-                permit.send(item);
-                return Ok(());
-            }
-            Ok(Err(_)) => return Err(Error::Interrupted), // the client is gone
+            Ok(Ok(slot)) => return Ok(slot),
+            Ok(Err(budget::Closed)) => return Err(Error::Interrupted), // the client is gone
             Err(_) => interrupt()?,
         }
     }
 }
 
-fn respond(response: Response) -> std::result::Result<StreamResponse, Status> {
+/// Queues `item` for the client once there is room (see [`room`]).
+fn push(
+    runtime: &Handle,
+    tx: &Responses,
+    item: Reply,
+    interrupt: &dyn Fn() -> Result<()>,
+) -> Result<()> {
+    room(runtime, tx, size(&item), interrupt)?.send(item);
+    Ok(())
+}
+
+fn respond(response: Response) -> Reply {
     Ok(StreamResponse {
         response: Some(response),
     })
@@ -246,10 +271,10 @@ pub async fn open(
 /// Ends a stream before it has a session: its `ErrorResponse`, then the status that
 /// goes with the error, if any.
 async fn refuse(tx: &Responses, err: Error) {
-    let response = error_response(&err, None, Dialect::default());
-    let _ = tx.send(respond(Response::Error(response))).await;
+    let response = respond(Response::Error(error_response(&err, None, Dialect::default())));
+    let _ = tx.send(response, 0).await;
     if let Some(status) = as_status(&err) {
-        let _ = tx.send(Err(status)).await;
+        let _ = tx.send(Err(status), 0).await;
     }
 }
 
@@ -262,7 +287,8 @@ async fn serve(
     planned: Result<Plan>,
 ) {
     let state = Arc::new(StreamState::default());
-    let (chunks, queued) = mpsc::channel(QUEUED_CHUNKS);
+    // What the client sent ahead of its pipeline, bounded as its responses are.
+    let (chunks, queued) = budget::channel(ctx.max_buffered);
     let (done, mut finished) = oneshot::channel::<()>();
     {
         let (ctx, state) = (Arc::clone(&ctx), Arc::clone(&state));
@@ -286,7 +312,7 @@ async fn serve(
             Ok(Some(StreamRequest { request })) => request,
             // The client half-closed: it has sent everything.
             Ok(None) => {
-                let _ = chunks.send(Input::End).await;
+                let _ = chunks.send(Input::End, 0).await;
                 return;
             }
             // A message over the size limit (tonic refuses to decode it).
@@ -303,21 +329,28 @@ async fn serve(
                 return;
             }
         };
-        let input = match request {
-            Some(Request::DataChunk(chunk)) => Input::Chunk(Box::new(chunk)),
+        let (input, bytes) = match request {
+            Some(Request::DataChunk(chunk)) => {
+                let bytes = chunk.encoded_len();
+                (Input::Chunk(Box::new(chunk)), bytes)
+            }
             #[allow(deprecated)] // still sent by older clients
-            Some(Request::AudioChunk(audio)) => Input::Chunk(Box::new(DataChunk {
-                node_id: audio.node_id,
-                buffer: audio.buffer.map(|buffer| DataBuffer {
-                    data_type: Some(super::proto::data_buffer::DataType::Audio(buffer)),
-                    metadata: Default::default(),
-                }),
-                named_buffers: HashMap::new(),
-                sequence: audio.sequence,
-                timestamp_ms: audio.timestamp_ms,
-            })),
+            Some(Request::AudioChunk(audio)) => {
+                let bytes = audio.encoded_len();
+                let chunk = DataChunk {
+                    node_id: audio.node_id,
+                    buffer: audio.buffer.map(|buffer| DataBuffer {
+                        data_type: Some(super::proto::data_buffer::DataType::Audio(buffer)),
+                        metadata: Default::default(),
+                    }),
+                    named_buffers: HashMap::new(),
+                    sequence: audio.sequence,
+                    timestamp_ms: audio.timestamp_ms,
+                };
+                (Input::Chunk(Box::new(chunk)), bytes)
+            }
             Some(Request::Control(control)) => match Command::try_from(control.command) {
-                Ok(Command::Close) => Input::End,
+                Ok(Command::Close) => (Input::End, 0),
                 Ok(Command::Cancel) => {
                     state.cancelled.store(true, Ordering::Release);
                     return;
@@ -334,7 +367,9 @@ async fn serve(
             None => continue,
         };
         let end = matches!(input, Input::End);
-        if chunks.send(input).await.is_err() || end {
+        // While the feeder is behind by the budget, the client's messages stay unread
+        // and HTTP/2 flow control holds it back.
+        if chunks.send(input, bytes).await.is_err() || end {
             return;
         }
     }
@@ -359,7 +394,7 @@ fn drive(
     ctx: &Arc<Context>,
     init: StreamInit,
     planned: Result<Plan>,
-    queued: mpsc::Receiver<Input>,
+    queued: budget::Receiver<Input>,
     tx: &Responses,
     state: &Arc<StreamState>,
 ) {
@@ -419,7 +454,7 @@ fn run(
     ctx: &Arc<Context>,
     init: &StreamInit,
     plan: Plan,
-    queued: mpsc::Receiver<Input>,
+    queued: budget::Receiver<Input>,
     tx: &Responses,
     state: &Arc<StreamState>,
     interrupt: &dyn Fn() -> Result<()>,
@@ -465,16 +500,20 @@ fn run(
                 header,
                 sample,
             } => {
+                // Room first: a client that does not read keeps the frame in shared
+                // memory (holding its pipeline back), not a copy here.
+                let bytes = payload(&sample, &header).len() + RESULT_OVERHEAD;
+                let slot = room(&runtime, tx, bytes, interrupt)?;
                 let (label, buffer) = output_buffer(session, output, &header, &sample);
                 drop(sample);
                 *data_type_breakdown.entry(kind(&buffer).into()).or_insert(0) += 1;
                 let processing_time_ms = state.since_last_input_ms();
-                reply(Response::Result(ChunkResult {
+                slot.send(respond(Response::Result(ChunkResult {
                     sequence: header.sequence,
                     data_outputs: HashMap::from([(label, buffer)]),
                     processing_time_ms,
                     total_items_processed: state.items_in.load(Ordering::Acquire),
-                }))?;
+                })));
                 state.result_sent(processing_time_ms);
             }
             Output::Event(_) => {}
@@ -524,12 +563,13 @@ fn progress(event: Event) -> Option<InitProgress> {
 fn feed_in_background(
     running: &Running,
     init: &StreamInit,
-    mut queued: mpsc::Receiver<Input>,
+    mut queued: budget::Receiver<Input>,
     state: Arc<StreamState>,
     tx: Responses,
     ctx: Arc<Context>,
 ) -> Result<()> {
     let session = Arc::clone(&running.session);
+    let ticket = running.ticket();
     let intake = running.intake.clone();
     let metrics_every = ctx.metrics_every;
     let initial = init.data_inputs.clone();
@@ -596,6 +636,9 @@ fn feed_in_background(
                 Ok(Err(err)) => state.fail(err),
                 Err(_) => state.fail(Error::Config("the stream's feeder failed".into())),
             }
+            // The session's channels go first, then its share of the caps.
+            drop(session);
+            drop(ticket);
         })
         .map(|_| ())
         .map_err(|e| Error::Spawn {

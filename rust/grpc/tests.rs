@@ -171,12 +171,12 @@ fn admission_enforces_the_caps_and_gives_back_on_drop() {
     assert_eq!(admission.sessions(), 1);
 }
 
-/// A server on a free loopback port, stopped when dropped.
 /// The server's per-connection and per-stream deadlines and caps.
 struct Caps {
     idle_timeout: Duration,
     max_connections: usize,
     handshake_timeout: Duration,
+    max_buffered: usize,
 }
 
 impl Default for Caps {
@@ -185,10 +185,12 @@ impl Default for Caps {
             idle_timeout: Duration::from_secs(60),
             max_connections: 64,
             handshake_timeout: Duration::from_secs(10),
+            max_buffered: 16 << 20,
         }
     }
 }
 
+/// A server on a free loopback port, stopped when dropped.
 struct TestServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -217,6 +219,7 @@ impl TestServer {
             idle_timeout: caps.idle_timeout,
             max_connections: caps.max_connections,
             handshake_timeout: caps.handshake_timeout,
+            max_buffered_bytes_per_stream: caps.max_buffered,
         };
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {

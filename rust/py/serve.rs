@@ -56,7 +56,7 @@ impl Planner for PyPlanner {
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
                     max_payload, metrics_every, file_dirs, idle_timeout, max_connections,
-                    handshake_timeout, on_bound))]
+                    handshake_timeout, max_buffered_bytes_per_stream, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -73,6 +73,7 @@ pub fn serve(
     idle_timeout: f64,
     max_connections: usize,
     handshake_timeout: f64,
+    max_buffered_bytes_per_stream: usize,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
     for (name, secs) in [
@@ -100,6 +101,7 @@ pub fn serve(
         idle_timeout: std::time::Duration::from_secs_f64(idle_timeout),
         max_connections,
         handshake_timeout: std::time::Duration::from_secs_f64(handshake_timeout),
+        max_buffered_bytes_per_stream,
     };
     without_gil(py, |gate| {
         let mut bound = |addr: std::net::SocketAddr| {
