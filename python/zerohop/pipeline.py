@@ -199,6 +199,7 @@ class Pipeline:
         self.name = name
         self.executor: Executor = executor
         self._nodes: list[_NodeEntry] = []
+        self._node_ids: set[str] = set()  # the ids in _nodes, for the duplicate check
         self._edges: list[_Edge] = []
         self._imports = _Imports()
         #: Validated graphs by executor, until the next node or connection.
@@ -261,7 +262,7 @@ class Pipeline:
         if on_error not in ("fail", "skip"):
             raise ConfigError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
         path = f"nodes[{len(self._nodes)}]"
-        if any(n.id == node_id for n in self._nodes):
+        if node_id in self._node_ids:
             raise ManifestError(
                 f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id
             )
@@ -330,6 +331,7 @@ class Pipeline:
             )
         entry.params = stored
         self._nodes.append(entry)
+        self._node_ids.add(node_id)
         self._validated.clear()
         return self
 
