@@ -802,6 +802,27 @@ def test_the_server_caps_processes_by_default(tmp_path: Path) -> None:
         stop_server(proc)
 
 
+def test_the_server_caps_nodes_per_session_by_default(tmp_path: Path) -> None:
+    """Unconfigured, a session has at most 256 nodes, native ones too (they cost fds
+    and shared memory, not processes): one request naming 300 PassThrough nodes is
+    refused naming the setting, and the next one is served."""
+    (tmp_path / "runtime.toml").write_text("")
+    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    try:
+        with Client(srv.address) as client:
+            many = manifest(*((f"n{i}", "PassThrough", {}) for i in range(300)))
+            with pytest.raises(RemoteError) as info:
+                client.execute(many, {"n0": zerohop.Text("x")})
+            assert info.value.status == "RESOURCE_EXHAUSTED"
+            assert "has 300 nodes" in str(info.value)
+            assert "allows 256 in one session (server.max_nodes_per_session)" in str(info.value)
+            fits = manifest(*((f"n{i}", "PassThrough", {}) for i in range(256)))
+            out = client.execute(fits, {"n0": zerohop.Text("x")})
+            assert out["n255"].text == "x"  # type: ignore[attr-defined]
+    finally:
+        stop_server(proc)
+
+
 def test_server_process_cap_is_resource_exhausted(tmp_path: Path) -> None:
     (tmp_path / "runtime.toml").write_text("[server]\nmax_processes = 2\n")
     proc, srv = start_server(tmp_path / "runtime.toml", None)

@@ -267,6 +267,7 @@ def serve(
     token: str | None,
     max_sessions: int,
     max_processes: int,
+    max_nodes_per_session: int,
     max_payload: int,
     metrics_every: int,
     file_dirs: Sequence[str],

@@ -165,6 +165,10 @@ class ServerConfig(_Section):
     #: :data:`PROCESSES_PER_CORE` per CPU core: one request naming 60 Python nodes must
     #: not start 60 interpreters on a small machine.
     max_processes: int = Field(default_factory=lambda: default_process_cap(), ge=0)
+    #: Nodes, native or Python, in one session (0: unlimited). A native node costs no
+    #: process but file descriptors and shared memory: one request naming thousands
+    #: must not take what every other session needs.
+    max_nodes_per_session: int = Field(256, ge=0)
     #: A stream gets a ``StreamMetrics`` message after every this many chunks (0: never).
     stream_metrics_every: int = Field(10, ge=0)
     #: A stream whose client sends nothing for this many seconds ends

@@ -95,6 +95,7 @@ def serve(
         token=token or None,
         max_sessions=cfg.server.max_sessions,
         max_processes=cfg.server.max_processes,
+        max_nodes_per_session=cfg.server.max_nodes_per_session,
         max_payload=cfg.channel.max_payload_bytes,
         metrics_every=cfg.server.stream_metrics_every,
         on_bound=on_bound or (lambda address: None),

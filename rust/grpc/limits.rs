@@ -1,5 +1,11 @@
 //! Server-wide caps (runtime.toml `[server]`) that no manifest can raise: concurrent
-//! sessions, node processes over all sessions, and the payload size of one frame.
+//! sessions, node processes over all sessions, nodes in one session, and the payload
+//! size of one frame.
+//!
+//! Nodes per session are capped apart from processes: a native node costs no process
+//! but about 1.4 file descriptors and its channels' shared memory, so one request
+//! naming 4000 native nodes held 5,500 fds and 650 MB, and two of them made other
+//! sessions fail to open their channels.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +17,8 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Node processes over all sessions; 0 = unlimited.
     pub max_processes: usize,
+    /// Nodes (native and Python) in one session; 0 = unlimited.
+    pub max_nodes_per_session: usize,
     /// Largest payload of one frame, in bytes (also bounds a gRPC message, plus headroom).
     pub max_payload: usize,
 }
@@ -41,9 +49,16 @@ impl Admission {
         })
     }
 
-    /// Admits one more session of `processes` node processes, or fails with
-    /// `ResourceLimit` saying which cap it would exceed.
-    pub fn admit(self: &Arc<Self>, processes: usize) -> Result<Ticket> {
+    /// Admits one more session of `nodes` nodes, `processes` of them node processes,
+    /// or fails with `ResourceLimit` saying which cap it would exceed.
+    pub fn admit(self: &Arc<Self>, nodes: usize, processes: usize) -> Result<Ticket> {
+        let most = self.limits.max_nodes_per_session;
+        if most != 0 && nodes > most {
+            return Err(Error::ResourceLimit(format!(
+                "the pipeline has {nodes} nodes; the server allows {most} in one session \
+                 (server.max_nodes_per_session)"
+            )));
+        }
         let mut usage = self.usage.lock().expect("poisoned");
         if usage.sessions >= self.limits.max_sessions {
             return Err(Error::ResourceLimit(format!(

@@ -90,7 +90,7 @@ pub fn start(
         max_payload: plan.config.channel.max_payload,
         file_dirs: Arc::clone(&ctx.file_dirs),
     };
-    let ticket = ctx.admission.admit(plan.processes())?;
+    let ticket = ctx.admission.admit(plan.graph.nodes.len(), plan.processes())?;
     let session = Session::start(plan.graph, &plan.config, on_event, interrupt)?;
     Ok(Running {
         session: Arc::new(session),

@@ -156,17 +156,21 @@ fn admission_enforces_the_caps_and_gives_back_on_drop() {
     let admission = Admission::new(Limits {
         max_sessions: 2,
         max_processes: 3,
+        max_nodes_per_session: 5,
         max_payload: 1024,
     });
-    let first = admission.admit(2).unwrap();
-    let err = admission.admit(2).err().expect("over the process cap");
+    let err = admission.admit(6, 0).err().expect("over the node cap");
+    assert!(err.to_string().contains("server.max_nodes_per_session"), "{err}");
+    assert_eq!(admission.sessions(), 0);
+    let first = admission.admit(5, 2).unwrap();
+    let err = admission.admit(2, 2).err().expect("over the process cap");
     assert!(err.to_string().contains("server.max_processes"), "{err}");
-    let second = admission.admit(1).unwrap();
-    let err = admission.admit(0).err().expect("over the session cap");
+    let second = admission.admit(1, 1).unwrap();
+    let err = admission.admit(1, 0).err().expect("over the session cap");
     assert!(err.to_string().contains("server.max_sessions"), "{err}");
     drop(first);
     assert_eq!(admission.sessions(), 1);
-    let _third = admission.admit(2).unwrap();
+    let _third = admission.admit(2, 2).unwrap();
     drop(second);
     assert_eq!(admission.sessions(), 1);
 }
@@ -212,6 +216,7 @@ impl TestServer {
             limits: Limits {
                 max_sessions,
                 max_processes: 0,
+                max_nodes_per_session: 0,
                 max_payload: 1 << 20,
             },
             metrics_every: 10,

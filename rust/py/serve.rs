@@ -55,7 +55,7 @@ impl Planner for PyPlanner {
 /// `file_dirs` are the directories `DataBuffer.file` references may be read from.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
-                    max_payload, metrics_every, file_dirs, idle_timeout, max_connections,
+                    max_nodes_per_session, max_payload, metrics_every, file_dirs, idle_timeout, max_connections,
                     handshake_timeout, max_buffered_bytes_per_stream, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
@@ -67,6 +67,7 @@ pub fn serve(
     token: Option<String>,
     max_sessions: usize,
     max_processes: usize,
+    max_nodes_per_session: usize,
     max_payload: usize,
     metrics_every: u64,
     file_dirs: Vec<std::path::PathBuf>,
@@ -94,6 +95,7 @@ pub fn serve(
         limits: Limits {
             max_sessions,
             max_processes,
+            max_nodes_per_session,
             max_payload,
         },
         metrics_every,
