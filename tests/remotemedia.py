@@ -118,9 +118,10 @@ def start_server(
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM; the server exits cleanly and nothing it started outlives it."""
+    """Ctrl-C (SIGTERM would drain, waiting for running sessions); the server exits
+    cleanly and nothing it started outlives it."""
     below = descendants(proc.pid)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0
     assert proc.stdout is not None
     proc.stdout.close()

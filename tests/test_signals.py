@@ -43,9 +43,11 @@ def shm_of(prefix: str) -> list[str]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A runtime.toml with the opt-in slow nodes, and a /dev/shm prefix of its own."""
+    """A runtime.toml with the opt-in slow nodes and a 1 s drain (serve's SIGTERM
+    drains: its never-ending stream is stopped after that), and a /dev/shm prefix of
+    its own."""
     config = tmp_path / "runtime.toml"
-    config.write_text('[nodes]\nmodules = ["zerohop.testing"]\n')
+    config.write_text('[nodes]\nmodules = ["zerohop.testing"]\n[server]\ndrain_timeout_secs = 1\n')
     prefix = f"zs{uuid.uuid4().hex[:8]}_"
     yield {**os.environ, "ZEROHOP_CONFIG": str(config), "ZEROHOP_SHM_PREFIX": prefix}
     # Whatever a failed assertion left is not the next test's leak.

@@ -275,6 +275,8 @@ def serve(
     max_connections: int,
     handshake_timeout: float,
     max_buffered_bytes_per_stream: int,
+    drain_timeout: float,
+    draining: Callable[[], bool],
     on_bound: Callable[[str], None],
 ) -> None: ...
 

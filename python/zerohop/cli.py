@@ -306,19 +306,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
+    import threading
 
     from .serve import serve
 
     token = args.token or os.environ.get("ZEROHOP_TOKEN") or None
+    drain = threading.Event()
 
     def bound(address: str) -> None:
         auth = "bearer token required" if token else "no authentication"
         print(f"zerohop serve: listening on {address} ({auth})", flush=True)
 
+    def drain_on_sigterm(signum: int, frame: Any) -> None:
+        # What an orchestrator's stop sends: drain. The next SIGTERM stops at once.
+        drain.set()
+        signal.signal(signal.SIGTERM, stop_now)
+
+    def stop_now(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    signal.signal(signal.SIGTERM, drain_on_sigterm)
     try:
-        serve(host=args.host, port=args.port, token=token, on_bound=bound)
+        serve(host=args.host, port=args.port, token=token, on_bound=bound, draining=drain.is_set)
     except KeyboardInterrupt:
         print("zerohop serve: stopped", file=sys.stderr)
+        return 0
+    print("zerohop serve: drained and stopped", file=sys.stderr)
     return 0
 
 

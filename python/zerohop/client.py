@@ -498,7 +498,19 @@ class _Responses:
             raise _remote(response.error)
         elif which == "closed":
             self.closed_reason = response.closed.reason
+            if self.closed_reason not in _CLOSED_AS_ASKED:
+                # The server ended the stream early (a drain that timed out): what the
+                # client sent after the last result is lost, so this is no clean end.
+                raise RemoteError(
+                    f"the server closed the stream: {self.closed_reason}",
+                    error_type="UNAVAILABLE",
+                    status="UNAVAILABLE",
+                )
         return []
+
+
+#: StreamClosed reasons of a stream that ended as its client asked.
+_CLOSED_AS_ASKED = frozenset({"completed", "cancelled"})
 
 
 def _methods(channel: Any) -> tuple[Any, Any, Any]:

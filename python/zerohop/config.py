@@ -186,6 +186,10 @@ class ServerConfig(_Section):
     #: chunks its pipeline has not taken yet. Past it the pipeline (or the client)
     #: waits; nothing is dropped. One message larger than this passes alone.
     max_buffered_bytes_per_stream: int = Field(16 << 20, ge=1, le=(1 << 32) - 1)
+    #: SIGTERM drains the server: health turns NOT_SERVING, new calls get UNAVAILABLE,
+    #: and running sessions go on for at most this many seconds before they are
+    #: stopped. A second SIGTERM or Ctrl-C stops at once.
+    drain_timeout_secs: float = Field(30.0, ge=0, le=86_400)
 
 
 class RuntimeConfig(_Section):

@@ -79,11 +79,15 @@ def serve(
     token: str | None = None,
     config: RuntimeConfig | None = None,
     on_bound: Callable[[str], None] | None = None,
+    draining: Callable[[], bool] | None = None,
 ) -> None:
     """Serves until Ctrl-C (``KeyboardInterrupt``) or another exception raised by a
-    signal handler; every session is stopped and its processes gone before it returns.
-    ``host``/``port`` default to ``[server]`` of runtime.toml (port 0: a free port);
-    ``on_bound("host:port")`` is called once connections are accepted."""
+    signal handler, or until a drain ends; every session is stopped and its processes
+    gone before it returns. ``host``/``port`` default to ``[server]`` of runtime.toml
+    (port 0: a free port); ``on_bound("host:port")`` is called once connections are
+    accepted. Once ``draining()`` (asked every 100 ms) is true the server drains:
+    health NOT_SERVING, new calls UNAVAILABLE, and it returns when its running
+    sessions have ended, or after ``[server] drain_timeout_secs`` with them stopped."""
     from . import _native
 
     cfg = config or load_config()
@@ -104,4 +108,6 @@ def serve(
         max_connections=cfg.server.max_connections,
         handshake_timeout=cfg.server.handshake_timeout_secs,
         max_buffered_bytes_per_stream=cfg.server.max_buffered_bytes_per_stream,
+        drain_timeout=cfg.server.drain_timeout_secs,
+        draining=draining or (lambda: False),
     )

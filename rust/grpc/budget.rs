@@ -128,7 +128,9 @@ impl<T> Stream for Receiver<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.rx.poll_recv(cx).map(|next| next.map(|(item, _room)| item))
+        self.rx
+            .poll_recv(cx)
+            .map(|next| next.map(|(item, _room)| item))
     }
 }
 
@@ -163,11 +165,17 @@ mod tests {
         let (tx, mut rx) = channel::<u32>(1000);
         tx.send(1, 10).await.unwrap();
         let big = tokio::time::timeout(Duration::from_millis(50), tx.send(2, 1 << 30)).await;
-        assert!(big.is_err(), "the large item did not wait for an empty queue");
+        assert!(
+            big.is_err(),
+            "the large item did not wait for an empty queue"
+        );
         assert_eq!(rx.next().await, Some(1));
         tx.send(2, 1 << 30).await.unwrap();
         let after = tokio::time::timeout(Duration::from_millis(50), tx.send(3, 1)).await;
-        assert!(after.is_err(), "the large item did not take the whole budget");
+        assert!(
+            after.is_err(),
+            "the large item did not take the whole budget"
+        );
         assert_eq!(rx.next().await, Some(2));
     }
 

@@ -21,7 +21,7 @@ mod tests;
 
 pub use limits::Limits;
 pub use plan::{Plan, Planner};
-pub use server::{serve, ServerConfig, Service};
+pub use server::{serve, Control, ServerConfig, Service};
 
 /// Messages, enums and services of package `remotemedia.v1`, generated at build time.
 ///
@@ -30,4 +30,8 @@ pub use server::{serve, ServerConfig, Service};
 #[allow(clippy::all)] // generated code
 pub mod proto {
     tonic::include_proto!("remotemedia.v1");
+
+    /// The encoded `FileDescriptorSet` of `proto/` (served by reflection).
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/remotemedia_v1.bin"));
 }

@@ -28,6 +28,8 @@ pub struct Context {
     pub idle_timeout: std::time::Duration,
     /// Bytes a stream may queue in each direction (`server.max_buffered_bytes_per_stream`).
     pub max_buffered: usize,
+    /// Set by a drain: new calls are refused, running sessions go on.
+    pub draining: AtomicBool,
 }
 
 impl Context {
@@ -90,7 +92,9 @@ pub fn start(
         max_payload: plan.config.channel.max_payload,
         file_dirs: Arc::clone(&ctx.file_dirs),
     };
-    let ticket = ctx.admission.admit(plan.graph.nodes.len(), plan.processes())?;
+    let ticket = ctx
+        .admission
+        .admit(plan.graph.nodes.len(), plan.processes())?;
     let session = Session::start(plan.graph, &plan.config, on_event, interrupt)?;
     Ok(Running {
         session: Arc::new(session),
@@ -172,9 +176,11 @@ pub fn send(
         interrupt()
     };
     session
-        .input(index)?
-        .send_copy(&[&header.to_bytes(), &bytes], None, &guarded)
+        .input(index)
+        .and_then(|input| input.send_copy(&[&header.to_bytes(), &bytes], None, &guarded))
         .map_err(|err| match err {
+            // Closed because the stream is being stopped: no failure to explain.
+            Error::Closed(_) if interrupt().is_err() => Error::Interrupted,
             Error::Closed(_) => session.explain_closed(err),
             err => err,
         })

@@ -1,6 +1,14 @@
 //! The tonic server: both `remotemedia.v1` services over one listener, the optional
-//! bearer token, the message size limits, and a blocking [`serve`] that returns once
-//! its `stop` check fails and every session is gone.
+//! bearer token, the message size limits, `grpc.health.v1.Health` and server
+//! reflection beside them, and a blocking [`serve`] that returns once its `control`
+//! check fails (stop now) or a drain it asked for is over, and every session is gone.
+//!
+//! A drain is what an orchestrator's SIGTERM asks for: health turns NOT_SERVING (the
+//! balancer's checks take the server out), new calls get UNAVAILABLE, and the sessions
+//! running go on until they end or `drain_timeout` passes, then are stopped. The
+//! listener stays open meanwhile, so health checks get their answer rather than a
+//! refused connection, and a call that raced the balancer gets a status it can retry.
+//! Health and reflection need no token: probes carry none.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -10,8 +18,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
 use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use super::batch::execute;
 use super::budget;
@@ -33,7 +44,6 @@ use super::proto::{
 use super::run::Context;
 use super::stream;
 use crate::error::{Error, Result};
-use crate::executor::Interrupt;
 
 /// Room for the protobuf framing around the largest payload.
 const MESSAGE_HEADROOM: usize = 1 << 20;
@@ -69,13 +79,30 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A connection that sends no byte for this long after it is accepted is closed.
     pub handshake_timeout: Duration,
+    /// How long a drain lets running sessions go on before they are stopped.
+    pub drain_timeout: Duration,
 }
+
+/// What the serving loop is asked to do, polled every 100 ms (an error: stop now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Serve,
+    /// Refuse new calls, let running sessions end (see the module docs).
+    Drain,
+}
+
+/// The services' names, as health checks ask for them.
+const SERVICES: [&str; 2] = [
+    <PipelineExecutionServiceServer<Service> as NamedService>::NAME,
+    <StreamingPipelineServiceServer<Service> as NamedService>::NAME,
+];
 
 /// Both services; cheap to clone (one per service).
 #[derive(Clone)]
 pub struct Service {
     ctx: Arc<Context>,
     token: Option<Arc<str>>,
+    health: HealthReporter,
 }
 
 impl Service {
@@ -89,8 +116,10 @@ impl Service {
                 file_dirs: file_roots(&cfg.file_dirs).into(),
                 idle_timeout: cfg.idle_timeout,
                 max_buffered: cfg.max_buffered_bytes_per_stream,
+                draining: AtomicBool::new(false),
             }),
             token: cfg.token.map(Into::into),
+            health: HealthReporter::new(),
         }
     }
 
@@ -111,12 +140,25 @@ impl Service {
         }
     }
 
-    /// The routes of both services, with message limits fitting the largest payload.
-    pub fn router(&self) -> tonic::transport::server::Router {
+    /// The routes of both services, with message limits fitting the largest payload,
+    /// and of health and reflection.
+    pub fn router(&self) -> Result<tonic::transport::server::Router> {
         let limit = self.ctx.admission.limits.max_payload + MESSAGE_HEADROOM;
-        Server::builder()
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let refl = |e: tonic_reflection::server::Error| Error::Config(format!("reflection: {e}"));
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+        );
+        Ok(Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .add_service(health)
+            .add_service(reflection().build_v1().map_err(refl)?)
+            .add_service(reflection().build_v1alpha().map_err(refl)?)
             .add_service(
                 PipelineExecutionServiceServer::new(self.clone())
                     .max_decoding_message_size(limit)
@@ -126,7 +168,24 @@ impl Service {
                 StreamingPipelineServiceServer::new(self.clone())
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit),
-            )
+            ))
+    }
+
+    /// Health: the server and both services serving.
+    pub async fn serving(&self) {
+        self.set_health(ServingStatus::Serving).await;
+    }
+
+    /// Starts a drain: health NOT_SERVING, new calls refused; running sessions go on.
+    pub async fn drain(&self) {
+        self.ctx.draining.store(true, Ordering::Release);
+        self.set_health(ServingStatus::NotServing).await;
+    }
+
+    async fn set_health(&self, status: ServingStatus) {
+        for name in std::iter::once("").chain(SERVICES) {
+            self.health.set_service_status(name, status).await;
+        }
     }
 
     /// Stops every session; new calls are refused.
@@ -153,6 +212,11 @@ fn succeeded(response: &ExecuteResponse) -> bool {
 fn refuse_when_stopping(ctx: &Context) -> std::result::Result<(), Status> {
     if ctx.stopping() {
         return Err(Status::unavailable("the server is shutting down"));
+    }
+    if ctx.draining.load(Ordering::Acquire) {
+        return Err(Status::unavailable(
+            "the server is draining (shutting down once its sessions end): try another",
+        ));
     }
     Ok(())
 }
@@ -238,14 +302,15 @@ impl StreamingPipelineService for Service {
     }
 }
 
-/// Serves until `stop` fails (it is called every 100 ms on this thread), then stops
-/// every session and returns once they are all gone. `on_bound` hears the address
-/// bound (the port when 0 was asked for) once the server accepts connections.
+/// Serves until `control` fails (it is called every 100 ms on this thread) or asks for
+/// a drain that then ends, then stops every session and returns once they are all
+/// gone. `on_bound` hears the address bound (the port when 0 was asked for) once the
+/// server accepts connections.
 pub fn serve(
     planner: Arc<dyn Planner>,
     cfg: ServerConfig,
     on_bound: &mut dyn FnMut(SocketAddr) -> Result<()>,
-    stop: Interrupt,
+    control: &dyn Fn() -> Result<Control>,
 ) -> Result<()> {
     let io = |what: &str| {
         let what = what.to_owned();
@@ -264,24 +329,50 @@ pub fn serve(
         .build()
         .map_err(io("cannot start the gRPC runtime"))?;
     let (max_connections, handshake_timeout) = (cfg.max_connections, cfg.handshake_timeout);
+    let drain_timeout = cfg.drain_timeout;
     let service = Service::new(planner, cfg);
     let stopped = Arc::new(Notify::new());
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io("listener"))?;
         let incoming = Incoming::new(listener, max_connections, handshake_timeout);
         let signal = Arc::clone(&stopped);
+        service.serving().await;
         let server = tokio::spawn(
             service
-                .router()
+                .router()?
                 .serve_with_incoming_shutdown(incoming, async move { signal.notified().await }),
         );
         on_bound(addr)?;
+        let mut drain_until: Option<Instant> = None;
         let outcome = loop {
             if server.is_finished() {
                 break Ok(());
             }
-            if let Err(err) = stop() {
-                break Err(err);
+            match control() {
+                Err(err) => break Err(err),
+                Ok(Control::Drain) if drain_until.is_none() => {
+                    drain_until = Some(Instant::now() + drain_timeout);
+                    service.drain().await;
+                    eprintln!(
+                        "zerohop serve: draining: {} sessions running, new calls refused; \
+                         stopping once they end or in {} s",
+                        service.sessions(),
+                        drain_timeout.as_secs_f64()
+                    );
+                }
+                Ok(_) => {}
+            }
+            if let Some(until) = drain_until {
+                if service.sessions() == 0 {
+                    break Ok(());
+                }
+                if Instant::now() >= until {
+                    eprintln!(
+                        "zerohop serve: drain timeout: stopping {} sessions",
+                        service.sessions()
+                    );
+                    break Ok(());
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };

@@ -271,7 +271,11 @@ pub async fn open(
 /// Ends a stream before it has a session: its `ErrorResponse`, then the status that
 /// goes with the error, if any.
 async fn refuse(tx: &Responses, err: Error) {
-    let response = respond(Response::Error(error_response(&err, None, Dialect::default())));
+    let response = respond(Response::Error(error_response(
+        &err,
+        None,
+        Dialect::default(),
+    )));
     let _ = tx.send(response, 0).await;
     if let Some(status) = as_status(&err) {
         let _ = tx.send(Err(status), 0).await;

@@ -20,7 +20,7 @@ use super::proto::{
     AudioFormat, Connection, DataBuffer, DataChunk, ErrorType, ExecuteRequest, NodeManifest,
     PipelineManifest, StreamControl, StreamInit, StreamRequest, VersionRequest,
 };
-use super::server::{serve, ServerConfig};
+use super::server::{serve, Control, ServerConfig};
 use crate::error::{Error, Result};
 use crate::executor::{ChannelConfig, Graph, LaunchSpec, SessionConfig, SpawnMethod, Timing};
 
@@ -160,7 +160,10 @@ fn admission_enforces_the_caps_and_gives_back_on_drop() {
         max_payload: 1024,
     });
     let err = admission.admit(6, 0).err().expect("over the node cap");
-    assert!(err.to_string().contains("server.max_nodes_per_session"), "{err}");
+    assert!(
+        err.to_string().contains("server.max_nodes_per_session"),
+        "{err}"
+    );
     assert_eq!(admission.sessions(), 0);
     let first = admission.admit(5, 2).unwrap();
     let err = admission.admit(2, 2).err().expect("over the process cap");
@@ -198,6 +201,7 @@ impl Default for Caps {
 struct TestServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
@@ -208,6 +212,7 @@ impl TestServer {
 
     fn with(token: Option<&str>, max_sessions: usize, caps: Caps) -> TestServer {
         let stop = Arc::new(AtomicBool::new(false));
+        let drain = Arc::new(AtomicBool::new(false));
         let (bound, addr) = mpsc::channel();
         let cfg = ServerConfig {
             host: "127.0.0.1".into(),
@@ -225,23 +230,27 @@ impl TestServer {
             max_connections: caps.max_connections,
             handshake_timeout: caps.handshake_timeout,
             max_buffered_bytes_per_stream: caps.max_buffered,
+            drain_timeout: Duration::from_secs(30),
         };
         let flag = Arc::clone(&stop);
+        let draining = Arc::clone(&drain);
         let thread = std::thread::spawn(move || {
             let mut on_bound = |addr| {
                 bound.send(addr).expect("test waits");
                 Ok(())
             };
-            let stop = || match flag.load(Ordering::Acquire) {
+            let control = || match flag.load(Ordering::Acquire) {
                 true => Err(Error::Interrupted),
-                false => Ok(()),
+                false if draining.load(Ordering::Acquire) => Ok(Control::Drain),
+                false => Ok(Control::Serve),
             };
-            serve(Arc::new(NativePlanner), cfg, &mut on_bound, &stop)
+            serve(Arc::new(NativePlanner), cfg, &mut on_bound, &control)
         });
         let addr = addr.recv_timeout(Duration::from_secs(10)).expect("bound");
         TestServer {
             addr,
             stop,
+            drain,
             thread: Some(thread),
         }
     }
@@ -258,8 +267,10 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let result = self.thread.take().unwrap().join().unwrap();
-        assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join().unwrap();
+            assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+        }
     }
 }
 
@@ -548,4 +559,88 @@ fn silent_connections_time_out_and_the_cap_refuses_the_rest() {
         let mut client = PipelineExecutionServiceClient::new(server.channel().await);
         client.get_version(VersionRequest::default()).await.unwrap();
     });
+}
+
+/// A drain: health NOT_SERVING overall and per service, new calls UNAVAILABLE, the
+/// running stream goes on to its end, and then `serve` returns by itself.
+#[test]
+fn a_drain_refuses_new_calls_and_lets_running_streams_end() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{health_check_response::ServingStatus as Status, HealthCheckRequest};
+
+    let mut server = TestServer::start(None, 4);
+    block_on(async {
+        let channel = server.channel().await;
+        let mut health = HealthClient::new(channel.clone());
+        let check = |service: &str| HealthCheckRequest {
+            service: service.into(),
+        };
+        let services = [
+            "",
+            "remotemedia.v1.PipelineExecutionService",
+            "remotemedia.v1.StreamingPipelineService",
+        ];
+        for service in services {
+            let status = health.check(check(service)).await.unwrap().into_inner();
+            assert_eq!(status.status, Status::Serving as i32, "{service}");
+        }
+        let mut client = StreamingPipelineServiceClient::new(channel);
+        let mut requests = stream_requests(1).into_iter();
+        let (send, held) = tokio::sync::mpsc::channel(4);
+        send.send(requests.next().unwrap()).await.unwrap();
+        let mut running = client
+            .stream_pipeline(tokio_stream::wrappers::ReceiverStream::new(held))
+            .await
+            .unwrap()
+            .into_inner();
+        let ready = running.message().await.unwrap().unwrap();
+        assert!(matches!(ready.response, Some(StreamResp::Ready(_))));
+
+        server.drain.store(true, Ordering::Release);
+        let mut refused = false;
+        for _ in 0..100 {
+            let status = health.check(check("")).await.unwrap().into_inner();
+            if status.status == Status::NotServing as i32 {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(refused, "health still SERVING during the drain");
+        for service in services {
+            let status = health.check(check(service)).await.unwrap().into_inner();
+            assert_eq!(status.status, Status::NotServing as i32, "{service}");
+        }
+        let err = client
+            .stream_pipeline(tokio_stream::iter(stream_requests(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("draining"), "{err:?}");
+
+        // The running stream goes on: its chunk, its results, its close.
+        for request in requests {
+            send.send(request).await.unwrap();
+        }
+        let mut results = 0;
+        while let Some(response) = running.message().await.unwrap() {
+            match response.response.unwrap() {
+                StreamResp::Result(_) => results += 1,
+                StreamResp::Closed(closed) => assert_eq!(closed.reason, "completed"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(results, 2);
+    });
+    // Its last session gone, the server stops by itself.
+    let thread = server.thread.take().unwrap();
+    let began = Instant::now();
+    while !thread.is_finished() {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the drain did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(thread.join().unwrap().is_ok());
 }

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use crate::error::Result;
 use crate::executor::Graph;
-use crate::grpc::{Limits, Plan, Planner, ServerConfig};
+use crate::grpc::{Control, Limits, Plan, Planner, ServerConfig};
 use crate::py::blocking::without_gil;
 use crate::py::errors::from_pyerr;
 use crate::py::graph::PyGraph;
@@ -56,7 +56,8 @@ impl Planner for PyPlanner {
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
                     max_nodes_per_session, max_payload, metrics_every, file_dirs, idle_timeout, max_connections,
-                    handshake_timeout, max_buffered_bytes_per_stream, on_bound))]
+                    handshake_timeout, max_buffered_bytes_per_stream, drain_timeout, draining,
+                    on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -75,11 +76,14 @@ pub fn serve(
     max_connections: usize,
     handshake_timeout: f64,
     max_buffered_bytes_per_stream: usize,
+    drain_timeout: f64,
+    draining: Py<PyAny>,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
     for (name, secs) in [
         ("idle_timeout", idle_timeout),
         ("handshake_timeout", handshake_timeout),
+        ("drain_timeout", drain_timeout),
     ] {
         if !(secs.is_finite() && secs > 0.0) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -104,11 +108,20 @@ pub fn serve(
         max_connections,
         handshake_timeout: std::time::Duration::from_secs_f64(handshake_timeout),
         max_buffered_bytes_per_stream,
+        drain_timeout: std::time::Duration::from_secs_f64(drain_timeout),
     };
     without_gil(py, |gate| {
         let mut bound = |addr: std::net::SocketAddr| {
             gate.call(|py| on_bound.call1(py, (addr.to_string(),)).map(drop))
         };
-        crate::grpc::serve(planner, cfg, &mut bound, &|| gate.check_signals())
+        // Signals first: a second SIGTERM or Ctrl-C during a drain stops at once.
+        let control = || {
+            gate.check_signals()?;
+            match gate.call(|py| draining.call0(py)?.is_truthy(py))? {
+                true => Ok(Control::Drain),
+                false => Ok(Control::Serve),
+            }
+        };
+        crate::grpc::serve(planner, cfg, &mut bound, &control)
     })
 }
