@@ -8,6 +8,7 @@ mod fork;
 pub mod frame;
 pub mod grpc;
 pub mod ipc;
+pub mod metrics;
 pub mod nodes;
 pub mod supervisor;
 

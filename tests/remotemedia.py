@@ -39,6 +39,8 @@ AUTH = [("authorization", f"Bearer {TOKEN}")]
 class Server:
     address: str
     pid: int
+    #: ``http://host:port/metrics`` when started with ``metrics=True``.
+    metrics_url: str | None = None
 
 
 def descendants(pid: int) -> set[int]:
@@ -92,15 +94,19 @@ def start_server(
     env: dict[str, str] | None = None,
     *,
     max_fds: int | None = None,
+    metrics: bool = False,
 ) -> tuple[subprocess.Popen[str], Server]:
     """`zerohop serve --port 0` with ``config`` as its runtime.toml (in ``env``, default
-    this process's environment; at most ``max_fds`` file descriptors if given)."""
+    this process's environment; at most ``max_fds`` file descriptors if given; with
+    ``--metrics-port 0`` if ``metrics``)."""
     env = {**(os.environ if env is None else env), "ZEROHOP_CONFIG": str(config)}
     env.pop("ZEROHOP_TOKEN", None)
     if token:
         env["ZEROHOP_TOKEN"] = token
 
     command = [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"]
+    if metrics:
+        command += ["--metrics-port", "0"]
     if max_fds is not None:
         # Set in the child's own code, not with preexec_fn: a fork of this process
         # (grpcio's threads running) would make grpcio recreate its eventfds here.
@@ -114,7 +120,12 @@ def start_server(
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "listening on 127.0.0.1:" in line, line
-    return proc, Server(line.split("listening on ")[1].split()[0], proc.pid)
+    server = Server(line.split("listening on ")[1].split()[0], proc.pid)
+    if metrics:
+        line = proc.stdout.readline()
+        assert "metrics on http://" in line, line
+        server.metrics_url = line.split("metrics on ")[1].strip()
+    return proc, server
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:

@@ -726,13 +726,15 @@ def _cpu_seconds(pid: int) -> float:
 def test_silent_connections_are_closed_and_capped(tmp_path: Path) -> None:
     """TCP connections that never speak HTTP/2 are closed after
     `handshake_timeout_secs`; past `max_connections` a connection is closed at once;
-    a client that speaks is served once the silent ones are gone."""
+    a client that speaks is served once the silent ones are gone. The metrics count
+    both kinds of refusal."""
     import socket
+    import urllib.request
 
     (tmp_path / "runtime.toml").write_text(
         "[server]\nmax_connections = 3\nhandshake_timeout_secs = 1\n"
     )
-    proc, srv = start_server(tmp_path / "runtime.toml", None)
+    proc, srv = start_server(tmp_path / "runtime.toml", None, metrics=True)
     host, port = srv.address.rsplit(":", 1)
     sockets = [socket.create_connection((host, int(port)), timeout=30) for _ in range(6)]
     try:
@@ -748,6 +750,18 @@ def test_silent_connections_are_closed_and_capped(tmp_path: Path) -> None:
         assert max(ends) < 20, ends
         with Client(srv.address) as client:
             assert client.version().node_types
+        assert srv.metrics_url is not None
+        with urllib.request.urlopen(srv.metrics_url, timeout=10) as page:
+            samples = dict(
+                line.rsplit(" ", 1) for line in page.read().decode().splitlines() if line[:1] != "#"
+            )
+        refused = 'zerohop_connections_refused_total{{reason="{}"}}'
+        counts = [
+            float(samples.get(refused.format(r), 0))
+            for r in ("max_connections", "handshake_timeout")
+        ]
+        # Three past the cap and three silent, unless a loaded server accepted late.
+        assert sum(counts) == 6 and counts[1] >= 3, samples
     finally:
         for s in sockets:
             s.close()

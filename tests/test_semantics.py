@@ -241,6 +241,31 @@ def test_status_counts_frames_in_and_out(executor: str) -> None:
     assert (status["count"].frames_in, status["count"].frames_out) == (10, 1)
 
 
+def test_metrics_count_frames_by_node_type(executor: str) -> None:
+    """`Session.metrics()`: the names `zerohop serve` exposes, the same counts in both
+    executors (node processes only where there are processes)."""
+    pipe = (
+        Pipeline("m", executor=executor)  # type: ignore[arg-type]
+        .node("rep", "Repeat", times=2)
+        .node("count", "Count")
+        .connect("rep", "count")
+    )
+    with pipe.session() as session:
+        session.run([Text(str(i)) for i in range(5)])
+        lines = set(session.metrics().splitlines())
+    processes = 2 if executor == "multiprocess" else 0
+    for line in [
+        "zerohop_sessions_active 1",
+        f"zerohop_node_processes {processes}",
+        'zerohop_frames_in_total{node_type="Repeat"} 5',
+        'zerohop_frames_out_total{node_type="Repeat"} 10',
+        'zerohop_frames_in_total{node_type="Count"} 10',
+        'zerohop_frames_out_total{node_type="Count"} 1',
+        "# EOF",
+    ]:
+        assert line in lines, (line, sorted(lines))
+
+
 def test_a_closed_session_refuses_more_frames(executor: str) -> None:
     pipe = Pipeline("closed", executor=executor).node("a", "Echo")  # type: ignore[arg-type]
     session = pipe.session()

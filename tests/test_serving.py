@@ -1,14 +1,21 @@
 """What an orchestrator and stock tools see of `zerohop serve`: `grpc.health.v1.Health`
 (overall and per service), server reflection good enough to call the services with no
-.proto of ours, and SIGTERM as a graceful drain. Clients here are the stock ones a probe
-or grpcurl is built on (grpcio-health-checking, grpcio-reflection)."""
+.proto of ours, SIGTERM as a graceful drain, and `/metrics` as Prometheus scrapes it.
+Clients here are the stock ones a probe or grpcurl is built on (grpcio-health-checking,
+grpcio-reflection) and Debian's Prometheus."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +189,148 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
                     pass
     finally:
         stop.set()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of a `/metrics` page, keyed by name and labels as written."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["content-type"].startswith("application/openmetrics-text")
+        text = response.read().decode()
+    assert text.endswith("# EOF\n")
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+TWO = {
+    "version": "v1",
+    "nodes": [{"id": "e", "node_type": "Echo"}, {"id": "p", "node_type": "PassThrough"}],
+    "connections": [{"from": "e", "to": "p"}],
+}
+
+
+def test_metrics_show_sessions_nodes_frames_and_calls(tmp_path: Path) -> None:
+    """While a stream runs: one session, one node process with its memory, frames
+    counted by node type (heartbeats carry them). After: the session finished as
+    completed, every frame counted exactly, its init and each result's latency
+    observed, and the calls counted by method and status."""
+    (tmp_path / "runtime.toml").write_text("[server]\nmax_nodes_per_session = 2\n")
+    proc, srv = start_server(tmp_path / "runtime.toml", None, metrics=True)
+    assert srv.metrics_url is not None
+    url = srv.metrics_url
+    more = threading.Event()
+
+    def frames() -> Iterator[zerohop.Frame]:
+        for i in range(3):
+            yield zerohop.Text(f"a{i}")
+        more.wait(60)
+        for i in range(7):
+            yield zerohop.Text(f"b{i}")
+
+    try:
+        with Client(srv.address) as client:
+            outputs = client.stream(TWO, frames())
+            for _ in range(3):
+                next(outputs)
+            echo_in = 'zerohop_frames_in_total{node_type="Echo"}'
+            assert wait_until(lambda: scrape(url).get(echo_in) == 3, 30) is not None
+            live = scrape(url)
+            assert live["zerohop_sessions_active"] == 1
+            assert live["zerohop_node_processes"] == 1
+            assert live['zerohop_node_rss_bytes{node_type="Echo"}'] > 1 << 20
+            assert live['zerohop_frames_out_total{node_type="PassThrough"}'] == 3
+            assert live["zerohop_channel_credits"] > 0
+            more.set()
+            assert len(list(outputs)) == 7
+            with pytest.raises(RemoteError):  # three nodes: over the cap of 2
+                three = {**TWO, "nodes": [*TWO["nodes"], {"id": "q", "node_type": "Echo"}]}
+                client.execute(three, {"e": zerohop.Text("x")})
+        done = scrape(url)
+        assert done["zerohop_sessions_active"] == 0
+        assert done["zerohop_node_processes"] == 0
+        assert done['zerohop_sessions_finished_total{outcome="completed"}'] == 1
+        for node_type in ("Echo", "PassThrough"):
+            assert done[f'zerohop_frames_in_total{{node_type="{node_type}"}}'] == 10
+            assert done[f'zerohop_frames_out_total{{node_type="{node_type}"}}'] == 10
+        assert done['zerohop_node_init_seconds_count{node_type="Echo"}'] == 1
+        assert done["zerohop_frame_latency_seconds_count"] == 10
+        calls = 'zerohop_grpc_calls_total{{method="{}",status="{}"}}'
+        assert done[calls.format("StreamPipeline", "OK")] == 1
+        assert done[calls.format("ExecutePipeline", "ResourceExhausted")] == 1
+        for path, method, code in (("/other", "GET", 404), ("/metrics", "POST", 405)):
+            request = urllib.request.Request(url.replace("/metrics", path), method=method)
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(request, timeout=10)
+            assert info.value.code == code
+            info.value.close()
+    finally:
+        more.set()
+        proc.send_signal(signal.SIGINT)
+        finished(proc, set())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
+    """Debian's Prometheus scrapes `zerohop serve` every second; its own HTTP API then
+    answers a query for a zerohop_ series with the frames a stream sent."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("ZEROHOP_REQUIRE_TOOLS"):
+            pytest.fail("prometheus is not installed (.ci/run installs it)")
+        pytest.skip("prometheus is not installed: apt install prometheus")
+    (tmp_path / "runtime.toml").write_text("")
+    proc, srv = start_server(tmp_path / "runtime.toml", None, metrics=True)
+    assert srv.metrics_url is not None
+    target = srv.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: zerohop\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    web = f"127.0.0.1:{_free_port()}"
+    with (tmp_path / "prometheus.log").open("w") as log:
+        prometheus = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address={web}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+    def query(expr: str) -> list[dict[str, object]]:
+        url = f"http://{web}/api/v1/query?query={urllib.request.quote(expr)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                answer = json.loads(response.read())
+        except OSError:
+            return []  # not up yet
+        assert answer["status"] == "success", answer
+        return list(answer["data"]["result"])
+
+    try:
+        with Client(srv.address) as client:
+            out = list(client.stream(TWO, iter([zerohop.Text(str(i)) for i in range(4)])))
+        assert len(out) == 4
+        expr = 'zerohop_frames_in_total{job="zerohop",node_type="Echo"}'
+        found = wait_until(lambda: any(r["value"][1] == "4" for r in query(expr)), 60)  # type: ignore[index]
+        log = (tmp_path / "prometheus.log").read_text()[-2000:]
+        assert found is not None, log
+        up = query('up{job="zerohop"}')
+        assert up and up[0]["value"][1] == "1", up  # type: ignore[index]
+    finally:
+        prometheus.terminate()
+        prometheus.wait(30)
+        proc.send_signal(signal.SIGINT)
+        finished(proc, set())

@@ -317,6 +317,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         auth = "bearer token required" if token else "no authentication"
         print(f"zerohop serve: listening on {address} ({auth})", flush=True)
 
+    def metrics_bound(address: str) -> None:
+        print(f"zerohop serve: metrics on http://{address}/metrics", flush=True)
+
     def drain_on_sigterm(signum: int, frame: Any) -> None:
         # What an orchestrator's stop sends: drain. The next SIGTERM stops at once.
         drain.set()
@@ -328,7 +331,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, drain_on_sigterm)
     try:
-        serve(host=args.host, port=args.port, token=token, on_bound=bound, draining=drain.is_set)
+        serve(
+            host=args.host,
+            port=args.port,
+            token=token,
+            on_bound=bound,
+            draining=drain.is_set,
+            metrics_port=args.metrics_port,
+            on_metrics_bound=metrics_bound,
+        )
     except KeyboardInterrupt:
         print("zerohop serve: stopped", file=sys.stderr)
         return 0
@@ -442,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="default: [server] host (127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="0 picks a free port")
     serve.add_argument("--token", default=None, help="bearer token (or env ZEROHOP_TOKEN)")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at /metrics on this port (0: a free one; "
+        "default: [server] metrics_port, unset: none)",
+    )
     serve.set_defaults(func=cmd_serve)
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", nargs="+")

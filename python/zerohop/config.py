@@ -190,6 +190,9 @@ class ServerConfig(_Section):
     #: and running sessions go on for at most this many seconds before they are
     #: stopped. A second SIGTERM or Ctrl-C stops at once.
     drain_timeout_secs: float = Field(30.0, ge=0, le=86_400)
+    #: Serves Prometheus metrics at ``http://host:metrics_port/metrics`` (0: a free
+    #: port; unset: not served). ``zerohop serve --metrics-port`` overrides it.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
 
 
 class RuntimeConfig(_Section):

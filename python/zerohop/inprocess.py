@@ -66,6 +66,11 @@ class _Queue:
         self._closed = False
         self._changed = threading.Condition()
 
+    def credits(self) -> tuple[int, int]:
+        """Items queued (at most the capacity) and the capacity, as a channel's credits."""
+        with self._changed:
+            return min(len(self._items), self._capacity), self._capacity
+
     def put(
         self, item: tuple[str, Any], deadline: float | None = None, *, bounded: bool = True
     ) -> None:
@@ -374,6 +379,17 @@ class InProcessSession(Session):
                 return item
             else:
                 return item  # type: ignore[no-any-return]
+
+    def metrics(self) -> str:
+        rows = [
+            (type(t.loop.node).node_type or "", t.loop.frames_in, t.loop.frames_out, None, False)
+            for t in self._threads.values()
+        ]
+        used, capacity = 0, 0
+        for edge in self._inputs:
+            queued, most = edge.queue.credits()
+            used, capacity = used + queued, capacity + most
+        return _native.encode_metrics(rows, used, capacity)
 
     def status(self) -> list[NodeStatus]:
         return [

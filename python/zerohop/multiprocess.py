@@ -82,6 +82,9 @@ class MultiprocessSession(Session):
     def status(self) -> list[NodeStatus]:
         return self._native.status()
 
+    def metrics(self) -> str:
+        return self._native.metrics()
+
     def pids(self) -> list[int]:
         """Pids of the node processes."""
         return list(self._native.pids())

@@ -136,7 +136,7 @@ class Runner:
                         }
                     )
                 else:
-                    self.control.send({"type": "alive"})
+                    self.control.send({"type": "alive", **self._counts()})
             except OSError:
                 return  # the host is gone; the control thread ends the process
             self.last_progress_at = time.monotonic()
@@ -270,7 +270,14 @@ class Runner:
                 sender.close()
         for _, rx in self.inputs:
             rx.close()
-        self.control.send({"type": "stopped"})
+        self.control.send({"type": "stopped", **self._counts()})
+
+    def _counts(self) -> dict[str, int]:
+        """The frame counts heartbeats and the stop report carry (for metrics)."""
+        loop = self.loop
+        if loop is None:
+            return {}
+        return {"frames_in": loop.frames_in, "frames_out": loop.frames_out}
 
 
 class _ChannelWait:

@@ -80,6 +80,8 @@ def serve(
     config: RuntimeConfig | None = None,
     on_bound: Callable[[str], None] | None = None,
     draining: Callable[[], bool] | None = None,
+    metrics_port: int | None = None,
+    on_metrics_bound: Callable[[str], None] | None = None,
 ) -> None:
     """Serves until Ctrl-C (``KeyboardInterrupt``) or another exception raised by a
     signal handler, or until a drain ends; every session is stopped and its processes
@@ -87,10 +89,19 @@ def serve(
     (port 0: a free port); ``on_bound("host:port")`` is called once connections are
     accepted. Once ``draining()`` (asked every 100 ms) is true the server drains:
     health NOT_SERVING, new calls UNAVAILABLE, and it returns when its running
-    sessions have ended, or after ``[server] drain_timeout_secs`` with them stopped."""
+    sessions have ended, or after ``[server] drain_timeout_secs`` with them stopped.
+    ``metrics_port`` (default ``[server] metrics_port``) serves Prometheus metrics at
+    ``/metrics`` there; ``on_metrics_bound("host:port")`` hears where."""
     from . import _native
 
     cfg = config or load_config()
+
+    def bound(address: str, metrics_address: str | None) -> None:
+        if on_bound is not None:
+            on_bound(address)
+        if metrics_address is not None and on_metrics_bound is not None:
+            on_metrics_bound(metrics_address)
+
     _native.serve(
         lambda manifest_json: plan(manifest_json, cfg),
         node_types,
@@ -102,7 +113,6 @@ def serve(
         max_nodes_per_session=cfg.server.max_nodes_per_session,
         max_payload=cfg.channel.max_payload_bytes,
         metrics_every=cfg.server.stream_metrics_every,
-        on_bound=on_bound or (lambda address: None),
         file_dirs=list(cfg.nodes.file_dirs),
         idle_timeout=cfg.server.idle_timeout_secs,
         max_connections=cfg.server.max_connections,
@@ -110,4 +120,6 @@ def serve(
         max_buffered_bytes_per_stream=cfg.server.max_buffered_bytes_per_stream,
         drain_timeout=cfg.server.drain_timeout_secs,
         draining=draining or (lambda: False),
+        metrics_port=cfg.server.metrics_port if metrics_port is None else metrics_port,
+        on_bound=bound,
     )

@@ -102,6 +102,13 @@ class Session(Closing):
         """State, pid, start time, RSS, init time and frame counts of every node."""
         raise NotImplementedError
 
+    def metrics(self) -> str:
+        """This session's metrics as Prometheus (OpenMetrics) text, in the names
+        ``zerohop serve --metrics-port`` exposes for all its sessions: frames in and out
+        and resident memory by node type, node processes, and the credits in use in the
+        session's input channels (frames sent and not yet taken)."""
+        raise NotImplementedError
+
     # --------------------------------------------------------------- sending
 
     def _input_index(self, to: str | None) -> int:

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -23,6 +23,16 @@ pub struct NativeShared {
     stopped: (Mutex<bool>, Condvar),
     failure: Mutex<Option<Error>>,
     events: Mutex<VecDeque<Event>>,
+    /// Frames each node took and gave, in task order (read by `metrics`).
+    pub counts: Vec<FrameCounts>,
+}
+
+/// One native node's frame counts (relaxed counters: read for metrics only).
+#[derive(Default)]
+pub struct FrameCounts {
+    pub node_id: String,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
 }
 
 impl NativeShared {
@@ -81,7 +91,17 @@ impl NativeHost {
     /// Opens every task's channels (so none is missing when the processes start) and
     /// starts one thread per task.
     pub fn start(tasks: Vec<NativeTask>, cfg: &ChannelConfig) -> Result<NativeHost> {
-        let shared = Arc::new(NativeShared::default());
+        let counts = tasks
+            .iter()
+            .map(|t| FrameCounts {
+                node_id: t.node_id.clone(),
+                ..FrameCounts::default()
+            })
+            .collect();
+        let shared = Arc::new(NativeShared {
+            counts,
+            ..NativeShared::default()
+        });
         let mut opened = Vec::with_capacity(tasks.len());
         for task in tasks {
             let inputs = task
@@ -97,13 +117,13 @@ impl NativeHost {
             opened.push((task, Ends { inputs, outputs }));
         }
         let mut threads = Vec::new();
-        for (task, ends) in opened {
+        for (index, (task, ends)) in opened.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let max_payload = cfg.max_payload;
             let name = format!("zerohop-native-{}", task.node_id);
             let thread = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run(task, ends, &shared, max_payload))
+                .spawn(move || run(task, ends, &shared, max_payload, index))
                 .map_err(|e| Error::Spawn {
                     node: "<native>".into(),
                     detail: e.to_string(),
@@ -148,8 +168,8 @@ impl Drop for NativeHost {
     }
 }
 
-fn run(mut task: NativeTask, ends: Ends, shared: &NativeShared, max_payload: usize) {
-    match serve(&mut task, &ends, shared, max_payload) {
+fn run(mut task: NativeTask, ends: Ends, shared: &NativeShared, max_payload: usize, index: usize) {
+    match serve(&mut task, &ends, shared, max_payload, &shared.counts[index]) {
         Ok(()) | Err(Error::Interrupted) => {}
         // A closed neighbour means a node failed; the session reports that one.
         Err(Error::Closed(_)) => {}
@@ -166,6 +186,7 @@ fn serve(
     ends: &Ends,
     shared: &NativeShared,
     max_payload: usize,
+    counts: &FrameCounts,
 ) -> Result<()> {
     let mut open: Vec<bool> = vec![true; ends.inputs.len()];
     let mut out = Vec::new();
@@ -193,6 +214,7 @@ fn serve(
                 continue;
             }
             let payload = crate::frame::payload(&sample, &header);
+            counts.frames_in.fetch_add(1, Ordering::Relaxed);
             match task.node.handle(&header, payload, &mut out) {
                 Ok(()) => {}
                 Err(err @ Error::Frame(_)) if task.on_error == OnError::Skip => {
@@ -211,6 +233,9 @@ fn serve(
                 }
                 Err(err) => return Err(err),
             }
+            counts
+                .frames_out
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
             send_all(&mut out, &ends.outputs, &mut sequence, shared)?;
         }
         if idle {
@@ -225,6 +250,9 @@ fn serve(
         }
     }
     task.node.flush(&mut out)?;
+    counts
+        .frames_out
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
     send_all(&mut out, &ends.outputs, &mut sequence, shared)?;
     let mut eos = Header::bytes_like(crate::frame::Kind::Bytes, 0)?;
     eos.flags = FLAG_END_OF_STREAM;

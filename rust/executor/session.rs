@@ -11,6 +11,7 @@ use crate::executor::graph::{Graph, Placement, PortRef};
 use crate::executor::native::{NativeHost, NativeTask};
 use crate::frame::{Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
+use crate::metrics::{self, Meter, Outcome};
 use crate::nodes;
 use crate::supervisor::{
     wait_readable, Event, ImportSpec, LaunchSpec, NodeSpec, NodeStatus, PortSpec, SpawnMethod,
@@ -65,6 +66,8 @@ pub struct Session {
     /// Set by `close`: a channel that closes after it was closed by us, not by a node.
     closing: AtomicBool,
     max_payload: usize,
+    /// What metrics read of this session (listed while it runs).
+    meter: Arc<Meter>,
 }
 
 /// 128 random bits as hex: session ids name shared-memory services, so they must not
@@ -237,7 +240,36 @@ impl Session {
             .collect();
         let supervisor =
             Supervisor::start(specs, &cfg.launch, cfg.spawn_method, cfg.timing.clone())?;
-        supervisor.wait_ready(on_event, interrupt)?;
+        let type_of = |id: &str| {
+            graph
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map_or("", |n| n.node_type.as_str())
+        };
+        supervisor.wait_ready(
+            &mut |event| {
+                if let Event::Ready { node_id, init_secs } = &event {
+                    metrics::node_ready(type_of(node_id), *init_secs);
+                }
+                on_event(event)
+            },
+            interrupt,
+        )?;
+        let meter = Arc::new(Meter::new(
+            graph
+                .nodes
+                .iter()
+                .map(|n| {
+                    let process = n.placement == Placement::Multiprocess;
+                    (n.id.clone(), n.node_type.clone(), process)
+                })
+                .collect(),
+            supervisor.watch(),
+            Arc::clone(&native.shared),
+            &inputs,
+        ));
+        metrics::session_started(&meter);
         let outputs_len = outputs.len();
         Ok(Session {
             id,
@@ -251,6 +283,7 @@ impl Session {
             inputs_closed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             max_payload: cfg.channel.max_payload,
+            meter,
         })
     }
 
@@ -435,7 +468,15 @@ impl Session {
             // channel ends leak when dropped (see `fork.rs`).
             return;
         }
-        self.closing.store(true, Ordering::Release);
+        let first = !self.closing.swap(true, Ordering::AcqRel);
+        let outcome = match (
+            self.check(),
+            self.ended.lock().expect("poisoned").iter().all(|e| *e),
+        ) {
+            (Err(_), _) => Outcome::Failed,
+            (Ok(()), true) => Outcome::Completed,
+            (Ok(()), false) => Outcome::Stopped,
+        };
         self.inputs_closed.store(true, Ordering::Release);
         // Host outputs first: a node's sender that still holds undelivered output lingers
         // until its receiver is gone, so the host must not keep it while it waits for
@@ -447,6 +488,17 @@ impl Session {
         // reclaimed): released earlier with frames still queued, they would linger on
         // a background thread past `close`.
         self.inputs.lock().expect("poisoned").clear();
+        if first {
+            // The nodes have stopped: their last counts came with their stop reports.
+            metrics::session_finished(&self.meter, &self.meter.rows(), outcome);
+        }
+    }
+
+    /// This session's metrics, in the names `zerohop serve` exposes. The node counts
+    /// are asked for first (`status`), not read as the last heartbeat left them.
+    pub fn metrics(&self) -> String {
+        self.supervisor.status();
+        self.meter.encode()
     }
 }
 

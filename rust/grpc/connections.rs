@@ -31,6 +31,8 @@ use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::metrics;
+
 /// How long accepting waits after running out of file descriptors.
 const FD_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -86,6 +88,7 @@ impl Stream for Incoming {
                 Ok((stream, _)) => match Arc::clone(&this.slots).try_acquire_owned() {
                     Ok(slot) => {
                         let _ = stream.set_nodelay(true);
+                        metrics::connections_open(1);
                         let handshake = Box::pin(tokio::time::sleep(this.handshake_timeout));
                         return Poll::Ready(Some(Ok(Connection {
                             stream,
@@ -95,6 +98,7 @@ impl Stream for Incoming {
                     }
                     Err(_) => {
                         this.refused += 1;
+                        metrics::connection_refused("max_connections");
                         if worth_logging(this.refused) {
                             eprintln!(
                                 "zerohop serve: connection refused: server.max_connections \
@@ -107,6 +111,7 @@ impl Stream for Incoming {
                 },
                 Err(err) if out_of_fds(&err) => {
                     this.out_of_fds += 1;
+                    metrics::connection_refused("out_of_fds");
                     if worth_logging(this.out_of_fds) {
                         eprintln!(
                             "zerohop serve: cannot accept a connection: {err} ({} times so \
@@ -155,6 +160,8 @@ impl AsyncRead for Connection {
                     .as_mut()
                     .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
                 if expired {
+                    this.handshake = None;
+                    metrics::connection_refused("handshake_timeout");
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the client sent nothing within server.handshake_timeout_secs",
@@ -164,6 +171,12 @@ impl AsyncRead for Connection {
             }
             failed => failed,
         }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        metrics::connections_open(-1);
     }
 }
 

@@ -11,6 +11,7 @@ mod connections;
 pub mod convert;
 mod deadline;
 pub mod limits;
+mod metrics_http;
 pub mod plan;
 mod run;
 pub mod server;
@@ -21,7 +22,7 @@ mod tests;
 
 pub use limits::Limits;
 pub use plan::{Plan, Planner};
-pub use server::{serve, Control, ServerConfig, Service};
+pub use server::{serve, Bound, Control, ServerConfig, Service};
 
 /// Messages, enums and services of package `remotemedia.v1`, generated at build time.
 ///

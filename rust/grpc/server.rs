@@ -30,6 +30,7 @@ use super::connections::Incoming;
 use super::convert::file_roots;
 use super::deadline::Deadline;
 use super::limits::{Admission, Limits};
+use super::metrics_http;
 use super::plan::{warnings_header, Planner, WARNINGS_METADATA};
 use super::proto::pipeline_execution_service_server::{
     PipelineExecutionService, PipelineExecutionServiceServer,
@@ -42,8 +43,10 @@ use super::proto::{
     VersionRequest, VersionResponse,
 };
 use super::run::Context;
+use super::status::{code_label, outcome_label};
 use super::stream;
 use crate::error::{Error, Result};
+use crate::metrics;
 
 /// Room for the protobuf framing around the largest payload.
 const MESSAGE_HEADROOM: usize = 1 << 20;
@@ -81,6 +84,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How long a drain lets running sessions go on before they are stopped.
     pub drain_timeout: Duration,
+    /// Where `/metrics` is served, on `host` (0: a free port; None: not served).
+    pub metrics_port: Option<u16>,
 }
 
 /// What the serving loop is asked to do, polled every 100 ms (an error: stop now).
@@ -227,6 +232,31 @@ impl PipelineExecutionService for Service {
         &self,
         request: Request<ExecuteRequest>,
     ) -> std::result::Result<Response<ExecuteResponse>, Status> {
+        counted("ExecutePipeline", self.execute(request).await)
+    }
+
+    async fn get_version(
+        &self,
+        request: Request<VersionRequest>,
+    ) -> std::result::Result<Response<VersionResponse>, Status> {
+        counted("GetVersion", self.version(request).await)
+    }
+}
+
+/// Counts a call that ended with `outcome` (`zerohop_grpc_calls_total`).
+fn counted<T>(
+    method: &str,
+    outcome: std::result::Result<T, Status>,
+) -> std::result::Result<T, Status> {
+    metrics::grpc_call(method, &outcome_label(&outcome));
+    outcome
+}
+
+impl Service {
+    async fn execute(
+        &self,
+        request: Request<ExecuteRequest>,
+    ) -> std::result::Result<Response<ExecuteResponse>, Status> {
         self.authorize(request.metadata())?;
         refuse_when_stopping(&self.ctx)?;
         let deadline = Deadline::from_metadata(request.metadata());
@@ -258,7 +288,7 @@ impl PipelineExecutionService for Service {
         }
     }
 
-    async fn get_version(
+    async fn version(
         &self,
         request: Request<VersionRequest>,
     ) -> std::result::Result<Response<VersionResponse>, Status> {
@@ -290,8 +320,14 @@ impl StreamingPipelineService for Service {
         &self,
         request: Request<Streaming<StreamRequest>>,
     ) -> std::result::Result<Response<Self::StreamPipelineStream>, Status> {
-        self.authorize(request.metadata())?;
-        refuse_when_stopping(&self.ctx)?;
+        // A stream that opens is counted when it ends (`stream::drive`).
+        let admitted = self
+            .authorize(request.metadata())
+            .and_then(|()| refuse_when_stopping(&self.ctx));
+        if let Err(status) = admitted {
+            metrics::grpc_call(stream::METHOD, &code_label(status.code()));
+            return Err(status);
+        }
         let (tx, rx) = budget::channel(self.ctx.max_buffered);
         let warnings = stream::open(Arc::clone(&self.ctx), request.into_inner(), tx).await;
         let mut response = Response::new(rx);
@@ -302,14 +338,21 @@ impl StreamingPipelineService for Service {
     }
 }
 
+/// The addresses [`serve`] bound (the ports when 0 was asked for).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    /// Where `/metrics` answers, when it is served.
+    pub metrics: Option<SocketAddr>,
+}
+
 /// Serves until `control` fails (it is called every 100 ms on this thread) or asks for
 /// a drain that then ends, then stops every session and returns once they are all
-/// gone. `on_bound` hears the address bound (the port when 0 was asked for) once the
-/// server accepts connections.
+/// gone. `on_bound` hears the addresses bound once the server accepts connections.
 pub fn serve(
     planner: Arc<dyn Planner>,
     cfg: ServerConfig,
-    on_bound: &mut dyn FnMut(SocketAddr) -> Result<()>,
+    on_bound: &mut dyn FnMut(Bound) -> Result<()>,
     control: &dyn Fn() -> Result<Control>,
 ) -> Result<()> {
     let io = |what: &str| {
@@ -322,6 +365,24 @@ pub fn serve(
         .set_nonblocking(true)
         .map_err(io("listening socket"))?;
     let addr = listener.local_addr().map_err(io("listening socket"))?;
+    let metrics_listener = match cfg.metrics_port {
+        Some(port) => {
+            let listener = TcpListener::bind((cfg.host.as_str(), port))
+                .map_err(io(&format!("cannot serve metrics on {}:{port}", cfg.host)))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(io("metrics socket"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let bound = Bound {
+        grpc: addr,
+        metrics: match &metrics_listener {
+            Some(listener) => Some(listener.local_addr().map_err(io("metrics socket"))?),
+            None => None,
+        },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("zerohop-grpc")
@@ -332,9 +393,15 @@ pub fn serve(
     let drain_timeout = cfg.drain_timeout;
     let service = Service::new(planner, cfg);
     let stopped = Arc::new(Notify::new());
+    // A Notify each: `notify_one` keeps a permit for a task not waiting at that moment.
+    let metrics_stop = Arc::new(Notify::new());
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io("listener"))?;
         let incoming = Incoming::new(listener, max_connections, handshake_timeout);
+        if let Some(listener) = metrics_listener {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(io("metrics"))?;
+            tokio::spawn(metrics_http::serve(listener, Arc::clone(&metrics_stop)));
+        }
         let signal = Arc::clone(&stopped);
         service.serving().await;
         let server = tokio::spawn(
@@ -342,7 +409,7 @@ pub fn serve(
                 .router()?
                 .serve_with_incoming_shutdown(incoming, async move { signal.notified().await }),
         );
-        on_bound(addr)?;
+        on_bound(bound)?;
         let mut drain_until: Option<Instant> = None;
         let outcome = loop {
             if server.is_finished() {
@@ -378,6 +445,7 @@ pub fn serve(
         };
         service.shut_down();
         stopped.notify_one();
+        metrics_stop.notify_one();
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(Err(err))) => Err(Error::Config(format!("gRPC server: {err}"))),
             _ => outcome,

@@ -83,3 +83,20 @@ pub fn as_status(err: &Error) -> Option<Status> {
         _ => None,
     }
 }
+
+/// A gRPC status code as metrics label it (`OK`, `Unavailable`, `ResourceExhausted`:
+/// the names grpc-go's metrics use).
+pub fn code_label(code: tonic::Code) -> String {
+    match code {
+        tonic::Code::Ok => "OK".into(),
+        code => format!("{code:?}"),
+    }
+}
+
+/// The status a call that ended with `outcome` reported, as a metrics label.
+pub fn outcome_label<T>(outcome: &std::result::Result<T, Status>) -> String {
+    match outcome {
+        Ok(_) => "OK".into(),
+        Err(status) => code_label(status.code()),
+    }
+}

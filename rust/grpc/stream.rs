@@ -39,12 +39,16 @@ use super::proto::{
     StreamInit, StreamMetrics, StreamReady, StreamRequest, StreamResponse,
 };
 use super::run::{output_buffer, plan, route, send, start, Context, Intake, Running};
-use super::status::{as_status, error_response, Dialect};
+use super::status::{as_status, code_label, error_response, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Event, Output, Session};
 use crate::frame::payload;
+use crate::metrics;
 
 type Reply = std::result::Result<StreamResponse, Status>;
+
+/// The method's name in `zerohop_grpc_calls_total`.
+pub const METHOD: &str = "StreamPipeline";
 
 /// A stream's responses on their way to the client, at most
 /// `[server] max_buffered_bytes_per_stream` of them (see `budget`).
@@ -277,9 +281,18 @@ async fn refuse(tx: &Responses, err: Error) {
         Dialect::default(),
     )));
     let _ = tx.send(response, 0).await;
-    if let Some(status) = as_status(&err) {
+    let status = as_status(&err);
+    count_end(status.as_ref());
+    if let Some(status) = status {
         let _ = tx.send(Err(status), 0).await;
     }
+}
+
+/// Counts a stream that ended with `status` after its last message (None: it ended
+/// with a message only, which a client reads as OK).
+fn count_end(status: Option<&Status>) {
+    let label = status.map_or_else(|| "OK".into(), |s| code_label(s.code()));
+    metrics::grpc_call(METHOD, &label);
 }
 
 /// Serves one planned stream until it ends; runs on the async runtime, never blocks.
@@ -425,11 +438,14 @@ fn drive(
         let dialect = Dialect::of(&init.client_version);
         let response = error_response(&err, init.manifest.as_ref(), dialect);
         send_last(respond(Response::Error(response)));
-        if let Some(status) = as_status(&err) {
+        let status = as_status(&err);
+        count_end(status.as_ref());
+        if let Some(status) = status {
             send_last(Err(status));
         }
     };
     let closed = |session_id: String, metrics: Option<ExecutionMetrics>, reason: &str| {
+        count_end(None);
         send_last(respond(Response::Closed(StreamClosed {
             session_id,
             final_metrics: metrics,
@@ -440,7 +456,8 @@ fn drive(
         Ok(summary) => closed(summary.session_id, Some(summary.metrics), "completed"),
         Err(Error::Interrupted) => match state.failure() {
             Some(err) => failed(err),
-            None if tx.is_closed() => {}
+            // The client left: no status reached it.
+            None if tx.is_closed() => metrics::grpc_call(METHOD, "Cancelled"),
             None => {
                 let session_id = state.session_id.lock().expect("poisoned").clone();
                 let reason = match ctx.stopping() {
@@ -519,6 +536,7 @@ fn run(
                     total_items_processed: state.items_in.load(Ordering::Acquire),
                 })));
                 state.result_sent(processing_time_ms);
+                metrics::frame_latency(processing_time_ms / 1e3);
             }
             Output::Event(_) => {}
             // A node's failure report can trail the end of stream (it travels on the

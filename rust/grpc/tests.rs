@@ -20,7 +20,7 @@ use super::proto::{
     AudioFormat, Connection, DataBuffer, DataChunk, ErrorType, ExecuteRequest, NodeManifest,
     PipelineManifest, StreamControl, StreamInit, StreamRequest, VersionRequest,
 };
-use super::server::{serve, Control, ServerConfig};
+use super::server::{serve, Bound, Control, ServerConfig};
 use crate::error::{Error, Result};
 use crate::executor::{ChannelConfig, Graph, LaunchSpec, SessionConfig, SpawnMethod, Timing};
 
@@ -231,12 +231,13 @@ impl TestServer {
             handshake_timeout: caps.handshake_timeout,
             max_buffered_bytes_per_stream: caps.max_buffered,
             drain_timeout: Duration::from_secs(30),
+            metrics_port: None,
         };
         let flag = Arc::clone(&stop);
         let draining = Arc::clone(&drain);
         let thread = std::thread::spawn(move || {
-            let mut on_bound = |addr| {
-                bound.send(addr).expect("test waits");
+            let mut on_bound = |addr: Bound| {
+                bound.send(addr.grpc).expect("test waits");
                 Ok(())
             };
             let control = || match flag.load(Ordering::Acquire) {

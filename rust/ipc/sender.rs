@@ -262,6 +262,20 @@ impl Sender {
             .wait_until(&mut credit, Goal::Drained, timeout, interrupt)
     }
 
+    /// Frames sent that the receiver has not taken yet (credits in use) and its queue
+    /// depth (the credits there are), for metrics. The receiver's pending reports are
+    /// collected first. A sender waiting for room holds its credit lock for the wait:
+    /// then every credit is in use, which is what is reported (never blocking a scrape).
+    pub fn credits(&self) -> (u64, u64) {
+        let capacity = self.link.capacity;
+        let Ok(mut credit) = self.credit.try_lock() else {
+            return (capacity, capacity);
+        };
+        let ctx = || format!("channel '{}': reading credits", self.link.name);
+        let _ = wait::drain_events(&self.link.ports.credit, ctx, credit.collect());
+        (credit.in_flight().min(capacity), capacity)
+    }
+
     fn lock_credit(&self) -> std::sync::MutexGuard<'_, Credit> {
         self.credit.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -6,6 +6,7 @@ pub mod errors;
 mod events;
 mod frame;
 mod graph;
+mod metrics;
 mod native_node;
 mod serve;
 mod session;
@@ -34,6 +35,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session::check_native_params, m)?)?;
     m.add_function(wrap_pyfunction!(session::route_node, m)?)?;
     m.add_function(wrap_pyfunction!(serve::serve, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::encode_metrics, m)?)?;
     for (name, value) in frame::constants(m.py())? {
         m.add(name, value)?;
     }

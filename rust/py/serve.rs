@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use crate::error::Result;
 use crate::executor::Graph;
-use crate::grpc::{Control, Limits, Plan, Planner, ServerConfig};
+use crate::grpc::{Bound, Control, Limits, Plan, Planner, ServerConfig};
 use crate::py::blocking::without_gil;
 use crate::py::errors::from_pyerr;
 use crate::py::graph::PyGraph;
@@ -48,16 +48,18 @@ impl Planner for PyPlanner {
     }
 }
 
-/// Serves `remotemedia.v1` on `host:port` until Ctrl-C / SIGTERM (raised here as the
-/// signal handler's exception once every session is stopped). `plan(manifest_json)`
-/// returns `(graph, settings, warnings)`; `node_types()` the registered type
-/// names; `on_bound("host:port")` is called once the server accepts connections;
-/// `file_dirs` are the directories `DataBuffer.file` references may be read from.
+/// Serves `remotemedia.v1` on `host:port` until Ctrl-C (raised here as the signal
+/// handler's exception once every session is stopped), or until a drain `draining()`
+/// asked for is over. `plan(manifest_json)` returns `(graph, settings, warnings)`;
+/// `node_types()` the registered type names; `on_bound("host:port", metrics)` is
+/// called once the server accepts connections (`metrics`: the `/metrics` address when
+/// `metrics_port` is given, else None); `file_dirs` are the directories
+/// `DataBuffer.file` references may be read from.
 #[pyfunction]
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
                     max_nodes_per_session, max_payload, metrics_every, file_dirs, idle_timeout, max_connections,
                     handshake_timeout, max_buffered_bytes_per_stream, drain_timeout, draining,
-                    on_bound))]
+                    metrics_port, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -78,6 +80,7 @@ pub fn serve(
     max_buffered_bytes_per_stream: usize,
     drain_timeout: f64,
     draining: Py<PyAny>,
+    metrics_port: Option<u16>,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
     for (name, secs) in [
@@ -109,10 +112,16 @@ pub fn serve(
         handshake_timeout: std::time::Duration::from_secs_f64(handshake_timeout),
         max_buffered_bytes_per_stream,
         drain_timeout: std::time::Duration::from_secs_f64(drain_timeout),
+        metrics_port,
     };
     without_gil(py, |gate| {
-        let mut bound = |addr: std::net::SocketAddr| {
-            gate.call(|py| on_bound.call1(py, (addr.to_string(),)).map(drop))
+        let mut bound = |addr: Bound| {
+            let metrics = addr.metrics.map(|a| a.to_string());
+            gate.call(|py| {
+                on_bound
+                    .call1(py, (addr.grpc.to_string(), metrics))
+                    .map(drop)
+            })
         };
         // Signals first: a second SIGTERM or Ctrl-C during a drain stops at once.
         let control = || {

@@ -224,6 +224,12 @@ impl NativeSession {
         statuses.into_iter().map(PyNodeStatus::from).collect()
     }
 
+    /// This session's metrics as OpenMetrics text (see `crate::metrics`).
+    fn metrics(&self, py: Python<'_>) -> String {
+        let inner = Arc::clone(&self.inner);
+        py.detach(|| inner.metrics())
+    }
+
     /// Pids of the node processes.
     fn pids(&self) -> Vec<i32> {
         self.inner.supervisor().pids()

@@ -196,6 +196,44 @@ pub struct Supervisor {
     generation: Generation,
 }
 
+/// A node's frame counts and memory as the supervisor last heard them (heartbeats
+/// carry the counts), read without asking the node: what a metrics scrape reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeCounts {
+    pub node_id: String,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Resident memory now; None once the process is gone.
+    pub rss_bytes: Option<u64>,
+}
+
+/// A handle on a supervisor's node table that outlives no one: it reads what the
+/// supervisor already knows (see [`NodeCounts`]).
+#[derive(Clone)]
+pub struct Watch {
+    shared: Arc<Shared>,
+}
+
+impl Watch {
+    pub fn counts(&self) -> Vec<NodeCounts> {
+        self.shared
+            .lock()
+            .nodes
+            .iter()
+            .map(|n| NodeCounts {
+                node_id: n.id.clone(),
+                frames_in: n.frames_in,
+                frames_out: n.frames_out,
+                rss_bytes: n
+                    .process
+                    .as_ref()
+                    .filter(|_| n.alive())
+                    .and_then(Process::rss_bytes),
+            })
+            .collect()
+    }
+}
+
 fn signal_eventfd(fd: &OwnedFd) {
     let one: u64 = 1;
     // SAFETY: writing 8 bytes to an eventfd.
@@ -448,6 +486,13 @@ impl Supervisor {
                 exit: n.exit,
             })
             .collect()
+    }
+
+    /// A handle for reading the node table from elsewhere (metrics).
+    pub fn watch(&self) -> Watch {
+        Watch {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// The node processes' peak resident memory (`VmHWM`), summed; 0 without any.
@@ -751,7 +796,13 @@ fn read_messages(
     }
     for message in batch.messages {
         match message {
-            RunnerMessage::Alive => {}
+            RunnerMessage::Alive {
+                frames_in,
+                frames_out,
+            } => {
+                node.frames_in = frames_in.unwrap_or(node.frames_in);
+                node.frames_out = frames_out.unwrap_or(node.frames_out);
+            }
             RunnerMessage::Progress { fraction, message } => {
                 events.push_back(Event::Progress {
                     node_id: node.id.clone(),
@@ -809,8 +860,13 @@ fn read_messages(
                 node.frames_out = frames_out;
                 node.status_pending = false;
             }
-            RunnerMessage::Stopped => {
+            RunnerMessage::Stopped {
+                frames_in,
+                frames_out,
+            } => {
                 node.state = NodeState::Stopped;
+                node.frames_in = frames_in.unwrap_or(node.frames_in);
+                node.frames_out = frames_out.unwrap_or(node.frames_out);
             }
         }
     }

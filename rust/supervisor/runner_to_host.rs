@@ -32,14 +32,26 @@ pub enum RunnerMessage {
         sequence: Option<u64>,
     },
     /// Sent every heartbeat interval once the node is ready (busy or idle): a node the
-    /// host has not heard from within the liveness timeout is frozen.
-    Alive,
+    /// host has not heard from within the liveness timeout is frozen. It carries the
+    /// node's frame counts, so metrics are at most one interval old without asking.
+    Alive {
+        #[serde(default)]
+        frames_in: Option<u64>,
+        #[serde(default)]
+        frames_out: Option<u64>,
+    },
     /// Answer to `HostMessage::Status`.
     Status {
         busy: bool,
         frames_in: u64,
         frames_out: u64,
     },
-    /// The runner finished its stop sequence and is about to exit.
-    Stopped,
+    /// The runner finished its stop sequence and is about to exit, with its final
+    /// frame counts.
+    Stopped {
+        #[serde(default)]
+        frames_in: Option<u64>,
+        #[serde(default)]
+        frames_out: Option<u64>,
+    },
 }
