@@ -128,6 +128,20 @@ def start_server(
     return proc, server
 
 
+def exited_clean(proc: subprocess.Popen[str], below: set[int]) -> None:
+    """The server exits 0 by itself (within a hang bound), and none of ``below`` (the
+    processes it had started) outlives it."""
+    try:
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    gone = wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 10.0)
+    assert gone is not None, f"processes left: {below}"
+
+
 def stop_server(proc: subprocess.Popen[str]) -> None:
     """Ctrl-C (SIGTERM would drain, waiting for running sessions); the server exits
     cleanly and nothing it started outlives it."""

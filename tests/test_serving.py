@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from remotemedia import descendants, start_server, wait_until
+from remotemedia import descendants, exited_clean, start_server, wait_until
 
 import zerohop
 from zerohop.client import Client, RemoteError
@@ -45,19 +45,6 @@ def health(address: str, service: str) -> int:
         return int(stub.Check(request, timeout=10).status)
 
 
-def finished(proc: subprocess.Popen[str], below: set[int]) -> None:
-    """The server exited 0 by itself, and nothing it started is left."""
-    try:
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        assert proc.stdout is not None
-        proc.stdout.close()
-    gone = wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 10.0)
-    assert gone is not None, f"processes left: {below}"
-
-
 def test_health_answers_for_the_server_and_each_service(tmp_path: Path) -> None:
     (tmp_path / "runtime.toml").write_text("")
     proc, srv = start_server(tmp_path / "runtime.toml", "s3cret")
@@ -70,7 +57,7 @@ def test_health_answers_for_the_server_and_each_service(tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         proc.send_signal(signal.SIGINT)
-        finished(proc, set())
+        exited_clean(proc, set())
 
 
 def test_reflection_is_enough_to_call_the_services(tmp_path: Path) -> None:
@@ -104,7 +91,7 @@ def test_reflection_is_enough_to_call_the_services(tmp_path: Path) -> None:
             assert answer.version_info.protocol_version == "v1"
     finally:
         proc.send_signal(signal.SIGINT)
-        finished(proc, set())
+        exited_clean(proc, set())
 
 
 def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
@@ -138,7 +125,7 @@ def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
         more.set()
         answered += [f.text for f in outputs]  # type: ignore[attr-defined]
     assert answered == ["before"] + [f"during {i}" for i in range(5)]
-    finished(proc, below)
+    exited_clean(proc, below)
 
 
 def test_a_drain_stops_what_outlives_its_timeout(tmp_path: Path) -> None:
@@ -160,7 +147,7 @@ def test_a_drain_stops_what_outlives_its_timeout(tmp_path: Path) -> None:
                 began = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
     assert "shutting down" in str(info.value), info.value
-    finished(proc, below)
+    exited_clean(proc, below)
     assert time.monotonic() - began < 30  # a hang bound; the drain is 1 s
 
 
@@ -183,7 +170,7 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
             not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
             assert wait_until(lambda: health(srv.address, "") == not_serving, 30) is not None
             proc.send_signal(signal.SIGTERM)
-            finished(proc, below)  # well before the 600 s drain
+            exited_clean(proc, below)  # well before the 600 s drain
             with pytest.raises(RemoteError):
                 for _ in outputs:
                     pass
@@ -269,7 +256,7 @@ def test_metrics_show_sessions_nodes_frames_and_calls(tmp_path: Path) -> None:
     finally:
         more.set()
         proc.send_signal(signal.SIGINT)
-        finished(proc, set())
+        exited_clean(proc, set())
 
 
 def _free_port() -> int:
@@ -333,4 +320,4 @@ def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
         prometheus.terminate()
         prometheus.wait(30)
         proc.send_signal(signal.SIGINT)
-        finished(proc, set())
+        exited_clean(proc, set())

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from remotemedia import descendants, start_server, wait_until
+from remotemedia import descendants, exited_clean, start_server, wait_until
 
 import zerohop
 from zerohop.client import Client
@@ -181,14 +181,6 @@ def test_serve_leaves_nothing_behind(
     below = descendants(proc.pid)
     assert runners(proc.pid)
     proc.send_signal(sig)
-    try:
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        assert proc.stdout is not None
-        proc.stdout.close()
+    exited_clean(proc, below)
     client.join(60)
-    gone = wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in below), 10.0)
-    assert gone is not None, f"processes left: {below}"
     assert shm_of(env["ZEROHOP_SHM_PREFIX"]) == []
