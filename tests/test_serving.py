@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -266,8 +267,9 @@ def _free_port() -> int:
 
 
 def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
-    """Debian's Prometheus scrapes `zerohop serve` every second; its own HTTP API then
-    answers a query for a zerohop_ series with the frames a stream sent."""
+    """Debian's Prometheus, run with the shipped `deploy/prometheus.yml`, scrapes
+    `zerohop serve`; its own HTTP API then answers a query for a zerohop_ series with
+    the frames a stream sent."""
     binary = shutil.which("prometheus")
     if binary is None:
         if os.environ.get("ZEROHOP_REQUIRE_TOOLS"):
@@ -277,12 +279,9 @@ def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
     proc, srv = start_server(tmp_path / "runtime.toml", None, metrics=True)
     assert srv.metrics_url is not None
     target = srv.metrics_url.removeprefix("http://").removesuffix("/metrics")
-    (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: zerohop\n"
-        f"    static_configs:\n      - targets: ['{target}']\n"
-    )
+    # The shipped configuration, with its targets file beside it.
+    shutil.copy(Path(__file__).resolve().parent.parent / "deploy" / "prometheus.yml", tmp_path)
+    (tmp_path / "zerohop-targets.json").write_text(json.dumps([{"targets": [target]}]))
     web = f"127.0.0.1:{_free_port()}"
     with (tmp_path / "prometheus.log").open("w") as log:
         prometheus = subprocess.Popen(
@@ -321,3 +320,108 @@ def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
         prometheus.wait(30)
         proc.send_signal(signal.SIGINT)
         exited_clean(proc, set())
+
+
+def _certificates(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA of its own and a server certificate it signed for 127.0.0.1: (ca, cert,
+    key) PEM files, all generated here."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
+    ca = certificate(f"{name} test CA", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = certificate("127.0.0.1", key, ca_name, ca_key, ca=False)
+    paths = (tmp_path / f"{name}-ca.pem", tmp_path / f"{name}.pem", tmp_path / f"{name}-key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_tls_serves_clients_that_trust_its_ca_and_no_one_else(tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path, "server")
+    other_ca, _, _ = _certificates(tmp_path, "other")
+    (tmp_path / "runtime.toml").write_text(f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    proc, srv = start_server(tmp_path / "runtime.toml", "s3cret")
+    try:
+        with Client(srv.address, "s3cret", tls_ca=ca) as client:
+            assert "Echo" in client.version().node_types
+            assert client.execute(ECHO, {"e": zerohop.Text("over TLS")})["e"].text == "over TLS"  # type: ignore[attr-defined]
+        for bad in (None, other_ca):
+            with (
+                Client(srv.address, "s3cret", tls_ca=bad) as client,
+                pytest.raises(RemoteError) as info,
+            ):
+                client.version(timeout=10)
+            assert info.value.status == "UNAVAILABLE", info.value
+        with Client(srv.address, "wrong", tls_ca=ca) as client, pytest.raises(RemoteError) as info:
+            client.version(timeout=10)
+        assert info.value.status == "UNAUTHENTICATED"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        exited_clean(proc, set())
+
+
+def test_a_bad_tls_key_is_an_error_before_serving(tmp_path: Path) -> None:
+    _, cert, _ = _certificates(tmp_path, "server")
+    missing = tmp_path / "nope.pem"
+    for key, says in ((missing, "nope.pem"), (cert, "TLS")):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "zerohop.cli",
+                "serve",
+                "--port",
+                "0",
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0
+        assert done.stderr.startswith("zerohop: error:") and says in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

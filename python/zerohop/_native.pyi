@@ -282,6 +282,8 @@ def serve(
     drain_timeout: float,
     draining: Callable[[], bool],
     metrics_port: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     on_bound: Callable[[str, str | None], None],
 ) -> None: ...
 

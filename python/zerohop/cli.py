@@ -308,14 +308,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import os
     import threading
 
+    from .config import load_config
+    from .errors import ConfigError
     from .serve import serve
 
     token = args.token or os.environ.get("ZEROHOP_TOKEN") or None
     drain = threading.Event()
+    config = load_config()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    tls = " over TLS" if args.tls_cert or config.server.tls_cert else ""
 
     def bound(address: str) -> None:
         auth = "bearer token required" if token else "no authentication"
-        print(f"zerohop serve: listening on {address} ({auth})", flush=True)
+        print(f"zerohop serve: listening on {address}{tls} ({auth})", flush=True)
 
     def metrics_bound(address: str) -> None:
         print(f"zerohop serve: metrics on http://{address}/metrics", flush=True)
@@ -339,6 +345,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             draining=drain.is_set,
             metrics_port=args.metrics_port,
             on_metrics_bound=metrics_bound,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            config=config,
         )
     except KeyboardInterrupt:
         print("zerohop serve: stopped", file=sys.stderr)
@@ -460,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at /metrics on this port (0: a free one; "
         "default: [server] metrics_port, unset: none)",
     )
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS")
+    serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     serve.set_defaults(func=cmd_serve)
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", nargs="+")

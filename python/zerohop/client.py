@@ -38,6 +38,7 @@ A frame travels as the protocol's ``DataBuffer``, its typed fields and metadata 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ from .data import (
     Text,
     Video,
 )
-from .errors import FrameError, ZerohopError
+from .errors import ConfigError, FrameError, ZerohopError
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -541,9 +542,24 @@ def _channel_options(max_message: int) -> list[tuple[str, int]]:
     ]
 
 
+def _credentials(tls_ca: str | os.PathLike[str] | bool | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials for ``tls_ca``: a PEM file of the CA certificates to trust, True
+    for the system's, None or False for a plain connection."""
+    if tls_ca is None or tls_ca is False:
+        return None
+    if tls_ca is True:
+        return grpc.ssl_channel_credentials()
+    try:
+        roots = Path(tls_ca).read_bytes()
+    except OSError as err:
+        raise ConfigError(f"TLS CA bundle {tls_ca}: {err.strerror}") from None
+    return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
 class Client:
     """A blocking client. ``address`` is ``host:port``; ``token`` is sent as a bearer
-    token. Use it as a context manager (or call :meth:`close`)."""
+    token; ``tls_ca`` makes the connection TLS, trusting the CA certificates of that PEM
+    file (True: the system's). Use it as a context manager (or call :meth:`close`)."""
 
     def __init__(
         self,
@@ -551,10 +567,17 @@ class Client:
         token: str | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+        tls_ca: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         self.address = address
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
-        self._channel = grpc.insecure_channel(address, options=_channel_options(max_message_bytes))
+        options = _channel_options(max_message_bytes)
+        credentials = _credentials(tls_ca)
+        self._channel = (
+            grpc.insecure_channel(address, options=options)
+            if credentials is None
+            else grpc.secure_channel(address, credentials, options=options)
+        )
         self._execute, self._version, self._stream = _methods(self._channel)
 
     def version(self, timeout: float | None = None) -> ServerVersion:
@@ -637,11 +660,16 @@ class AsyncClient:
         token: str | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+        tls_ca: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         self.address = address
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
-        self._channel = grpc.aio.insecure_channel(
-            address, options=_channel_options(max_message_bytes)
+        options = _channel_options(max_message_bytes)
+        credentials = _credentials(tls_ca)
+        self._channel = (
+            grpc.aio.insecure_channel(address, options=options)
+            if credentials is None
+            else grpc.aio.secure_channel(address, credentials, options=options)
         )
         self._execute, self._version, self._stream = _methods(self._channel)
 

@@ -193,6 +193,16 @@ class ServerConfig(_Section):
     #: Serves Prometheus metrics at ``http://host:metrics_port/metrics`` (0: a free
     #: port; unset: not served). ``zerohop serve --metrics-port`` overrides it.
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    #: PEM certificate chain and private key: the gRPC port speaks TLS (both or
+    #: neither; ``zerohop serve --tls-cert/--tls-key`` override them).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
 
 
 class RuntimeConfig(_Section):

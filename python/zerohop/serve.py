@@ -82,6 +82,8 @@ def serve(
     draining: Callable[[], bool] | None = None,
     metrics_port: int | None = None,
     on_metrics_bound: Callable[[str], None] | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     """Serves until Ctrl-C (``KeyboardInterrupt``) or another exception raised by a
     signal handler, or until a drain ends; every session is stopped and its processes
@@ -91,7 +93,8 @@ def serve(
     health NOT_SERVING, new calls UNAVAILABLE, and it returns when its running
     sessions have ended, or after ``[server] drain_timeout_secs`` with them stopped.
     ``metrics_port`` (default ``[server] metrics_port``) serves Prometheus metrics at
-    ``/metrics`` there; ``on_metrics_bound("host:port")`` hears where."""
+    ``/metrics`` there; ``on_metrics_bound("host:port")`` hears where. ``tls_cert`` and
+    ``tls_key`` (PEM files; default ``[server]``'s) make the gRPC port speak TLS."""
     from . import _native
 
     cfg = config or load_config()
@@ -121,5 +124,7 @@ def serve(
         drain_timeout=cfg.server.drain_timeout_secs,
         draining=draining or (lambda: False),
         metrics_port=cfg.server.metrics_port if metrics_port is None else metrics_port,
+        tls_cert=tls_cert or cfg.server.tls_cert,
+        tls_key=tls_key or cfg.server.tls_key,
         on_bound=bound,
     )

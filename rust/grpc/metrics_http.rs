@@ -1,5 +1,8 @@
 //! `GET /metrics` on a port of its own (`zerohop serve --metrics-port`): the text of
-//! [`crate::metrics::encode`], for Prometheus to scrape.
+//! [`crate::metrics::encode`], for Prometheus to scrape. The same port answers
+//! `GET /healthz` (200 `serving`, 503 `draining`) for balancers that check over plain
+//! HTTP/1.1, as HAProxy and most L7 balancers do; gRPC-aware probes use
+//! `grpc.health.v1.Health` on the serving port, which says the same.
 //!
 //! A separate plain HTTP/1.1 listener rather than a route beside the gRPC services:
 //! Prometheus scrapes HTTP/1.1, operators expose the two ports differently (metrics
@@ -22,8 +25,11 @@ use crate::metrics;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Answers scrapes until `stop` is notified.
-pub async fn serve(listener: TcpListener, stop: Arc<Notify>) {
+/// Whether the server takes new calls (false while it drains or stops).
+pub type Serving = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Answers scrapes and health checks until `stop` is notified.
+pub async fn serve(listener: TcpListener, stop: Arc<Notify>, serving: Serving) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -34,9 +40,11 @@ pub async fn serve(listener: TcpListener, stop: Arc<Notify>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let serving = Arc::clone(&serving);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|request| async move {
-                Ok::<_, Infallible>(answer(&request).await)
+            let service = hyper::service::service_fn(|request| {
+                let serving = Arc::clone(&serving);
+                async move { Ok::<_, Infallible>(answer(&request, serving()).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -47,7 +55,7 @@ pub async fn serve(listener: TcpListener, stop: Arc<Notify>) {
     }
 }
 
-async fn answer(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(request: &Request<Incoming>, serving: bool) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -67,7 +75,15 @@ async fn answer(request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
             }
         }
-        (_, "/metrics") => reply(
+        (&Method::GET, "/healthz") if serving => {
+            reply(StatusCode::OK, "text/plain", "serving\n".into())
+        }
+        (&Method::GET, "/healthz") => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".into(),
+        ),
+        (_, "/metrics" | "/healthz") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "GET only\n".into(),
@@ -75,7 +91,7 @@ async fn answer(request: &Request<Incoming>) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "zerohop serves its metrics at /metrics\n".into(),
+            "zerohop serves /metrics and /healthz here\n".into(),
         ),
     }
 }

@@ -11,7 +11,7 @@
 //! Health and reflection need no token: probes carry none.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -86,6 +86,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Where `/metrics` is served, on `host` (0: a free port; None: not served).
     pub metrics_port: Option<u16>,
+    /// PEM certificate chain and private key: the gRPC port speaks TLS (None: plain).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// What the serving loop is asked to do, polled every 100 ms (an error: stop now).
@@ -108,11 +110,26 @@ pub struct Service {
     ctx: Arc<Context>,
     token: Option<Arc<str>>,
     health: HealthReporter,
+    tls: Option<Arc<ServerTlsConfig>>,
+}
+
+/// Reads the PEM files of `--tls-cert`/`--tls-key`; errors name the file.
+fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("TLS {what} {}: {e}", path.display())))
+    };
+    let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
+    Ok(ServerTlsConfig::new().identity(identity))
 }
 
 impl Service {
-    pub fn new(planner: Arc<dyn Planner>, cfg: ServerConfig) -> Service {
-        Service {
+    pub fn new(planner: Arc<dyn Planner>, cfg: ServerConfig) -> Result<Service> {
+        let tls = match &cfg.tls {
+            Some((cert, key)) => Some(Arc::new(tls_config(cert, key)?)),
+            None => None,
+        };
+        Ok(Service {
             ctx: Arc::new(Context {
                 planner,
                 admission: Admission::new(cfg.limits),
@@ -125,7 +142,8 @@ impl Service {
             }),
             token: cfg.token.map(Into::into),
             health: HealthReporter::new(),
-        }
+            tls,
+        })
     }
 
     fn authorize(&self, metadata: &MetadataMap) -> std::result::Result<(), Status> {
@@ -158,7 +176,14 @@ impl Service {
         let health = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
         );
-        Ok(Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = &self.tls {
+            // A bad key or certificate is found here, before anything is served.
+            server = server
+                .tls_config(ServerTlsConfig::clone(tls))
+                .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+        }
+        Ok(server
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health)
@@ -326,6 +351,17 @@ impl StreamingPipelineService for Service {
             .and_then(|()| refuse_when_stopping(&self.ctx));
         if let Err(status) = admitted {
             metrics::grpc_call(stream::METHOD, &code_label(status.code()));
+            // Read what the client sends until it stops (at most a second) rather than
+            // drop it: dropped, the request stream is reset, and a balancer in between
+            // (HAProxy) passes the reset on instead of this status, which the client
+            // could have retried elsewhere.
+            let mut inbound = request.into_inner();
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + Duration::from_secs(1);
+                while let Ok(Ok(Some(_))) = tokio::time::timeout_at(until, inbound.message()).await
+                {
+                }
+            });
             return Err(status);
         }
         let (tx, rx) = budget::channel(self.ctx.max_buffered);
@@ -391,7 +427,7 @@ pub fn serve(
         .map_err(io("cannot start the gRPC runtime"))?;
     let (max_connections, handshake_timeout) = (cfg.max_connections, cfg.handshake_timeout);
     let drain_timeout = cfg.drain_timeout;
-    let service = Service::new(planner, cfg);
+    let service = Service::new(planner, cfg)?;
     let stopped = Arc::new(Notify::new());
     // A Notify each: `notify_one` keeps a permit for a task not waiting at that moment.
     let metrics_stop = Arc::new(Notify::new());
@@ -400,7 +436,14 @@ pub fn serve(
         let incoming = Incoming::new(listener, max_connections, handshake_timeout);
         if let Some(listener) = metrics_listener {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(io("metrics"))?;
-            tokio::spawn(metrics_http::serve(listener, Arc::clone(&metrics_stop)));
+            let ctx = Arc::clone(&service.ctx);
+            let serving: metrics_http::Serving =
+                Arc::new(move || !ctx.stopping() && !ctx.draining.load(Ordering::Acquire));
+            tokio::spawn(metrics_http::serve(
+                listener,
+                Arc::clone(&metrics_stop),
+                serving,
+            ));
         }
         let signal = Arc::clone(&stopped);
         service.serving().await;

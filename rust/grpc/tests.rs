@@ -232,6 +232,7 @@ impl TestServer {
             max_buffered_bytes_per_stream: caps.max_buffered,
             drain_timeout: Duration::from_secs(30),
             metrics_port: None,
+            tls: None,
         };
         let flag = Arc::clone(&stop);
         let draining = Arc::clone(&drain);

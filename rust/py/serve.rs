@@ -59,7 +59,7 @@ impl Planner for PyPlanner {
 #[pyo3(signature = (plan, node_types, *, host, port, token, max_sessions, max_processes,
                     max_nodes_per_session, max_payload, metrics_every, file_dirs, idle_timeout, max_connections,
                     handshake_timeout, max_buffered_bytes_per_stream, drain_timeout, draining,
-                    metrics_port, on_bound))]
+                    metrics_port, tls_cert, tls_key, on_bound))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     py: Python<'_>,
@@ -81,6 +81,8 @@ pub fn serve(
     drain_timeout: f64,
     draining: Py<PyAny>,
     metrics_port: Option<u16>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
     for (name, secs) in [
@@ -113,6 +115,15 @@ pub fn serve(
         max_buffered_bytes_per_stream,
         drain_timeout: std::time::Duration::from_secs_f64(drain_timeout),
         metrics_port,
+        tls: match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "TLS needs both a certificate and a key (tls_cert, tls_key)",
+                ))
+            }
+        },
     };
     without_gil(py, |gate| {
         let mut bound = |addr: Bound| {
