@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -669,7 +670,7 @@ def test_a_client_sending_ahead_of_its_pipeline_is_held_back_by_bytes(tmp_path: 
     into a pipeline that takes one a second. The server reads no more than its budget
     ahead (16 MiB: two chunks) plus the chunk being decoded and the one being sent into
     the pipeline; HTTP/2 flow control holds the client back (it queued 16 chunks,
-    whatever their size: 16 × 8 MiB here). Bound stated: 14 chunks over the server's
+    whatever their size: 16 chunks of 8 MiB here). Bound stated: 14 chunks over the server's
     memory before, at any moment over 7 s (7 to 10 measured: as chunks come and go, the
     allocator keeps freed blocks of this size for reuse, per thread)."""
     from remotemedia import pipeline
@@ -1007,6 +1008,37 @@ def test_random_and_truncated_messages_are_refused_and_the_server_survives(
                 assert response.HasField("error") or response.HasField("result"), response
     assert client.version().protocol_version == "v1"
     assert wait_until(lambda: not node_pids(server), 5.0) is not None
+
+
+def test_the_client_sends_every_node_field_it_is_given(server: Server) -> None:
+    """`host`, `capabilities` and `runtime_hint` reach the server (it says what it
+    does with each); one that remotemedia.v1 cannot carry is an error naming it."""
+    from zerohop.client import _manifest_message
+
+    doc = {
+        "version": "v1",
+        "nodes": [
+            {
+                "id": "e",
+                "node_type": "Echo",
+                "host": "gpu-1:50051",
+                "runtime_hint": "cpython",
+                "capabilities": {"cpu": {"cores": 1}, "memory_gb": 0.5},
+            }
+        ],
+    }
+    node = _manifest_message(doc).nodes[0]
+    assert (node.host, node.runtime_hint) == ("gpu-1:50051", execution_pb2.RUNTIME_HINT_CPYTHON)
+    assert (node.capabilities.cpu.cores, node.capabilities.memory_gb) == (1, 0.5)
+    with Client(server.address, TOKEN) as client, warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert client.execute(doc, {"e": zerohop.Text("x")})["e"].text == "x"  # type: ignore[attr-defined]
+    heard = " ".join(str(w.message) for w in said if w.category is ServerWarning)
+    assert "nodes[0].host" in heard and "nodes[0].capabilities" in heard, heard
+    for field, value in (("runtime_hint", "native"), ("capabilities", {"gpux": 1})):
+        bad = {"version": "v1", "nodes": [{"id": "e", "node_type": "Echo", field: value}]}
+        with pytest.raises(zerohop.ConfigError, match=rf"nodes\[0\]\.{field}"):
+            _manifest_message(bad)
 
 
 def test_the_client_warns_about_what_the_server_ignored(server: Server) -> None:

@@ -68,7 +68,7 @@ from .data import (
 from .errors import ConfigError, FrameError, ZerohopError
 
 if TYPE_CHECKING:
-    from .manifest import Manifest
+    from .manifest import Manifest, NodeManifest
     from .pipeline import Pipeline
 
 __all__ = [
@@ -383,19 +383,51 @@ def _manifest_message(manifest: ManifestLike) -> execution.PipelineManifest:
         metadata=execution.ManifestMetadata(
             name=meta.name, description=meta.description or "", created_at=meta.created_at or ""
         ),
-        nodes=[
-            execution.NodeManifest(
-                id=node.id,
-                node_type=node.node_type,
-                params=json.dumps(node.params),
-                is_streaming=bool(node.is_streaming),
-            )
-            for node in parsed.nodes
-        ],
+        nodes=[_node_message(i, node) for i, node in enumerate(parsed.nodes)],
         connections=[
             execution.Connection(**{"from": c.source, "to": c.target}) for c in parsed.connections
         ],
     )
+
+
+#: A manifest's ``runtime_hint`` as remotemedia.v1 spells it; zerohop's own ``native`` /
+#: ``rust`` / ``python`` have no value there.
+_RUNTIME_HINTS = {
+    "auto": execution.RUNTIME_HINT_AUTO,
+    "cpython": execution.RUNTIME_HINT_CPYTHON,
+    "python": execution.RUNTIME_HINT_CPYTHON,
+    "rustpython": execution.RUNTIME_HINT_RUSTPYTHON,
+    "cpython_wasm": execution.RUNTIME_HINT_CPYTHON_WASM,
+}
+
+
+def _node_message(index: int, node: NodeManifest) -> execution.NodeManifest:
+    """Every field of ``node`` that remotemedia.v1 carries; one it cannot carry is a
+    ``ConfigError`` naming it, never dropped unsaid."""
+    from google.protobuf import json_format
+
+    path = f"nodes[{index}]"
+    message = execution.NodeManifest(
+        id=node.id,
+        node_type=node.node_type,
+        params=json.dumps(node.params),
+        is_streaming=bool(node.is_streaming),
+        host=node.host or "",
+    )
+    if node.runtime_hint is not None:
+        hint = _RUNTIME_HINTS.get(node.runtime_hint.lower())
+        if hint is None:
+            raise ConfigError(
+                f"{path}.runtime_hint: {node.runtime_hint!r} has no remotemedia.v1 value "
+                f"(it takes {', '.join(_RUNTIME_HINTS)}); leave it out to let the server choose"
+            )
+        message.runtime_hint = hint
+    if node.capabilities is not None:
+        try:
+            json_format.ParseDict(node.capabilities, message.capabilities)
+        except json_format.ParseError as err:
+            raise ConfigError(f"{path}.capabilities: {err}") from None
+    return message
 
 
 def _execute_request(manifest: ManifestLike, inputs: Mapping[str, Frame]) -> Any:
