@@ -72,6 +72,9 @@ enum Input {
 struct StreamState {
     cancelled: AtomicBool,
     failure: Mutex<Option<Error>>,
+    /// The driver is done with the session (it ended, failed or was stopped): the
+    /// feeder, which may be waiting for room in the client's queue, stops too.
+    ended: AtomicBool,
     /// Set once the session runs, for the StreamClosed of a stream that stops early.
     session_id: Mutex<String>,
     /// When the stream started, and when the latest chunk entered the pipeline
@@ -93,6 +96,7 @@ impl Default for StreamState {
         StreamState {
             cancelled: AtomicBool::new(false),
             failure: Mutex::new(None),
+            ended: AtomicBool::new(false),
             session_id: Mutex::new(String::new()),
             began: Instant::now(),
             last_input_ns: AtomicU64::new(0),
@@ -112,6 +116,16 @@ impl StreamState {
 
     fn failure(&self) -> Option<Error> {
         self.failure.lock().expect("poisoned").clone()
+    }
+
+    /// Whether the stream's threads should stop waiting: its client gone, the server
+    /// stopping, the stream cancelled or failed, or the driver done with it.
+    fn stopped(&self, ctx: &Context, tx: &Responses) -> bool {
+        tx.is_closed()
+            || ctx.stopping()
+            || self.cancelled.load(Ordering::Acquire)
+            || self.ended.load(Ordering::Acquire)
+            || self.failure.lock().expect("poisoned").is_some()
     }
 
     /// Counts a chunk whose buffers are `tally` (kind, items) before it is sent, so
@@ -415,15 +429,13 @@ fn drive(
     tx: &Responses,
     state: &Arc<StreamState>,
 ) {
-    let interrupt = || {
-        let gone = tx.is_closed() || ctx.stopping();
-        if gone || state.cancelled.load(Ordering::Acquire) || state.failure().is_some() {
-            return Err(Error::Interrupted);
-        }
-        Ok(())
+    let interrupt = || match state.stopped(ctx, tx) {
+        true => Err(Error::Interrupted),
+        false => Ok(()),
     };
     let runtime = Handle::current();
     let outcome = planned.and_then(|plan| run(ctx, &init, plan, queued, tx, state, &interrupt));
+    state.ended.store(true, Ordering::Release);
     // The session is closed by now. Its last message waits for room at most one idle
     // timeout: a client that reads nothing for that long does not get it.
     let deadline = Instant::now() + ctx.idle_timeout;
@@ -599,14 +611,9 @@ fn feed_in_background(
     std::thread::Builder::new()
         .name("zerohop-feeder".into())
         .spawn(move || {
-            let interrupt = || {
-                let stop =
-                    ctx.stopping() || tx.is_closed() || state.cancelled.load(Ordering::Acquire);
-                if stop {
-                    Err(Error::Interrupted)
-                } else {
-                    Ok(())
-                }
+            let interrupt = || match state.stopped(&ctx, &tx) {
+                true => Err(Error::Interrupted),
+                false => Ok(()),
             };
             let fed = || -> Result<()> {
                 feed_named(
