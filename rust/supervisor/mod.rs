@@ -130,6 +130,14 @@ impl Node {
         self.process.is_some()
     }
 
+    /// Takes frame counts a message carried. They only grow in the node, but a
+    /// heartbeat built before a status reply can arrive after it: the larger stands,
+    /// so a metrics counter never goes back.
+    fn count(&mut self, frames_in: Option<u64>, frames_out: Option<u64>) {
+        self.frames_in = self.frames_in.max(frames_in.unwrap_or(0));
+        self.frames_out = self.frames_out.max(frames_out.unwrap_or(0));
+    }
+
     fn send(&mut self, message: &HostMessage) {
         if let Some(control) = self.control.as_mut() {
             // A node that cannot be told anything any more is stopped by signal later.
@@ -799,10 +807,7 @@ fn read_messages(
             RunnerMessage::Alive {
                 frames_in,
                 frames_out,
-            } => {
-                node.frames_in = frames_in.unwrap_or(node.frames_in);
-                node.frames_out = frames_out.unwrap_or(node.frames_out);
-            }
+            } => node.count(frames_in, frames_out),
             RunnerMessage::Progress { fraction, message } => {
                 events.push_back(Event::Progress {
                     node_id: node.id.clone(),
@@ -856,8 +861,7 @@ fn read_messages(
                 frames_out,
             } => {
                 node.busy = busy;
-                node.frames_in = frames_in;
-                node.frames_out = frames_out;
+                node.count(Some(frames_in), Some(frames_out));
                 node.status_pending = false;
             }
             RunnerMessage::Stopped {
@@ -865,8 +869,7 @@ fn read_messages(
                 frames_out,
             } => {
                 node.state = NodeState::Stopped;
-                node.frames_in = frames_in.unwrap_or(node.frames_in);
-                node.frames_out = frames_out.unwrap_or(node.frames_out);
+                node.count(frames_in, frames_out);
             }
         }
     }
