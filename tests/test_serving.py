@@ -129,10 +129,11 @@ def test_sigterm_drains_then_exits(tmp_path: Path) -> None:
     exited_clean(proc, below)
 
 
-def test_a_drain_stops_what_outlives_its_timeout(tmp_path: Path) -> None:
-    """A stream that does not end within `drain_timeout_secs` is stopped then; its
-    client hears that the server is shutting down."""
-    (tmp_path / "runtime.toml").write_text("[server]\ndrain_timeout_secs = 1\n")
+@pytest.mark.parametrize("drain_secs", [0, 1])
+def test_a_drain_stops_what_outlives_its_timeout(tmp_path: Path, drain_secs: int) -> None:
+    """A stream that does not end within `drain_timeout_secs` is stopped then (0: at
+    once); its client hears that the server is shutting down."""
+    (tmp_path / "runtime.toml").write_text(f"[server]\ndrain_timeout_secs = {drain_secs}\n")
     proc, srv = start_server(tmp_path / "runtime.toml", None)
 
     def frames() -> Iterator[zerohop.Frame]:

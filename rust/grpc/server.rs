@@ -59,6 +59,9 @@ const STREAM_WINDOW: u32 = 64 << 10;
 const CONNECTION_WINDOW: u32 = 32 << 20;
 /// After the stop request, time the server gives connections and sessions to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The shortest drain (unless `drain_timeout` is shorter): a few health-check intervals
+/// of a balancer (deploy/haproxy.cfg checks every 250 ms).
+const MIN_DRAIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -351,17 +354,21 @@ impl StreamingPipelineService for Service {
             .and_then(|()| refuse_when_stopping(&self.ctx));
         if let Err(status) = admitted {
             metrics::grpc_call(stream::METHOD, &code_label(status.code()));
-            // Read what the client sends until it stops (at most a second) rather than
-            // drop it: dropped, the request stream is reset, and a balancer in between
-            // (HAProxy) passes the reset on instead of this status, which the client
-            // could have retried elsewhere.
-            let mut inbound = request.into_inner();
-            tokio::spawn(async move {
-                let until = tokio::time::Instant::now() + Duration::from_secs(1);
-                while let Ok(Ok(Some(_))) = tokio::time::timeout_at(until, inbound.message()).await
-                {
-                }
-            });
+            if status.code() == tonic::Code::Unavailable {
+                // Draining: read what the client sends until it stops (at most a
+                // second) rather than drop it. Dropped, the request stream is reset, and
+                // a balancer in between (HAProxy) passes the reset on instead of this
+                // status, which the client could retry elsewhere. (A caller without a
+                // token gets no such courtesy: nothing of theirs is read.)
+                let mut inbound = request.into_inner();
+                tokio::spawn(async move {
+                    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+                    while let Ok(Ok(Some(_))) =
+                        tokio::time::timeout_at(until, inbound.message()).await
+                    {
+                    }
+                });
+            }
             return Err(status);
         }
         let (tx, rx) = budget::channel(self.ctx.max_buffered);
@@ -473,7 +480,11 @@ pub fn serve(
                 Ok(_) => {}
             }
             if let Some(until) = drain_until {
-                if service.sessions() == 0 {
+                // Even with nothing running, stay up long enough for balancers' health
+                // checks to see the drain: calls that race them then get a status they
+                // retry elsewhere, not a refused connection.
+                let shown = until - drain_timeout + drain_timeout.min(MIN_DRAIN);
+                if service.sessions() == 0 && Instant::now() >= shown {
                     break Ok(());
                 }
                 if Instant::now() >= until {

@@ -12,7 +12,7 @@ use crate::grpc::{Bound, Control, Limits, Plan, Planner, ServerConfig};
 use crate::py::blocking::without_gil;
 use crate::py::errors::from_pyerr;
 use crate::py::graph::PyGraph;
-use crate::py::session::PySessionSettings;
+use crate::py::session::{seconds, PySessionSettings};
 
 /// Calls the Python planner under the GIL (from the server's blocking threads).
 struct PyPlanner {
@@ -85,17 +85,16 @@ pub fn serve(
     tls_key: Option<std::path::PathBuf>,
     on_bound: Py<PyAny>,
 ) -> PyResult<()> {
-    for (name, secs) in [
-        ("idle_timeout", idle_timeout),
-        ("handshake_timeout", handshake_timeout),
-        ("drain_timeout", drain_timeout),
-    ] {
-        if !(secs.is_finite() && secs > 0.0) {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "{name} must be a positive number of seconds"
-            )));
-        }
-    }
+    let positive = |value: f64, what: &str| match seconds(value, what)? {
+        zero if zero.is_zero() => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{what} must be more than 0 seconds"
+        ))),
+        duration => Ok(duration),
+    };
+    let idle_timeout = positive(idle_timeout, "idle_timeout")?;
+    let handshake_timeout = positive(handshake_timeout, "handshake_timeout")?;
+    // 0: a drain stops the running sessions at once.
+    let drain_timeout = seconds(drain_timeout, "drain_timeout")?;
     let planner = Arc::new(PyPlanner { plan, node_types });
     let cfg = ServerConfig {
         host,
@@ -109,11 +108,11 @@ pub fn serve(
         },
         metrics_every,
         file_dirs,
-        idle_timeout: std::time::Duration::from_secs_f64(idle_timeout),
+        idle_timeout,
         max_connections,
-        handshake_timeout: std::time::Duration::from_secs_f64(handshake_timeout),
+        handshake_timeout,
         max_buffered_bytes_per_stream,
-        drain_timeout: std::time::Duration::from_secs_f64(drain_timeout),
+        drain_timeout,
         metrics_port,
         tls: match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),

@@ -18,7 +18,8 @@ use crate::py::events::{event_to_py, PyNodeStatus};
 use crate::py::frame::{RawFrame, Storage};
 use crate::py::graph::PyGraph;
 
-fn seconds(value: f64, what: &str) -> PyResult<Duration> {
+/// `value` seconds as a duration, or a ValueError naming `what`.
+pub(crate) fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     if value.is_finite() && value >= 0.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
