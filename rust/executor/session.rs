@@ -468,15 +468,16 @@ impl Session {
             // channel ends leak when dropped (see `fork.rs`).
             return;
         }
-        let first = !self.closing.swap(true, Ordering::AcqRel);
-        let outcome = match (
-            self.check(),
-            self.ended.lock().expect("poisoned").iter().all(|e| *e),
-        ) {
-            (Err(_), _) => Outcome::Failed,
-            (Ok(()), true) => Outcome::Completed,
-            (Ok(()), false) => Outcome::Stopped,
-        };
+        // How it ended, judged before the stopping below can look like a failure; the
+        // first close only (later ones find it closed).
+        let outcome = (!self.closing.swap(true, Ordering::AcqRel)).then(|| {
+            let ended = self.ended.lock().expect("poisoned").iter().all(|e| *e);
+            match (self.check(), ended) {
+                (Err(_), _) => Outcome::Failed,
+                (Ok(()), true) => Outcome::Completed,
+                (Ok(()), false) => Outcome::Stopped,
+            }
+        });
         self.inputs_closed.store(true, Ordering::Release);
         // Host outputs first: a node's sender that still holds undelivered output lingers
         // until its receiver is gone, so the host must not keep it while it waits for
@@ -488,7 +489,7 @@ impl Session {
         // reclaimed): released earlier with frames still queued, they would linger on
         // a background thread past `close`.
         self.inputs.lock().expect("poisoned").clear();
-        if first {
+        if let Some(outcome) = outcome {
             // The nodes have stopped: their last counts came with their stop reports.
             metrics::session_finished(&self.meter, &self.meter.rows(), outcome);
         }

@@ -43,7 +43,7 @@ use super::proto::{
     VersionRequest, VersionResponse,
 };
 use super::run::Context;
-use super::status::{code_label, outcome_label};
+use super::status::status_label;
 use super::stream;
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -276,7 +276,7 @@ fn counted<T>(
     method: &str,
     outcome: std::result::Result<T, Status>,
 ) -> std::result::Result<T, Status> {
-    metrics::grpc_call(method, &outcome_label(&outcome));
+    metrics::grpc_call(method, &status_label(outcome.as_ref().err()));
     outcome
 }
 
@@ -353,7 +353,7 @@ impl StreamingPipelineService for Service {
             .authorize(request.metadata())
             .and_then(|()| refuse_when_stopping(&self.ctx));
         if let Err(status) = admitted {
-            metrics::grpc_call(stream::METHOD, &code_label(status.code()));
+            metrics::grpc_call(stream::METHOD, &status_label(Some(&status)));
             if status.code() == tonic::Code::Unavailable {
                 // Draining: read what the client sends until it stops (at most a
                 // second) rather than drop it. Dropped, the request stream is reset, and

@@ -84,19 +84,11 @@ pub fn as_status(err: &Error) -> Option<Status> {
     }
 }
 
-/// A gRPC status code as metrics label it (`OK`, `Unavailable`, `ResourceExhausted`:
-/// the names grpc-go's metrics use).
-pub fn code_label(code: tonic::Code) -> String {
-    match code {
-        tonic::Code::Ok => "OK".into(),
-        code => format!("{code:?}"),
-    }
-}
-
-/// The status a call that ended with `outcome` reported, as a metrics label.
-pub fn outcome_label<T>(outcome: &std::result::Result<T, Status>) -> String {
-    match outcome {
-        Ok(_) => "OK".into(),
-        Err(status) => code_label(status.code()),
+/// The status a call ended with as metrics label it (`OK`, `Unavailable`,
+/// `ResourceExhausted`: the names grpc-go's metrics use); None is OK.
+pub fn status_label(status: Option<&Status>) -> String {
+    match status.map(Status::code) {
+        None | Some(tonic::Code::Ok) => "OK".into(),
+        Some(code) => format!("{code:?}"),
     }
 }

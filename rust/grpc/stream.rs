@@ -39,7 +39,7 @@ use super::proto::{
     StreamInit, StreamMetrics, StreamReady, StreamRequest, StreamResponse,
 };
 use super::run::{output_buffer, plan, route, send, start, Context, Intake, Running};
-use super::status::{as_status, code_label, error_response, Dialect};
+use super::status::{as_status, error_response, status_label, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Event, Output, Session};
 use crate::frame::payload;
@@ -305,8 +305,7 @@ async fn refuse(tx: &Responses, err: Error) {
 /// Counts a stream that ended with `status` after its last message (None: it ended
 /// with a message only, which a client reads as OK).
 fn count_end(status: Option<&Status>) {
-    let label = status.map_or_else(|| "OK".into(), |s| code_label(s.code()));
-    metrics::grpc_call(METHOD, &label);
+    metrics::grpc_call(METHOD, &status_label(status));
 }
 
 /// Serves one planned stream until it ends; runs on the async runtime, never blocks.
