@@ -336,37 +336,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "runtime.toml"
         config.write_text(CONFIG)
-        rows = {
-            "quiet": scenario(config, None, settle=1.0, calls=calls, rss_cap=cap),
-            f"{args.idle} idle streams": scenario(
-                config,
-                lambda a: idle_streams(a, args.idle),
-                settle=settle,
-                calls=calls,
-                rss_cap=cap,
-            ),
-            f"{args.non_reading} non-reading streams, 32 MiB frames": scenario(
-                config,
+        # (name, the hostile clients, the server's fd limit)
+        hostile: list[tuple[str, Callable[[str], Any] | None, int | None]] = [
+            ("quiet", None, None),
+            (f"{args.idle} idle streams", lambda a: idle_streams(a, args.idle), None),
+            (
+                f"{args.non_reading} non-reading streams, 32 MiB frames",
                 lambda a: non_reading_streams(a, args.non_reading),
-                settle=settle,
-                calls=calls,
-                rss_cap=cap,
+                None,
             ),
-            f"{args.big} clients sending 3.5 MiB manifests": scenario(
-                config,
+            (
+                f"{args.big} clients sending 3.5 MiB manifests",
                 lambda a: big_manifests(a, args.big),
-                settle=settle,
-                calls=calls,
-                rss_cap=cap,
+                None,
             ),
-            f"{args.flood} silent connections, fd limit 256": scenario(
+            (f"{args.flood} silent connections, fd limit 256", lambda a: flood(a, args.flood), 256),
+        ]
+        rows = {
+            name: scenario(
                 config,
-                lambda a: flood(a, args.flood),
-                settle=settle,
+                clients,
+                settle=1.0 if clients is None else settle,
                 calls=calls,
                 rss_cap=cap,
-                max_fds=256,
-            ),
+                max_fds=max_fds,
+            )
+            for name, clients, max_fds in hostile
         }
 
     print(f"zerohop {zerohop.__version__} ({zerohop.__file__})")
