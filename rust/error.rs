@@ -88,6 +88,18 @@ pub enum Error {
         message: String,
         traceback: String,
     },
+
+    /// A node on another host: its host could not be reached or refused the session,
+    /// or it failed there. `path` is the manifest field that names the host
+    /// (`nodes[2].host`); `traceback` is the remote node's, when it sent one.
+    #[error("node '{node}' on {host} ({path}): {message}")]
+    Remote {
+        node: String,
+        host: String,
+        path: String,
+        message: String,
+        traceback: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -305,6 +305,9 @@ struct Metrics {
     grpc_calls: Family<Labels, Counter>,
     connections_open: Gauge,
     connections_refused: Family<Labels, Counter>,
+    remote_hops_active: Gauge,
+    remote_hops: Family<Labels, Counter>,
+    remote_round_trip: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -356,6 +359,29 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
          handshake_timeout: silent; out_of_fds: accept failed and backed off).",
         connections_refused.clone(),
     );
+    let remote_hops_active = Gauge::default();
+    registry.register(
+        "zerohop_remote_hops_active",
+        "Streams open now to other hosts for remote nodes (one per part of a pipeline).",
+        remote_hops_active.clone(),
+    );
+    let remote_hops = Family::<Labels, Counter>::default();
+    registry.register(
+        "zerohop_remote_hops",
+        "Streams to other hosts for remote nodes that ended, by outcome.",
+        remote_hops.clone(),
+    );
+    // Loopback is a few hundred microseconds; across a region, tens of milliseconds.
+    let remote_round_trip = Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]);
+    registry.register_with_unit(
+        "zerohop_remote_round_trip",
+        "From a frame leaving for a remote node's host to the next result coming back \
+         (results paired with frames in order: exact for one result per frame).",
+        Unit::Seconds,
+        remote_round_trip.clone(),
+    );
     Metrics {
         registry,
         live,
@@ -365,6 +391,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         grpc_calls,
         connections_open,
         connections_refused,
+        remote_hops_active,
+        remote_hops,
+        remote_round_trip,
     }
 });
 
@@ -435,6 +464,27 @@ pub fn connection_refused(reason: &str) {
         .connections_refused
         .get_or_create(&vec![("reason".into(), reason.into())])
         .inc();
+}
+
+/// A stream to a remote node's host opened (None), or ended with `outcome`.
+pub fn remote_hop(ended: Option<Outcome>) {
+    match ended {
+        None => {
+            METRICS.remote_hops_active.inc();
+        }
+        Some(outcome) => {
+            METRICS.remote_hops_active.dec();
+            METRICS
+                .remote_hops
+                .get_or_create(&vec![("outcome".into(), outcome.label().into())])
+                .inc();
+        }
+    }
+}
+
+/// A remote node's result came back `secs` after its frame left.
+pub fn remote_round_trip(secs: f64) {
+    METRICS.remote_round_trip.observe(secs);
 }
 
 /// Every series, as OpenMetrics text ([`CONTENT_TYPE`]).

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,20 @@ def wait_until(condition: Any, timeout: float) -> float | None:
     return None
 
 
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of a `/metrics` page, keyed by name and labels as written."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["content-type"].startswith("application/openmetrics-text")
+        text = response.read().decode()
+    assert text.endswith("# EOF\n")
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
 def start_server(
     config: Path,
     token: str | None,
@@ -95,16 +110,19 @@ def start_server(
     *,
     max_fds: int | None = None,
     metrics: bool = False,
+    host: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], Server]:
     """`zerohop serve --port 0` with ``config`` as its runtime.toml (in ``env``, default
     this process's environment; at most ``max_fds`` file descriptors if given; with
-    ``--metrics-port 0`` if ``metrics``)."""
+    ``--metrics-port 0`` if ``metrics``), listening on ``host``, its command run under
+    ``prefix`` (another host's namespaces: see ``hosts.py``)."""
     env = {**(os.environ if env is None else env), "ZEROHOP_CONFIG": str(config)}
     env.pop("ZEROHOP_TOKEN", None)
     if token:
         env["ZEROHOP_TOKEN"] = token
 
-    command = [sys.executable, "-m", "zerohop.cli", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "zerohop.cli", "serve", "--host", host, "--port", "0"]
     if metrics:
         command += ["--metrics-port", "0"]
     if max_fds is not None:
@@ -116,10 +134,10 @@ def start_server(
             "os.execv(sys.executable, sys.argv[1:])"
         )
         command = [sys.executable, "-c", limit, *command]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([*prefix, *command], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert "listening on 127.0.0.1:" in line, line
+    assert f"listening on {host}:" in line, line
     server = Server(line.split("listening on ")[1].split()[0], proc.pid)
     if metrics:
         line = proc.stdout.readline()

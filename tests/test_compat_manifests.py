@@ -86,15 +86,6 @@ FORMS: dict[str, tuple[dict[str, Any], Frame, list[str]]] = {
         TEXT,
         [],
     ),
-    "host_with_scheme": (
-        doc(
-            {"id": "a", "node_type": "Echo", "host": "http://gpu-box:50051"},
-            {"id": "b", "node_type": "PassThrough", "host": "grpc://10.0.0.2:7000"},
-            {"id": "c", "node_type": "Echo", "host": "cpu-box:50051"},
-        ),
-        TEXT,
-        ["nodes[0].host", "nodes[1].host", "nodes[2].host"],
-    ),
     "default_ports": (
         doc(
             {"id": "a", "node_type": "Echo"},

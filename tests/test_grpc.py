@@ -1030,11 +1030,15 @@ def test_the_client_sends_every_node_field_it_is_given(server: Server) -> None:
     node = _manifest_message(doc).nodes[0]
     assert (node.host, node.runtime_hint) == ("gpu-1:50051", execution_pb2.RUNTIME_HINT_CPYTHON)
     assert (node.capabilities.cpu.cores, node.capabilities.memory_gb) == (1, 0.5)
+    local = {"version": "v1", "nodes": [{**doc["nodes"][0], "host": None}]}  # type: ignore[dict-item]
     with Client(server.address, TOKEN) as client, warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        assert client.execute(doc, {"e": zerohop.Text("x")})["e"].text == "x"  # type: ignore[attr-defined]
+        assert client.execute(local, {"e": zerohop.Text("x")})["e"].text == "x"  # type: ignore[attr-defined]
+        # The host arrived: this server may not dial it (runtime.toml lists none).
+        with pytest.raises(RemoteError, match=r"nodes\[0\]\.host: gpu-1:50051 is not a host"):
+            client.execute(doc, {"e": zerohop.Text("x")})
     heard = " ".join(str(w.message) for w in said if w.category is ServerWarning)
-    assert "nodes[0].host" in heard and "nodes[0].capabilities" in heard, heard
+    assert "nodes[0].capabilities" in heard, heard
     for field, value in (("runtime_hint", "native"), ("capabilities", {"gpux": 1})):
         bad = {"version": "v1", "nodes": [{"id": "e", "node_type": "Echo", field: value}]}
         with pytest.raises(zerohop.ConfigError, match=rf"nodes\[0\]\.{field}"):

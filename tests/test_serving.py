@@ -23,7 +23,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from remotemedia import descendants, exited_clean, start_server, wait_until
+from hosts import certificates
+from remotemedia import descendants, exited_clean, scrape, start_server, wait_until
 
 import zerohop
 from zerohop.client import Client, RemoteError
@@ -180,20 +181,6 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
         stop.set()
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Every sample of a `/metrics` page, keyed by name and labels as written."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.headers["content-type"].startswith("application/openmetrics-text")
-        text = response.read().decode()
-    assert text.endswith("# EOF\n")
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
-
-
 TWO = {
     "version": "v1",
     "nodes": [{"id": "e", "node_type": "Echo"}, {"id": "p", "node_type": "PassThrough"}],
@@ -323,64 +310,9 @@ def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
         exited_clean(proc, set())
 
 
-def _certificates(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
-    """A CA of its own and a server certificate it signed for 127.0.0.1: (ca, cert,
-    key) PEM files, all generated here."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def certificate(
-        subject: str,
-        key: ec.EllipticCurvePrivateKey,
-        issuer: x509.Name,
-        signer: ec.EllipticCurvePrivateKey,
-        ca: bool,
-    ) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False,
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
-    ca = certificate(f"{name} test CA", ca_key, ca_name, ca_key, ca=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = certificate("127.0.0.1", key, ca_name, ca_key, ca=False)
-    paths = (tmp_path / f"{name}-ca.pem", tmp_path / f"{name}.pem", tmp_path / f"{name}-key.pem")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 def test_tls_serves_clients_that_trust_its_ca_and_no_one_else(tmp_path: Path) -> None:
-    ca, cert, key = _certificates(tmp_path, "server")
-    other_ca, _, _ = _certificates(tmp_path, "other")
+    ca, cert, key = certificates(tmp_path, "server")
+    other_ca, _, _ = certificates(tmp_path, "other")
     (tmp_path / "runtime.toml").write_text(f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
     proc, srv = start_server(tmp_path / "runtime.toml", "s3cret")
     try:
@@ -403,7 +335,7 @@ def test_tls_serves_clients_that_trust_its_ca_and_no_one_else(tmp_path: Path) ->
 
 
 def test_a_bad_tls_key_is_an_error_before_serving(tmp_path: Path) -> None:
-    _, cert, _ = _certificates(tmp_path, "server")
+    _, cert, _ = certificates(tmp_path, "server")
     missing = tmp_path / "nope.pem"
     for key, says in ((missing, "nope.pem"), (cert, "TLS")):
         done = subprocess.run(

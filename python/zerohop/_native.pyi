@@ -393,6 +393,7 @@ class SessionSettings:
         imports: Sequence[tuple[str, str, Sequence[str]]],
         sys_path: Sequence[str],
         spawn_method: str,
+        hosts: Sequence[tuple[str, str | None, bytes | None, float]] = ...,
     ) -> SessionSettings: ...
     @property
     def channel(self) -> ChannelSettings: ...

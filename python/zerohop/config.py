@@ -32,9 +32,16 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from . import _native
 from .errors import ConfigError
@@ -42,6 +49,7 @@ from .node import MODEL_DIRS_CONTEXT
 
 __all__ = [
     "ChannelConfig",
+    "HostConfig",
     "NodesConfig",
     "ProcessConfig",
     "RuntimeConfig",
@@ -205,6 +213,50 @@ class ServerConfig(_Section):
         return self
 
 
+class HostConfig(_Section):
+    """One host remote nodes run on (``[hosts."gpu-1:50051"]``): how to reach it. Its
+    token and CA bundle are the operator's, never a manifest's: a manifest may come from
+    a network client and must not choose what the server sends where."""
+
+    #: Bearer token sent to the host (``authorization: Bearer ...``).
+    token: str | None = None
+    #: Or the environment variable that holds it (read when a session starts).
+    token_env: str | None = None
+    #: PEM CA bundle the host's certificate must chain to: the connection is TLS.
+    ca: str | None = None
+    #: The most seconds connecting and opening a stream there may take.
+    connect_timeout_secs: float = Field(10.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_token(self) -> HostConfig:
+        if self.token is not None and self.token_env is not None:
+            raise ValueError("give token or token_env, not both")
+        return self
+
+    def access(self, key: str) -> tuple[str | None, bytes | None, float]:
+        """``(token, CA bundle, connect timeout)``, read now; errors name the field."""
+        token = self.token
+        if self.token_env is not None:
+            token = os.environ.get(self.token_env)
+            if not token:
+                raise ConfigError(
+                    f'hosts."{key}".token_env: environment variable {self.token_env} is not set'
+                )
+        ca = None
+        if self.ca is not None:
+            try:
+                ca = Path(self.ca).read_bytes()
+            except OSError as err:
+                raise ConfigError(
+                    f'hosts."{key}".ca: cannot read {self.ca}: {err.strerror}'
+                ) from None
+        return token, ca, self.connect_timeout_secs
+
+
+#: A ``[hosts]`` key: ``host:port`` (IPv6 in brackets), no scheme.
+HOST_KEY = r"^(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}$"
+
+
 class RuntimeConfig(_Section):
     """The whole ``runtime.toml``."""
 
@@ -212,6 +264,16 @@ class RuntimeConfig(_Section):
     process: ProcessConfig = ProcessConfig()
     nodes: NodesConfig = NodesConfig()
     server: ServerConfig = ServerConfig()
+    #: Hosts remote nodes run on, keyed ``"host:port"`` (a node's ``host`` matches
+    #: without its scheme). A host not listed is dialed without token, in plain text.
+    hosts: dict[Annotated[str, StringConstraints(pattern=HOST_KEY)], HostConfig] = Field(
+        default_factory=dict
+    )
+
+    def host_access(self) -> list[tuple[str, str | None, bytes | None, float]]:
+        """Every ``[hosts]`` entry as the executor takes it:
+        ``(key, token, CA bundle, connect timeout)``."""
+        return [(key, *host.access(key)) for key, host in self.hosts.items()]
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> RuntimeConfig:

@@ -20,7 +20,9 @@ situation too, the class also derives from it, so ``except TimeoutError`` keeps 
         ├── NodeInitTimeout            (also TimeoutError) not ready within the init timeout
         ├── NodeUnresponsiveError      (also TimeoutError) no heartbeat within the liveness timeout
         ├── NodeCrashedError           its process died; ``.exit_code`` or ``.signal``
-        └── NodeError                  ``process`` raised (policy ``fail``); ``.traceback``
+        ├── NodeError                  ``process`` raised (policy ``fail``); ``.traceback``
+        └── RemoteNodeError            a node on another host: unreachable, refused, failed there;
+                                       ``.host``, ``.path`` (``nodes[2].host``)
 
 The Rust core maps its single error enum onto these classes in one place
 (``rust/py/errors.rs``); each instance keeps the core's error kind in ``.kind``.
@@ -67,6 +69,7 @@ __all__ = [
     "NodeInitTimeout",
     "NodeUnresponsiveError",
     "PayloadTooLargeError",
+    "RemoteNodeError",
     "ResourceLimitError",
     "SpawnError",
     "UnknownNodeTypeError",
@@ -255,3 +258,24 @@ class NodeError(NodeFailure):
     """The node's ``process`` raised and its ``on_error`` policy is ``"fail"``."""
 
     kind = "node_error"
+
+
+class RemoteNodeError(NodeFailure):
+    """A node on another host: its host could not be reached, refused the session
+    (token, certificate, manifest), or the node failed there. ``host`` is the address
+    dialed and ``path`` the manifest field that names it (``nodes[2].host``)."""
+
+    kind = "remote_node"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str | None = None,
+        host: str | None = None,
+        path: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        super().__init__(message, node_id=node_id, traceback=traceback)
+        self.host = host
+        self.path = path

@@ -43,6 +43,7 @@ from .errors import (
 from .node import MultiprocessNode
 from .node_loop import NodeFailed, NodeLoop, Stopped, describe
 from .registry import NativeNodeType
+from .remote import RemoteNodeType
 from .session import EventCallback, NodeStatus, Session
 
 if TYPE_CHECKING:
@@ -270,6 +271,8 @@ class InProcessSession(Session):
         nodes = {n["id"]: n for n in pipeline.graph("inprocess")["nodes"]}
         for node_id, cls in pipeline.node_classes().items():
             spec = nodes[node_id]
+            # Refused by `Pipeline.session` before this executor is picked.
+            assert not isinstance(cls, RemoteNodeType), "remote nodes run multiprocess"
             node = (
                 _NativeNode(cls.node_type, spec["params"], node_id)
                 if isinstance(cls, NativeNodeType)

@@ -19,8 +19,9 @@ makes every warning an error.
   ``"pipeline"`` (:data:`DEFAULT_NAME`).
 - Node ids are letters, digits, ``_``, ``-`` and ``.``.
 - ``nodes[i].host`` (``host:port``, or with a scheme: ``http://gpu-box:50051``,
-  ``grpc://...``): remote execution is not implemented yet, so the node runs locally,
-  with a warning.
+  ``grpcs://...``): the node runs on that ``zerohop serve`` (:mod:`zerohop.remote`);
+  consecutive nodes with the same host run there together. So does remotemedia's
+  ``RemotePipelineNode`` with an inline ``manifest``.
 - ``runtime_hint`` ``rustpython`` / ``cpython`` / ``cpython_wasm`` pick one of
   remotemedia's Python runtimes; on a native (Rust) node type they are a hint, not an
   order: the node runs native, with a warning.
@@ -75,6 +76,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .config import RuntimeConfig
 from .errors import ManifestError, ManifestWarning
+from .remote import HOST
 
 __all__ = [
     "DEFAULT_NAME",
@@ -90,9 +92,6 @@ __all__ = [
 ]
 
 NODE_ID = r"^[a-zA-Z0-9_.-]+$"
-#: ``host:port``, optionally with a scheme (``http://``, ``https://``, ``grpc://``,
-#: ``grpcs://``); IPv6 hosts in brackets.
-HOST = r"^(?:(?:https?|grpcs?)://)?(?:\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$"
 #: The pipeline name when a manifest gives none (remotemedia's executor defaults one too).
 DEFAULT_NAME = "pipeline"
 #: What ``from_port`` / ``to_port`` may say for "the node's primary port".
@@ -154,8 +153,7 @@ class NodeManifest(_Model):
     node_type: str = Field(min_length=1, validation_alias=AliasChoices("node_type", "nodeType"))
     params: dict[str, Any] = Field(default_factory=dict)
     capabilities: dict[str, Any] | None = None
-    #: A remote ``zerohop serve`` to run the node on: not implemented yet, the node runs
-    #: locally (with a warning).
+    #: A remote ``zerohop serve`` to run the node on (see :mod:`zerohop.remote`).
     host: str | None = Field(default=None, pattern=HOST)
     is_streaming: bool | None = _either("is_streaming", "isStreaming")
     #: Which implementation to run: "auto" (the registry decides), "native"/"rust", or
@@ -195,7 +193,7 @@ class Manifest(_Model):
     def warnings(self) -> list[ManifestWarning]:
         """What this manifest gives that zerohop does not act on, found without the
         node registry: unknown fields (top-level, metadata, nodes, connections),
-        resource ``capabilities`` and ``execution`` settings, and ``host``. Unknown
+        resource ``capabilities`` and ``execution`` settings. Unknown
         params and runtime hints not followed are found by :meth:`to_pipeline`."""
         found = _unknown(self, "")
         found += _unknown(self.metadata, "metadata")
@@ -213,15 +211,6 @@ class Manifest(_Model):
                             node.id,
                         )
                     )
-            if node.host:
-                found.append(
-                    ManifestWarning(
-                        f"{path}.host",
-                        f"remote execution is not implemented yet: node '{node.id}' runs "
-                        f"locally, not on {node.host}",
-                        node.id,
-                    )
-                )
         for i, conn in enumerate(self.connections):
             found += _unknown(conn, f"connections[{i}]")
         return found
@@ -295,7 +284,7 @@ class Manifest(_Model):
         """Builds the :class:`~zerohop.Pipeline` (validating node types and params).
 
         What the manifest gives but zerohop does not act on (unknown params, which
-        are dropped before they reach the node; unknown fields; ``host``; runtime
+        are dropped before they reach the node; unknown fields; runtime
         hints not followed) is on the pipeline's ``warnings``, each naming its JSON
         path. ``strict`` (default: runtime.toml ``[nodes] strict_params``) makes the
         first of them a :class:`ManifestError` instead."""
@@ -315,6 +304,7 @@ class Manifest(_Model):
                 on_error=node.on_error,
                 runtime_hint=node.runtime_hint,
                 executor=node.executor,
+                host=node.host,
                 lenient=True,
             )
         for source, target, from_port, to_port in self.resolved_connections():

@@ -151,4 +151,5 @@ def session_settings(pipeline: Pipeline) -> _native.SessionSettings:
         imports=pipeline._imports.specs(),
         sys_path=_sys_path(),
         spawn_method=cfg.process.spawn_method,
+        hosts=cfg.host_access(),
     )

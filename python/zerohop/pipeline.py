@@ -45,6 +45,7 @@ from .registry import (
     register_node,
     resolve_node_type,
 )
+from .remote import REMOTE_PIPELINE_NODE, RemoteNodeType, host_node, remote_pipeline
 
 if TYPE_CHECKING:
     from . import _native
@@ -55,6 +56,8 @@ __all__ = ["Executor", "OnError", "Pipeline"]
 
 Executor = Literal["multiprocess", "inprocess"]
 OnError = Literal["fail", "skip"]
+#: What a node id resolves to: a Python class, a native node type, or a remote node.
+NodeClass = type[MultiprocessNode] | NativeNodeType | RemoteNodeType
 
 #: remotemedia-sdk's Python runtimes: on a native node type, a hint it runs without.
 _PYTHON_RUNTIMES = ("cpython", "rustpython", "cpython_wasm")
@@ -72,7 +75,7 @@ _NEGOTIATED_RATE = {
 class _NodeEntry:
     id: str
     node_type: str
-    cls: type[MultiprocessNode] | NativeNodeType
+    cls: NodeClass
     params: dict[str, Any]
     on_error: OnError
     #: The registry's implementations of ``node_type`` (for routing).
@@ -87,6 +90,8 @@ class _NodeEntry:
 
     def placement(self, index: int, executor: Executor) -> str:
         """Where this node runs when the session runs Python nodes on ``executor``."""
+        if isinstance(self.cls, RemoteNodeType):
+            return "remote"
         if executor not in self.placements:
             from . import _native
 
@@ -218,6 +223,7 @@ class Pipeline:
         on_error: OnError = "fail",
         runtime_hint: str | None = None,
         executor: str | None = None,
+        host: str | None = None,
         **params: Any,
     ) -> Pipeline:
         """Adds node ``node_id`` of ``node_type`` (a registered name or a node class)
@@ -229,7 +235,11 @@ class Pipeline:
         ``"rust"``, ``"python"`` / ``"cpython"``) or ``executor`` (``"native"``,
         ``"multiprocess"``, ``"inprocess"``) overrides it. A contradiction, or a request
         for an implementation the type lacks, raises :class:`ManifestError` naming
-        ``nodes[i].runtime_hint`` / ``nodes[i].executor``."""
+        ``nodes[i].runtime_hint`` / ``nodes[i].executor``.
+
+        ``host="gpu-1:50051"`` runs the node on that ``zerohop serve`` instead (see
+        :mod:`zerohop.remote`): its type and params are that server's to check, and
+        consecutive nodes with the same host run there together."""
         return self.add_node(
             node_id,
             node_type,
@@ -237,6 +247,7 @@ class Pipeline:
             on_error=on_error,
             runtime_hint=runtime_hint,
             executor=executor,
+            host=host,
         )
 
     def add_node(
@@ -248,6 +259,7 @@ class Pipeline:
         on_error: OnError = "fail",
         runtime_hint: str | None = None,
         executor: str | None = None,
+        host: str | None = None,
         lenient: bool = False,
     ) -> Pipeline:
         """:meth:`node` with ``params`` as a dict, for params whose names are not
@@ -266,6 +278,26 @@ class Pipeline:
             raise ManifestError(
                 f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id
             )
+        if host is not None or node_type == REMOTE_PIPELINE_NODE:
+            if not isinstance(node_type, str):
+                raise ConfigError("a remote node's type is a name the remote host registers")
+            if host is None:
+                remote = remote_pipeline(path, node_id, params, self.config)
+            else:
+                remote = host_node(
+                    path,
+                    node_id,
+                    node_type,
+                    params,
+                    host=host,
+                    runtime_hint=runtime_hint,
+                    executor=executor,
+                    on_error=on_error,
+                )
+            entry = _NodeEntry(
+                node_id, node_type, remote, params, on_error, (False, False), runtime_hint
+            )
+            return self._added(entry)
         cls: type[MultiprocessNode] | NativeNodeType
         native_type: NativeNodeType | None = None
         if inspect.isclass(node_type):
@@ -304,7 +336,7 @@ class Pipeline:
         if placement == "native" and native_type is not None:
             cls = entry.cls = native_type
         if lenient:
-            params = self._drop_unknown(params, entry.cls, type_name, node_id, path)
+            params = self._drop_unknown(params, cls, type_name, node_id, path)
         if isinstance(cls, NativeNodeType):
             negotiated = _NEGOTIATED_RATE.get(type_name)
             given = [k for k in (negotiated[1] if negotiated else ()) if k in params]
@@ -330,8 +362,11 @@ class Pipeline:
                 else dict(validated)
             )
         entry.params = stored
+        return self._added(entry)
+
+    def _added(self, entry: _NodeEntry) -> Pipeline:
         self._nodes.append(entry)
-        self._node_ids.add(node_id)
+        self._node_ids.add(entry.id)
         self._validated.clear()
         return self
 
@@ -383,7 +418,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ outputs
 
-    def node_classes(self) -> dict[str, type[MultiprocessNode] | NativeNodeType]:
+    def remote_nodes(self) -> list[tuple[int, str, RemoteNodeType]]:
+        """``(index, node id, where it runs)`` of every node that runs on another host."""
+        return [
+            (i, n.id, n.cls) for i, n in enumerate(self._nodes) if isinstance(n.cls, RemoteNodeType)
+        ]
+
+    def node_classes(self) -> dict[str, NodeClass]:
         """Node id → its class (or native node type), as resolved when it was added."""
         return {n.id: n.cls for n in self._nodes}
 
@@ -393,22 +434,27 @@ class Pipeline:
         resolved connections."""
         executor = executor or self.executor
         rates = self._negotiated_rates()
+        edges = [(e.source, e.target, e.from_port, e.to_port) for e in self._edges]
+        nodes = []
+        for i, n in enumerate(self._nodes):
+            node = {
+                "id": n.id,
+                "node_type": n.node_type,
+                "params": {**n.params, **rates.get(n.id, {})},
+                "inputs": list(n.cls.inputs),
+                "outputs": list(n.cls.outputs),
+                "on_error": n.on_error,
+                "placement": n.placement(i, executor),
+                "accepts": n.cls.accepts,
+                "emits": n.cls.emits,
+            }
+            if isinstance(n.cls, RemoteNodeType):
+                node["inputs"], node["outputs"] = n.cls.ports(n.id, edges)
+                node["remote"] = n.cls.spec
+            nodes.append(node)
         return {
             "name": self.name,
-            "nodes": [
-                {
-                    "id": n.id,
-                    "node_type": n.node_type,
-                    "params": {**n.params, **rates.get(n.id, {})},
-                    "inputs": list(n.cls.inputs),
-                    "outputs": list(n.cls.outputs),
-                    "on_error": n.on_error,
-                    "placement": n.placement(i, executor),
-                    "accepts": n.cls.accepts,
-                    "emits": n.cls.emits,
-                }
-                for i, n in enumerate(self._nodes)
-            ],
+            "nodes": nodes,
             "connections": [
                 {"from": e.source, "to": e.target, "from_port": e.from_port, "to_port": e.to_port}
                 for e in self._edges
@@ -473,6 +519,11 @@ class Pipeline:
                     "params": n.params,
                     **({"runtime_hint": n.runtime_hint} if n.runtime_hint else {}),
                     **({"executor": n.executor} if n.executor else {}),
+                    **(
+                        {"host": n.cls.host}
+                        if isinstance(n.cls, RemoteNodeType) and n.node_type != REMOTE_PIPELINE_NODE
+                        else {}
+                    ),
                 }
                 for n in self._nodes
             ],
@@ -547,6 +598,13 @@ class Pipeline:
         executor = executor or self.executor
         _check_executor(executor)
         graph = self.validate(executor)
+        remote = self.remote_nodes()
+        if remote and executor == "inprocess":
+            _, node_id, cls = remote[0]
+            raise ConfigError(
+                f"node '{node_id}' runs on {cls.host}: remote nodes run in multiprocess "
+                "sessions (the in-process executor runs one interpreter's nodes)"
+            )
         session: Session
         if executor == "inprocess":
             from .inprocess import InProcessSession

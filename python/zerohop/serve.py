@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError
 from .manifest import Manifest, parse_document
+from .remote import check_dialable
 
 if TYPE_CHECKING:
     from . import _native
@@ -58,6 +59,7 @@ def plan(
     pipeline = Manifest.parse(data).to_pipeline(config)
     if pipeline.executor != "multiprocess":
         raise ConfigError("zerohop serve runs pipelines on the multiprocess executor only")
+    check_dialable(pipeline.remote_nodes(), pipeline.config)
     return (
         pipeline.validate(),
         session_settings(pipeline),

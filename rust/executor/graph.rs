@@ -36,6 +36,9 @@ pub enum Placement {
     Inprocess,
     /// A Rust node in the host process.
     Native,
+    /// On another `zerohop serve` (its `remote` says where and what), reached through
+    /// `StreamPipeline`; see `executor::remote`.
+    Remote,
 }
 
 /// What the registry offers for a node type: a native (Rust) implementation, a
@@ -190,6 +193,7 @@ pub fn placement_name(placement: Placement) -> &'static str {
         Placement::Multiprocess => "multiprocess",
         Placement::Inprocess => "inprocess",
         Placement::Native => "native",
+        Placement::Remote => "remote",
     }
 }
 
@@ -216,6 +220,43 @@ pub struct NodeDef {
     /// Frame kinds the node emits, if it declares them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emits: Option<Vec<String>>,
+    /// Where a `Remote` node runs (set for those only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteDef>,
+}
+
+/// A node that runs on another host: a manifest node with `host` (its type and params
+/// are the remote server's to check), or remotemedia's `RemotePipelineNode`, which runs
+/// a whole inline manifest there. Its ports are the ones the connections name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RemoteDef {
+    /// The address dialed (`host:port`, or with a scheme), as the manifest gives it.
+    pub host: String,
+    /// The JSON path errors about the host name (`nodes[2].host`,
+    /// `nodes[0].params.endpoint`).
+    pub path: String,
+    /// More addresses of the same service, spread over by tonic's balanced channel
+    /// (`RemotePipelineNode.endpoints`); empty: `host` alone.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// The node's remotemedia runtime hint, passed on as given.
+    #[serde(default)]
+    pub runtime_hint: Option<String>,
+    #[serde(default)]
+    pub is_streaming: bool,
+    /// A `RemotePipelineNode`'s inline manifest (manifest.v1 JSON): run as it is, its
+    /// outputs all leave through this node's primary output.
+    #[serde(default)]
+    pub manifest: Option<serde_json::Value>,
+    /// The most time connecting and opening the stream may take (None: the host's
+    /// `connect_timeout_secs`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Connection attempts after the first that fails, `backoff_ms` apart.
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default)]
+    pub backoff_ms: u64,
 }
 
 /// What a node declares it takes and emits (`None`: not known).
@@ -389,6 +430,12 @@ impl Graph {
                 return Err(manifest(
                     format!("nodes[{i}].node_type"),
                     "must not be empty",
+                ));
+            }
+            if (node.placement == Placement::Remote) != node.remote.is_some() {
+                return Err(manifest(
+                    format!("nodes[{i}].remote"),
+                    "a remote node needs `remote` (where it runs), and only a remote node",
                 ));
             }
             if let Some(first) = index.insert(node.id.as_str(), i) {

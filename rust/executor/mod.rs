@@ -7,6 +7,7 @@
 
 pub mod graph;
 pub mod native;
+pub mod remote;
 pub mod session;
 
 pub use crate::ipc::{ChannelConfig, Interrupt, Sample};

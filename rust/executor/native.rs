@@ -44,11 +44,23 @@ impl NativeShared {
         self.events.lock().expect("poisoned").pop_front()
     }
 
-    fn fail(&self, err: Error) {
+    pub(super) fn fail(&self, err: Error) {
         self.failure.lock().expect("poisoned").get_or_insert(err);
     }
 
-    fn wait_for_stop(&self) {
+    pub(super) fn push_event(&self, event: Event) {
+        self.events.lock().expect("poisoned").push_back(event);
+    }
+
+    /// Tells every thread of the session to stop (they see it within a poll).
+    pub(super) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let (lock, signal) = &self.stopped;
+        *lock.lock().expect("poisoned") = true;
+        signal.notify_all();
+    }
+
+    pub(super) fn wait_for_stop(&self) {
         let (lock, signal) = &self.stopped;
         let mut stopped = lock.lock().expect("poisoned");
         while !*stopped {
@@ -56,7 +68,7 @@ impl NativeShared {
         }
     }
 
-    fn check_stop(&self) -> Result<()> {
+    pub(super) fn check_stop(&self) -> Result<()> {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::Interrupted);
         }
@@ -142,10 +154,7 @@ impl NativeHost {
         if !self.generation.is_current() {
             return; // the parent's threads (see `fork.rs`)
         }
-        self.shared.stop.store(true, Ordering::Release);
-        let (lock, signal) = &self.shared.stopped;
-        *lock.lock().expect("poisoned") = true;
-        signal.notify_all();
+        self.shared.request_stop();
         for thread in self.threads.lock().expect("poisoned").drain(..) {
             let _ = thread.join();
         }
@@ -219,16 +228,12 @@ fn serve(
                 Ok(()) => {}
                 Err(err @ Error::Frame(_)) if task.on_error == OnError::Skip => {
                     out.clear();
-                    shared
-                        .events
-                        .lock()
-                        .expect("poisoned")
-                        .push_back(Event::FrameError {
-                            node_id: task.node_id.clone(),
-                            error: err.to_string(),
-                            traceback: String::new(),
-                            sequence: Some(header.sequence),
-                        });
+                    shared.push_event(Event::FrameError {
+                        node_id: task.node_id.clone(),
+                        error: err.to_string(),
+                        traceback: String::new(),
+                        sequence: Some(header.sequence),
+                    });
                     continue;
                 }
                 Err(err) => return Err(err),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement, PortRef};
 use crate::executor::native::{NativeHost, NativeTask};
+use crate::executor::remote::{self, RemoteHost};
 use crate::frame::{Header, FLAG_END_OF_STREAM};
+use crate::grpc::dial::Hosts;
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
 use crate::metrics::{self, Meter, Outcome};
 use crate::nodes;
@@ -32,6 +34,8 @@ pub struct SessionConfig {
     pub heartbeat_secs: f64,
     pub imports: Vec<ImportSpec>,
     pub sys_path: Vec<String>,
+    /// What runtime.toml says about the hosts remote nodes run on.
+    pub hosts: Hosts,
 }
 
 /// What `Session::recv` delivers.
@@ -56,6 +60,7 @@ pub struct Session {
     pub graph: Graph,
     supervisor: Supervisor,
     native: NativeHost,
+    remote: RemoteHost,
     inputs: Mutex<Vec<Arc<ipc::Sender>>>,
     /// Taken (dropped) by `close`, so the channels go with the session, not with the
     /// last Python reference to it.
@@ -152,13 +157,14 @@ impl Session {
             .map(|i| ipc::Receiver::open(&output_name(i), &cfg.channel))
             .collect::<Result<Vec<_>>>()?;
 
-        let channels_of = |port: &PortRef, incoming: bool| -> Vec<String> {
-            let mut names: Vec<String> = graph
+        // Each channel of a port, with the node at its other end (None: the host's).
+        let ends_of = |port: &PortRef, incoming: bool| -> Vec<(String, Option<usize>)> {
+            let mut names: Vec<(String, Option<usize>)> = graph
                 .edges
                 .iter()
                 .enumerate()
                 .filter(|(_, (from, to))| if incoming { to == port } else { from == port })
-                .map(|(i, _)| edge_name(i))
+                .map(|(i, (from, to))| (edge_name(i), Some(if incoming { from } else { to }.node)))
                 .collect();
             let host_side = if incoming {
                 &graph.inputs
@@ -166,13 +172,22 @@ impl Session {
                 &graph.outputs
             };
             if let Some(i) = host_side.iter().position(|p| p == port) {
-                names.push(if incoming {
-                    input_name(i)
-                } else {
-                    output_name(i)
-                });
+                names.push((
+                    if incoming {
+                        input_name(i)
+                    } else {
+                        output_name(i)
+                    },
+                    None,
+                ));
             }
             names
+        };
+        let channels_of = |port: &PortRef, incoming: bool| -> Vec<String> {
+            ends_of(port, incoming)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
         };
         let tasks = natives
             .into_iter()
@@ -202,6 +217,14 @@ impl Session {
             })
             .collect();
         let native = NativeHost::start(tasks, &cfg.channel)?;
+        // Remote parts dial before any process is spawned (see `remote`).
+        let remote = RemoteHost::start(
+            remote::tasks(&graph, &ends_of)?,
+            &cfg.channel,
+            &cfg.hosts,
+            Arc::clone(&native.shared),
+            interrupt,
+        )?;
         let specs = graph
             .order
             .iter()
@@ -247,15 +270,19 @@ impl Session {
                 .find(|n| n.id == id)
                 .map_or("", |n| n.node_type.as_str())
         };
-        supervisor.wait_ready(
-            &mut |event| {
-                if let Event::Ready { node_id, init_secs } = &event {
-                    metrics::node_ready(type_of(node_id), *init_secs);
-                }
-                on_event(event)
-            },
-            interrupt,
-        )?;
+        let mut on_event = |event| {
+            if let Event::Ready { node_id, init_secs } = &event {
+                metrics::node_ready(type_of(node_id), *init_secs);
+            }
+            on_event(event)
+        };
+        // A remote part that fails while the local nodes start stops them at once.
+        let remote_failed = || match native.shared.failure() {
+            Some(err) => Err(err),
+            None => interrupt(),
+        };
+        supervisor.wait_ready(&mut on_event, &remote_failed)?;
+        remote.wait_ready(&mut on_event, interrupt)?;
         let meter = Arc::new(Meter::new(
             graph
                 .nodes
@@ -276,6 +303,7 @@ impl Session {
             graph,
             supervisor,
             native,
+            remote,
             inputs: Mutex::new(inputs),
             outputs: Mutex::new(outputs),
             ended: Mutex::new(vec![false; outputs_len]),
@@ -483,6 +511,7 @@ impl Session {
         // until its receiver is gone, so the host must not keep it while it waits for
         // the nodes to exit.
         self.outputs.lock().expect("poisoned").clear();
+        self.remote.stop();
         self.native.stop();
         self.supervisor.stop();
         // Host inputs last, once their receivers are gone (stopped, or killed and

@@ -1,6 +1,7 @@
 //! gRPC: the `remotemedia.v1` protocol (generated from `proto/` by `build.rs`), the
-//! conversions between its messages and zerohop frames, and the tonic server that runs
-//! manifests on the executor (`zerohop serve`).
+//! conversions between its messages and zerohop frames, the tonic server that runs
+//! manifests on the executor (`zerohop serve`), and the dialing side a session's
+//! remote nodes use (`dial`, driven by `executor::remote`).
 //!
 //! The executor blocks (poll-based threads), tonic is async: each session gets its own
 //! threads, and channels carry requests and responses between them and the runtime.
@@ -10,6 +11,7 @@ mod budget;
 mod connections;
 pub mod convert;
 mod deadline;
+pub mod dial;
 pub mod limits;
 mod metrics_http;
 pub mod plan;

@@ -197,7 +197,8 @@ pub fn failing_node(err: &Error, manifest: Option<&PipelineManifest>) -> String 
         | Error::NodeInitTimeout { node, .. }
         | Error::NodeUnresponsive { node, .. }
         | Error::NodeCrashed { node, .. }
-        | Error::Node { node, .. } => node.clone(),
+        | Error::Node { node, .. }
+        | Error::Remote { node, .. } => node.clone(),
         Error::Manifest { path, .. } => path
             .strip_prefix("nodes[")
             .and_then(|rest| rest.split(']').next())

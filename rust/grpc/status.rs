@@ -42,7 +42,8 @@ fn error_type(err: &Error, dialect: Dialect) -> ErrorType {
         | Error::NodeInitTimeout { .. }
         | Error::NodeUnresponsive { .. }
         | Error::NodeCrashed { .. }
-        | Error::Node { .. } => ErrorType::NodeExecution,
+        | Error::Node { .. }
+        | Error::Remote { .. } => ErrorType::NodeExecution,
         Error::Timeout { .. } | Error::Interrupted | Error::Closed(_) | Error::Ipc { .. } => {
             ErrorType::Internal
         }
@@ -61,6 +62,9 @@ pub fn error_response(
         Error::NodeInit { traceback, .. } | Error::Node { traceback, .. } => {
             (String::new(), traceback.clone())
         }
+        Error::Remote {
+            path, traceback, ..
+        } => (path.clone(), traceback.clone()),
         _ => (String::new(), String::new()),
     };
     ErrorResponse {

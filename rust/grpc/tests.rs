@@ -67,6 +67,7 @@ impl Planner for NativePlanner {
                 heartbeat_secs: 1.0,
                 imports: Vec::new(),
                 sys_path: Vec::new(),
+                hosts: Default::default(),
             },
             warnings: Vec::new(),
         })

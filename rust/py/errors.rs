@@ -24,6 +24,7 @@ mod classes {
     pyo3::import_exception!(zerohop.errors, NodeUnresponsiveError);
     pyo3::import_exception!(zerohop.errors, NodeCrashedError);
     pyo3::import_exception!(zerohop.errors, NodeError);
+    pyo3::import_exception!(zerohop.errors, RemoteNodeError);
 }
 
 /// Builds `cls(message, **attrs)`.
@@ -95,6 +96,21 @@ pub fn to_pyerr(err: Error) -> PyErr {
                 ("node_id", text(py, node)),
                 ("exit_code", int(py, *code)),
                 ("signal", int(py, *signal)),
+            ],
+        ),
+        Error::Remote {
+            node,
+            host,
+            path,
+            traceback,
+            ..
+        } => with_attrs::<classes::RemoteNodeError>(
+            message,
+            &[
+                ("node_id", text(py, node)),
+                ("host", text(py, host)),
+                ("path", text(py, path)),
+                ("traceback", text(py, traceback)),
             ],
         ),
         Error::Node {

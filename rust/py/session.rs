@@ -11,6 +11,7 @@ use crate::executor::graph::{self, Offer, Placement};
 use crate::executor::{
     Event, Graph, ImportSpec, LaunchSpec, Output, Session, SessionConfig, SpawnMethod, Timing,
 };
+use crate::grpc::dial::HostAccess;
 use crate::py::blocking::without_gil;
 use crate::py::channel::{Guard, PyChannelSettings, PySender};
 use crate::py::errors::{named_node, node_manifest_error, IntoPyResult};
@@ -29,6 +30,10 @@ pub(crate) fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     }
 }
 
+/// One `[hosts."h:p"]` of runtime.toml as Python reads it: (key, token, CA bundle,
+/// connect timeout in seconds).
+type HostEntry = (String, Option<String>, Option<Vec<u8>>, f64);
+
 /// Everything a session needs besides its graph (the executor's `SessionConfig`),
 /// checked when made: `zerohop.multiprocess.session_settings` builds it from the
 /// runtime configuration, and `NativeSession.start` and the gRPC planner take it as
@@ -39,11 +44,12 @@ pub struct PySessionSettings(pub SessionConfig);
 #[pymethods]
 impl PySessionSettings {
     /// `imports`: `(kind, name or path, classes)` with kind `"module"` or
-    /// `"main_script"`; times in seconds; `liveness_timeout` None turns the check off.
+    /// `"main_script"`; times in seconds; `liveness_timeout` None turns the check off;
+    /// `hosts`: runtime.toml `[hosts]`, one (key, token, CA bundle, connect timeout) each.
     #[new]
     #[pyo3(signature = (*, program, args, env, cwd, channel, init_timeout, grace, term_grace,
                         liveness_timeout, max_processes, heartbeat_secs, imports, sys_path,
-                        spawn_method))]
+                        spawn_method, hosts=Vec::new()))]
     #[allow(clippy::too_many_arguments)] // one per setting, all keyword-only
     fn new(
         program: String,
@@ -60,7 +66,22 @@ impl PySessionSettings {
         imports: Vec<(String, String, Vec<String>)>,
         sys_path: Vec<String>,
         spawn_method: String,
+        hosts: Vec<HostEntry>,
     ) -> PyResult<Self> {
+        let hosts = hosts
+            .into_iter()
+            .map(|(key, token, ca_pem, connect_timeout)| {
+                let connect_timeout = seconds(connect_timeout, "connect_timeout")?;
+                Ok((
+                    key,
+                    HostAccess {
+                        token,
+                        ca_pem,
+                        connect_timeout,
+                    },
+                ))
+            })
+            .collect::<PyResult<_>>()?;
         let imports = imports
             .into_iter()
             .map(|(kind, value, classes)| match kind.as_str() {
@@ -103,6 +124,7 @@ impl PySessionSettings {
             heartbeat_secs,
             imports,
             sys_path,
+            hosts,
         }))
     }
 
