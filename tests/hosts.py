@@ -4,8 +4,9 @@ A host is, where this machine allows it (root, with network namespaces), a netwo
 namespace of its own joined to this one by a veth pair, its processes in a mount
 namespace with a /dev/shm of their own: nothing crosses between the hosts but TCP, as
 between two machines. Where that is not allowed, it is a loopback address of its own
-(127.0.0.N) and a ``ZEROHOP_SHM_PREFIX`` of its own. ``Host.mode`` says which ran, and
-each test that uses one prints it.
+(127.0.0.N) and a ``ZEROHOP_SHM_PREFIX`` of its own (``ZEROHOP_TEST_HOSTS=loopback``
+asks for that everywhere). ``Host.mode`` says which ran, and each test that uses one
+prints it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _numbers = itertools.count(1)
+#: Where iceoryx2 keeps its files besides /dev/shm.
+ICEORYX_ROOT = "/tmp/iceoryx2"
 
 
 @dataclass
@@ -40,7 +43,10 @@ class Host:
 
 
 def _run(*command: str) -> bool:
-    done = subprocess.run(command, capture_output=True, timeout=30)
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=30)
+    except OSError:  # no `ip` or `unshare` here
+        return False
     return done.returncode == 0
 
 
@@ -51,9 +57,9 @@ def other_host() -> Iterator[Host]:
     tag = f"zh{os.getpid() % 100000}x{n}"
     subnet = 16 + (os.getpid() + n) % 200
     near, far = f"10.77.{subnet}.1", f"10.77.{subnet}.2"
-    made = os.geteuid() == 0 and _run("ip", "netns", "add", tag)
-    if made:
-        made = (
+    wanted = os.environ.get("ZEROHOP_TEST_HOSTS", "netns") == "netns"  # or "loopback"
+    added = wanted and os.geteuid() == 0 and _run("ip", "netns", "add", tag)
+    made = added and (
             _run("ip", "link", "add", f"{tag}a", "type", "veth", "peer", "name", f"{tag}b")
             and _run("ip", "link", "set", f"{tag}b", "netns", tag)
             and _run("ip", "addr", "add", f"{near}/30", "dev", f"{tag}a")
@@ -68,21 +74,30 @@ def other_host() -> Iterator[Host]:
         )  # fmt: skip
     try:
         if made:
+            # Its own /dev/shm and its own iceoryx2 root (/tmp/iceoryx2): not even a
+            # file of its shared memory is visible here.
+            os.makedirs(ICEORYX_ROOT, exist_ok=True)
+            mounts = (
+                f"mount -t tmpfs -o size=2g zh-shm /dev/shm && "
+                f'mount -t tmpfs zh-iox {ICEORYX_ROOT} && exec "$@"'
+            )
             prefix = [
                 "ip", "netns", "exec", tag,
-                "unshare", "--mount", "--propagation", "private",
-                "sh", "-c", 'mount -t tmpfs -o size=2g zh-shm /dev/shm && exec "$@"', "sh",
+                "unshare", "--mount", "--propagation", "private", "sh", "-c", mounts, "sh",
             ]  # fmt: skip
-            yield Host(far, "netns", prefix)
+            yield Host(far, "netns", prefix, {"ZEROHOP_SHM_PREFIX": f"{tag}_"})
         else:
-            yield Host(
-                f"127.0.0.{10 + n % 200}",
-                "loopback",
-                env={"ZEROHOP_SHM_PREFIX": f"{os.environ.get('ZEROHOP_SHM_PREFIX', 'zh')}{tag}_"},
-            )
+            yield Host(f"127.0.0.{10 + n % 200}", "loopback", env={"ZEROHOP_SHM_PREFIX": f"{tag}_"})
     finally:
-        _run("ip", "link", "del", f"{tag}a")
-        _run("ip", "netns", "del", tag)
+        if added:
+            _run("ip", "link", "del", f"{tag}a")
+            _run("ip", "netns", "del", tag)
+        if not made:
+            # Its servers are stopped by now; iceoryx2 keeps one management segment per
+            # prefix for the machine's lifetime, which is the other host's to drop.
+            for folder in (Path("/dev/shm"), Path(ICEORYX_ROOT)):
+                for leftover in folder.glob(f"{tag}_*"):
+                    leftover.unlink(missing_ok=True)
 
 
 def certificates(folder: Path, name: str, address: str = "127.0.0.1") -> tuple[Path, Path, Path]:

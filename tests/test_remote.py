@@ -11,11 +11,13 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import shm_entries
 from hosts import Host, certificates, other_host
 from pydantic import BaseModel
 from remotemedia import (
@@ -28,6 +30,7 @@ from remotemedia import (
     wait_until,
 )
 
+import zerohop
 from zerohop import (
     Audio,
     ManifestError,
@@ -71,10 +74,17 @@ def chain(*nodes: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def remote(tmp_path: Path) -> Iterator[tuple[Server, Host]]:
     """A `zerohop serve` on another host, with metrics."""
+    with remote_server(tmp_path, "") as found:
+        yield found
+
+
+@contextmanager
+def remote_server(tmp_path: Path, settings: str) -> Iterator[tuple[Server, Host]]:
+    """A `zerohop serve` on another host with ``settings`` as its runtime.toml."""
     with other_host() as host:
         print(f"the other host: {host.mode}, {host.address}")
         config = tmp_path / "remote.toml"
-        config.write_text("")
+        config.write_text(settings)
         proc, server = start_server(
             config, None, host.environ(), metrics=True, host=host.address, prefix=host.prefix
         )
@@ -270,6 +280,46 @@ def test_a_cancel_stops_both_sides(remote: tuple[Server, Host], tmp_path: Path) 
         print(f"both sides clean {time.monotonic() - started:.2f} s after the cancel")
     finally:
         stop_server(proc)
+
+
+def test_the_dialing_side_dying_stops_the_other_host(
+    remote: tuple[Server, Host], tmp_path: Path
+) -> None:
+    server, _ = remote
+    before = shm_entries()
+    proc, local = local_server(tmp_path, f'[hosts."{server.address}"]\n')
+    manifest = chain({"id": "far", "node_type": "Echo", "host": server.address})
+    with Client(local.address) as client:
+        stream = client.stream(manifest, iter([Text("a")] + [Text("b")] * 1000))
+        assert next(stream).text == "a"
+        assert node_pids(server)
+        proc.kill()
+        took = wait_until(lambda: not node_pids(server), 30)
+        assert took is not None, "the other host's node process outlived the dialing server"
+        print(f"the other host clean {took:.2f} s after the dialing server died")
+        with pytest.raises(Exception):  # noqa: B017 (the call died with the server)
+            list(stream)
+    proc.wait(timeout=30)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    # What the killed server left in shared memory is reclaimable, as any dead
+    # process's (iceoryx2's dead-node cleanup).
+    zerohop.reclaim_dead()
+    gone = wait_until(lambda: not shm_entries() - before, 30)
+    assert gone is not None, f"left: {sorted(shm_entries() - before)}"
+
+
+def test_a_quiet_session_outlives_the_other_hosts_idle_timeout(tmp_path: Path) -> None:
+    """The hop keeps its stream alive while no frame needs to cross (a voice pipeline
+    between utterances); the other server's idle timeout is for silent clients."""
+    with remote_server(tmp_path, "[server]\nidle_timeout_secs = 2\n") as (server, _):
+        pipe = Pipeline("quiet").node("far", "Suffix", host=server.address, suffix="!")
+        with pipe.session() as session:
+            session.send(Text("a"))
+            assert session.recv(timeout=60).text == "a!"
+            time.sleep(5)
+            session.send(Text("b"))
+            assert session.recv(timeout=60).text == "b!"
 
 
 def test_a_served_manifest_may_only_name_hosts_runtime_toml_lists(tmp_path: Path) -> None:

@@ -17,6 +17,9 @@
 //!   local process starts, so an unreachable or refusing host costs no local model
 //!   load. The remote nodes then initialize while the local ones do; their progress
 //!   joins the session's.
+//! * **Quiet is not gone.** While no frame goes out, a part sends an empty control
+//!   message every second, so the remote server's idle timeout (meant for clients that
+//!   went silent) does not end a session that is only waiting for input.
 //! * **Either side ends both.** A local stop sends CANCEL and drops the connection (the
 //!   remote server stops its session on either); a remote failure, a status or a lost
 //!   connection fails the session with an error naming the node and the host.
@@ -24,7 +27,7 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,7 @@ use tonic::Streaming;
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement, PortRef, RemoteDef, DEFAULT_INPUT, DEFAULT_OUTPUT};
 use crate::executor::native::NativeShared;
+use crate::fork::Generation;
 use crate::frame::{payload, Header, FLAG_END_OF_STREAM};
 use crate::grpc::convert::{from_frame, into_frame};
 use crate::grpc::dial::{self, Hosts};
@@ -277,6 +281,11 @@ fn proto_manifest(sub: &SubManifest) -> PipelineManifest {
 /// How often blocked waits look at the session's stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
+/// A part whose inputs are quiet (a voice pipeline between utterances) says it is
+/// still there this often: an empty `StreamControl`, which servers skip, so that the
+/// host's idle timeout (`[server] idle_timeout_secs`) does not end a live session.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// Requests queued for one hop's connection (HTTP/2 flow control does the rest).
 const QUEUED_REQUESTS: usize = 4;
 
@@ -292,6 +301,9 @@ pub struct RemoteHost {
     /// Each part's request queue, to send CANCEL on a stop.
     cancels: Vec<mpsc::Sender<StreamRequest>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Inert in a forked child, as `NativeHost`: the threads and the runtimes they
+    /// drive are the parent's.
+    generation: Generation,
 }
 
 impl RemoteHost {
@@ -311,6 +323,7 @@ impl RemoteHost {
             parts: tasks.len(),
             cancels: Vec::new(),
             threads: Mutex::new(Vec::new()),
+            generation: Generation::now(),
         };
         for task in tasks {
             let inputs = task
@@ -401,6 +414,9 @@ impl RemoteHost {
     /// Cancels every part's stream and waits for its threads (the connections close
     /// with them).
     pub fn stop(&self) {
+        if !self.generation.is_current() {
+            return; // the parent's threads (see `fork.rs`)
+        }
         for cancel in &self.cancels {
             let _ = cancel.try_send(control(Command::Cancel));
         }
@@ -413,6 +429,17 @@ impl RemoteHost {
 
 impl Drop for RemoteHost {
     fn drop(&mut self) {
+        if !self.generation.is_current() {
+            // Handles of threads, and queues of runtimes, that do not exist here.
+            let threads = self
+                .threads
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::forget(std::mem::take(threads));
+            std::mem::forget(std::mem::take(&mut self.cancels));
+            std::mem::forget(Arc::clone(&self.shared));
+            return;
+        }
         self.stop();
     }
 }
@@ -633,6 +660,7 @@ impl Hop {
         runtime: &Handle,
     ) -> Result<()> {
         let mut open = vec![true; inputs.len()];
+        let mut last_sent = Instant::now();
         while open.iter().any(|&o| o) {
             self.shared.check_stop()?;
             let mut idle = true;
@@ -665,11 +693,16 @@ impl Hop {
                         ..DataChunk::default()
                     })),
                 };
-                self.deliver(requests, chunk, runtime)?;
                 self.sent
                     .lock()
                     .expect("poisoned")
                     .push_back(Instant::now());
+                self.deliver(requests, chunk, runtime)?;
+                last_sent = Instant::now();
+            }
+            if idle && last_sent.elapsed() >= KEEPALIVE {
+                self.deliver(requests, control(Command::Unspecified), runtime)?;
+                last_sent = Instant::now();
             }
             if idle {
                 let fds: Vec<RawFd> = inputs
