@@ -6,11 +6,11 @@ loopback; no second machine is involved) and measures, for the same node:
 * **20 ms audio round trip**: one 960-sample float32 chunk (48 kHz) in, its result
   out, one in flight at a time, through a session whose ``Scale`` node runs here (a
   node process) vs on the other host (``host=``: shared memory → gRPC → the other
-  server's node process → back). The floor of the remote path is the same call made
-  by a client straight to that server (``zerohop.client``, ``StreamPipeline``): what
-  the hop cannot beat.
+  server's node process → back). The peer is the same call made by a Python client
+  straight to that server (``zerohop.client`` over grpcio, ``StreamPipeline``): what
+  using that server directly costs, with no host in between.
 * **1080p frames/s**: RGB 1920x1080 frames through ``Echo``, pipelined (a sender
-  thread and the receiving loop), here vs on the other host vs the client floor.
+  thread and the receiving loop), here vs on the other host vs the Python client.
 * **Cancel → clean**: a session with its node on the other host is closed mid-stream;
   the time until the other server has no node process left.
 
@@ -188,14 +188,14 @@ def main() -> None:
                 "audio_20ms_round_trip": {
                     "node here": round_trips(args.chunks, None),
                     "node on the other host": round_trips(args.chunks, address),
-                    "client to that host (floor)": client_round_trips(args.chunks, address),
+                    "Python client to that host": client_round_trips(args.chunks, address),
                 },
                 "video_1080p_fps": {
                     "node here": frames_per_second(args.frames, through_session(None)),
                     "node on the other host": frames_per_second(
                         args.frames, through_session(address)
                     ),
-                    "client to that host (floor)": frames_per_second(
+                    "Python client to that host": frames_per_second(
                         args.frames, through_client(address)
                     ),
                 },
