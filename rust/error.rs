@@ -89,6 +89,22 @@ pub enum Error {
         traceback: String,
     },
 
+    /// A node went past a memory limit (`scope`: "its" own, or "the session's") and
+    /// was stopped; `mechanism` is what held the limit (a cgroup, or the RSS watch).
+    #[error(
+        "node '{node}' went past {scope} memory limit of {} (peak {}, held by the {mechanism}); \
+         it was stopped",
+        crate::supervisor::memory::human(*.limit),
+        crate::supervisor::memory::human(*.peak)
+    )]
+    NodeMemory {
+        node: String,
+        scope: String,
+        limit: u64,
+        peak: u64,
+        mechanism: String,
+    },
+
     /// A node on another host: its host could not be reached or refused the session,
     /// or it failed there. `path` is the manifest field that names the host
     /// (`nodes[2].host`); `traceback` is the remote node's, when it sent one.

@@ -394,6 +394,7 @@ class SessionSettings:
         sys_path: Sequence[str],
         spawn_method: str,
         hosts: Sequence[tuple[str, str | None, bytes | None, float]] = ...,
+        session_memory_limit: int | None = ...,
     ) -> SessionSettings: ...
     @property
     def channel(self) -> ChannelSettings: ...

@@ -101,6 +101,12 @@ class ProcessConfig(_Section):
     #: ``False`` turns multiprocess execution off: Python nodes run as threads of the
     #: host (the in-process executor), with the same results.
     multiprocess: bool = True
+    #: The most memory one node process may hold, in bytes (0: no ceiling): a node's
+    #: ``capabilities.memory_gb`` may ask for less, never more; without one, this is
+    #: its limit. A node past its limit is stopped and its session fails.
+    max_node_memory_bytes: int = Field(0, ge=0)
+    #: The most memory all of one session's node processes may hold together (0: none).
+    max_session_memory_bytes: int = Field(0, ge=0)
 
     def max_processes(self) -> int | None:
         """The process limit, None when unlimited (0 in the file)."""

@@ -187,10 +187,25 @@ class UnknownNodeTypeError(ManifestError):
 
 
 class ResourceLimitError(ZerohopError):
-    """A configured limit (processes per session, sessions, payload size) would be
-    exceeded. Raised before anything is spawned."""
+    """A configured limit would be exceeded: processes per session, sessions, payload
+    size (raised before anything is spawned), or a node's memory limit, its own or its
+    session's (``node_id``, ``limit_bytes`` and ``peak_bytes`` say which node, what limit
+    and how much it held; the node was stopped)."""
 
     kind = "resource_limit"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str | None = None,
+        limit_bytes: int | None = None,
+        peak_bytes: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.limit_bytes = limit_bytes
+        self.peak_bytes = peak_bytes
 
 
 class NodeFailure(ZerohopError):

@@ -76,6 +76,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from .config import RuntimeConfig
 from .errors import ManifestError, ManifestWarning
+from .limits import unimplemented
 from .remote import HOST
 
 __all__ = [
@@ -193,7 +194,7 @@ class Manifest(_Model):
     def warnings(self) -> list[ManifestWarning]:
         """What this manifest gives that zerohop does not act on, found without the
         node registry: unknown fields (top-level, metadata, nodes, connections),
-        resource ``capabilities`` and ``execution`` settings. Unknown
+        ``capabilities`` other than ``memory_gb``, ``execution`` settings. Unknown
         params and runtime hints not followed are found by :meth:`to_pipeline`."""
         found = _unknown(self, "")
         found += _unknown(self.metadata, "metadata")
@@ -202,15 +203,15 @@ class Manifest(_Model):
         for i, node in enumerate(self.nodes):
             path = f"nodes[{i}]"
             found += _unknown(node, path, node.id)
-            for name in ("capabilities", "execution"):
-                if getattr(node, name):
-                    found.append(
-                        ManifestWarning(
-                            f"{path}.{name}",
-                            f"not implemented by zerohop; ignored (node '{node.id}')",
-                            node.id,
-                        )
+            found += unimplemented(node.capabilities, path, node.id)
+            if node.execution:
+                found.append(
+                    ManifestWarning(
+                        f"{path}.execution",
+                        f"not implemented by zerohop; ignored (node '{node.id}')",
+                        node.id,
                     )
+                )
         for i, conn in enumerate(self.connections):
             found += _unknown(conn, f"connections[{i}]")
         return found
@@ -305,6 +306,7 @@ class Manifest(_Model):
                 runtime_hint=node.runtime_hint,
                 executor=node.executor,
                 host=node.host,
+                capabilities=node.capabilities,
                 lenient=True,
             )
         for source, target, from_port, to_port in self.resolved_connections():

@@ -152,4 +152,5 @@ def session_settings(pipeline: Pipeline) -> _native.SessionSettings:
         sys_path=_sys_path(),
         spawn_method=cfg.process.spawn_method,
         hosts=cfg.host_access(),
+        session_memory_limit=cfg.process.max_session_memory_bytes or None,
     )

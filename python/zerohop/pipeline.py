@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError, ManifestError, ManifestWarning
+from .limits import memory_limit, unimplemented
 from .node import MultiprocessNode
 from .registry import (
     NativeNodeType,
@@ -84,6 +85,8 @@ class _NodeEntry:
     executor: str | None = None
     #: ``(param name, JSON path)`` of a rate to negotiate with the next node.
     negotiate: tuple[str, str] | None = None
+    #: The most memory its process may hold, in bytes (see :mod:`zerohop.limits`).
+    memory_limit: int | None = None
 
     #: Where it runs, per session executor: routed once, when first asked.
     placements: dict[str, str] = field(default_factory=dict)
@@ -224,6 +227,7 @@ class Pipeline:
         runtime_hint: str | None = None,
         executor: str | None = None,
         host: str | None = None,
+        capabilities: dict[str, Any] | None = None,
         **params: Any,
     ) -> Pipeline:
         """Adds node ``node_id`` of ``node_type`` (a registered name or a node class)
@@ -239,7 +243,10 @@ class Pipeline:
 
         ``host="gpu-1:50051"`` runs the node on that ``zerohop serve`` instead (see
         :mod:`zerohop.remote`): its type and params are that server's to check, and
-        consecutive nodes with the same host run there together."""
+        consecutive nodes with the same host run there together.
+
+        ``capabilities={"memory_gb": 0.5}`` limits the memory of the node's process (see
+        :mod:`zerohop.limits`), as a manifest node's ``capabilities`` do."""
         return self.add_node(
             node_id,
             node_type,
@@ -248,6 +255,7 @@ class Pipeline:
             runtime_hint=runtime_hint,
             executor=executor,
             host=host,
+            capabilities=capabilities,
         )
 
     def add_node(
@@ -260,6 +268,7 @@ class Pipeline:
         runtime_hint: str | None = None,
         executor: str | None = None,
         host: str | None = None,
+        capabilities: dict[str, Any] | None = None,
         lenient: bool = False,
     ) -> Pipeline:
         """:meth:`node` with ``params`` as a dict, for params whose names are not
@@ -278,7 +287,18 @@ class Pipeline:
             raise ManifestError(
                 f"{path}.id: duplicate node id '{node_id}'", path=f"{path}.id", node_id=node_id
             )
+        if not lenient and (missing := unimplemented(capabilities, path, node_id)):
+            raise missing[0].error()
         if host is not None or node_type == REMOTE_PIPELINE_NODE:
+            if capabilities:
+                remote_limits = ManifestWarning(
+                    f"{path}.capabilities",
+                    f"a remote node's limits are its host's to set; not sent (node '{node_id}')",
+                    node_id,
+                )
+                if not lenient:
+                    raise remote_limits.error()
+                self.warnings.append(remote_limits)
             if not isinstance(node_type, str):
                 raise ConfigError("a remote node's type is a name the remote host registers")
             if host is None:
@@ -362,6 +382,18 @@ class Pipeline:
                 else dict(validated)
             )
         entry.params = stored
+        entry.memory_limit = memory_limit(
+            capabilities, path=path, node_id=node_id, config=self.config, warnings=self.warnings
+        )
+        if placement != "multiprocess" and (capabilities or {}).get("memory_gb") is not None:
+            self.warnings.append(
+                ManifestWarning(
+                    f"{path}.capabilities.memory_gb",
+                    f"node '{node_id}' runs {placement}, in the host's process: a memory limit "
+                    "holds for node processes only; not enforced",
+                    node_id,
+                )
+            )
         return self._added(entry)
 
     def _added(self, entry: _NodeEntry) -> Pipeline:
@@ -437,7 +469,7 @@ class Pipeline:
         edges = [(e.source, e.target, e.from_port, e.to_port) for e in self._edges]
         nodes = []
         for i, n in enumerate(self._nodes):
-            node = {
+            node: dict[str, Any] = {
                 "id": n.id,
                 "node_type": n.node_type,
                 "params": {**n.params, **rates.get(n.id, {})},
@@ -451,6 +483,8 @@ class Pipeline:
             if isinstance(n.cls, RemoteNodeType):
                 node["inputs"], node["outputs"] = n.cls.ports(n.id, edges)
                 node["remote"] = n.cls.spec
+            elif n.memory_limit is not None and node["placement"] == "multiprocess":
+                node["memory_limit"] = n.memory_limit
             nodes.append(node)
         return {
             "name": self.name,

@@ -1,6 +1,6 @@
 """Fault-injection nodes for tests, chaos and soak runs: ``Crash`` (raises, exits,
-segfaults, SIGKILLs or SIGSTOPs itself), ``BurnCPU`` (holds the GIL), ``Slow`` and
-``SlowInit``.
+segfaults, SIGKILLs or SIGSTOPs itself), ``BurnCPU`` (holds the GIL), ``Hog`` (takes
+memory), ``Slow`` and ``SlowInit``.
 
 Not registered by default: a manifest — one sent to ``zerohop serve`` included — can
 name them only where the operator asked for them, by importing this module or listing
@@ -11,7 +11,7 @@ Examples
 A node process that dies mid-stream ends the session with an error naming the node
 and how it died:
 
->>> import zerohop.testing  # registers Crash, BurnCPU, Slow and SlowInit
+>>> import zerohop.testing  # registers Crash, BurnCPU, Hog, Slow and SlowInit
 >>> from zerohop import NodeCrashedError, Pipeline, Text
 >>> pipe = (Pipeline("chaos")
 ...         .node("echo", "Echo")
@@ -38,7 +38,24 @@ from .data import Frame, Json
 from .node import MultiprocessNode, NodeContext
 from .registry import register_node
 
-__all__ = ["BurnCPU", "Crash", "Slow", "SlowInit"]
+__all__ = ["BurnCPU", "Crash", "Hog", "Slow", "SlowInit"]
+
+
+@register_node
+class Hog(MultiprocessNode):
+    """Takes ``mb`` more megabytes of memory (touched, held) for every frame, then echoes
+    it: a node that leaks, or loads a model too big for its limit."""
+
+    class Params(BaseModel):
+        mb: int = Field(100, ge=0)
+
+    def initialize(self, ctx: NodeContext) -> None:
+        self.held: list[bytearray] = []
+
+    def process(self, frame: Frame) -> Frame:
+        for _ in range(self.params.mb):
+            self.held.append(bytearray(b"x" * (1 << 20)))
+        return frame
 
 
 @register_node

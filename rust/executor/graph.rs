@@ -220,6 +220,9 @@ pub struct NodeDef {
     /// Frame kinds the node emits, if it declares them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emits: Option<Vec<String>>,
+    /// The most memory the node's process may hold, in bytes (see `supervisor::memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
     /// Where a `Remote` node runs (set for those only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteDef>,

@@ -36,6 +36,8 @@ pub struct SessionConfig {
     pub sys_path: Vec<String>,
     /// What runtime.toml says about the hosts remote nodes run on.
     pub hosts: Hosts,
+    /// The most memory all the session's node processes may hold together, in bytes.
+    pub session_memory_limit: Option<u64>,
 }
 
 /// What `Session::recv` delivers.
@@ -258,11 +260,17 @@ impl Session {
                     heartbeat_secs: cfg.heartbeat_secs,
                     imports: cfg.imports.clone(),
                     sys_path: cfg.sys_path.clone(),
+                    memory_limit: node.memory_limit,
                 }
             })
             .collect();
-        let supervisor =
-            Supervisor::start(specs, &cfg.launch, cfg.spawn_method, cfg.timing.clone())?;
+        let supervisor = Supervisor::start(
+            specs,
+            &cfg.launch,
+            cfg.spawn_method,
+            cfg.timing.clone(),
+            cfg.session_memory_limit,
+        )?;
         let type_of = |id: &str| {
             graph
                 .nodes

@@ -198,6 +198,7 @@ pub fn failing_node(err: &Error, manifest: Option<&PipelineManifest>) -> String 
         | Error::NodeUnresponsive { node, .. }
         | Error::NodeCrashed { node, .. }
         | Error::Node { node, .. }
+        | Error::NodeMemory { node, .. }
         | Error::Remote { node, .. } => node.clone(),
         Error::Manifest { path, .. } => path
             .strip_prefix("nodes[")

@@ -34,9 +34,10 @@ fn error_type(err: &Error, dialect: Dialect) -> ErrorType {
         Error::Manifest { .. } | Error::Config(_) => ErrorType::Validation,
         Error::Frame(_) if dialect.zerohop => ErrorType::TypeValidation,
         Error::Frame(_) => ErrorType::Validation,
-        Error::PayloadTooLarge { .. } | Error::ResourceLimit(_) | Error::Idle { .. } => {
-            ErrorType::ResourceLimit
-        }
+        Error::PayloadTooLarge { .. }
+        | Error::ResourceLimit(_)
+        | Error::Idle { .. }
+        | Error::NodeMemory { .. } => ErrorType::ResourceLimit,
         Error::Spawn { .. }
         | Error::NodeInit { .. }
         | Error::NodeInitTimeout { .. }

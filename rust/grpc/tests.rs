@@ -68,6 +68,7 @@ impl Planner for NativePlanner {
                 imports: Vec::new(),
                 sys_path: Vec::new(),
                 hosts: Default::default(),
+                session_memory_limit: None,
             },
             warnings: Vec::new(),
         })

@@ -51,6 +51,10 @@ fn int(py: Python<'_>, value: Option<i32>) -> Option<Py<PyAny>> {
     value.map(|v| v.into_pyobject(py).expect("int").into_any().unbind())
 }
 
+fn bytes_count(py: Python<'_>, value: u64) -> Option<Py<PyAny>> {
+    Some(value.into_pyobject(py).expect("int").into_any().unbind())
+}
+
 /// Converts a core error into the matching `zerohop.errors` exception.
 pub fn to_pyerr(err: Error) -> PyErr {
     let message = err.to_string();
@@ -68,6 +72,16 @@ pub fn to_pyerr(err: Error) -> PyErr {
             with_attrs::<classes::ManifestError>(message, &[("path", text(py, path))])
         }
         Error::ResourceLimit(_) => classes::ResourceLimitError::new_err(message),
+        Error::NodeMemory {
+            node, limit, peak, ..
+        } => with_attrs::<classes::ResourceLimitError>(
+            message,
+            &[
+                ("node_id", text(py, node)),
+                ("limit_bytes", bytes_count(py, *limit)),
+                ("peak_bytes", bytes_count(py, *peak)),
+            ],
+        ),
         Error::Spawn { node, .. } => {
             with_attrs::<classes::SpawnError>(message, &[("node_id", text(py, node))])
         }

@@ -45,11 +45,12 @@ pub struct PySessionSettings(pub SessionConfig);
 impl PySessionSettings {
     /// `imports`: `(kind, name or path, classes)` with kind `"module"` or
     /// `"main_script"`; times in seconds; `liveness_timeout` None turns the check off;
-    /// `hosts`: runtime.toml `[hosts]`, one (key, token, CA bundle, connect timeout) each.
+    /// `hosts`: runtime.toml `[hosts]`, one (key, token, CA bundle, connect timeout) each;
+    /// `session_memory_limit`: bytes all the session's node processes may hold together.
     #[new]
     #[pyo3(signature = (*, program, args, env, cwd, channel, init_timeout, grace, term_grace,
                         liveness_timeout, max_processes, heartbeat_secs, imports, sys_path,
-                        spawn_method, hosts=Vec::new()))]
+                        spawn_method, hosts=Vec::new(), session_memory_limit=None))]
     #[allow(clippy::too_many_arguments)] // one per setting, all keyword-only
     fn new(
         program: String,
@@ -67,6 +68,7 @@ impl PySessionSettings {
         sys_path: Vec<String>,
         spawn_method: String,
         hosts: Vec<HostEntry>,
+        session_memory_limit: Option<u64>,
     ) -> PyResult<Self> {
         let hosts = hosts
             .into_iter()
@@ -125,6 +127,7 @@ impl PySessionSettings {
             imports,
             sys_path,
             hosts,
+            session_memory_limit,
         }))
     }
 

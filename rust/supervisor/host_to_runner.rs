@@ -39,6 +39,9 @@ pub struct NodeSpec {
     /// Entries to prepend to `sys.path` (the host's script directory and path).
     #[serde(default)]
     pub sys_path: Vec<String>,
+    /// The most memory the node may hold, in bytes (held by the host: see `memory`).
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

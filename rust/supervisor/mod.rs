@@ -13,6 +13,7 @@
 
 pub mod host_to_runner;
 pub mod launch;
+pub mod memory;
 pub mod runner_to_host;
 pub mod wire;
 
@@ -123,6 +124,8 @@ struct Node {
     frames_out: u64,
     exit: Option<Exit>,
     status_pending: bool,
+    /// Its cgroup, when its memory is limited and this machine has cgroups for us.
+    cage: Option<memory::Cage>,
 }
 
 impl Node {
@@ -171,6 +174,9 @@ struct State {
     status_requested: bool,
     /// Passes of the supervisor loop so far (see `sync`).
     steps: u64,
+    /// The session's memory limit, and its cgroup (after `nodes`: dropped after theirs).
+    session_memory: Option<u64>,
+    session_cage: Option<memory::Cage>,
 }
 
 struct Shared {
@@ -267,6 +273,7 @@ impl Supervisor {
         launch: &LaunchSpec,
         method: SpawnMethod,
         timing: Timing,
+        session_memory: Option<u64>,
     ) -> Result<Supervisor> {
         let mut nodes: Vec<Node> = specs
             .into_iter()
@@ -287,8 +294,10 @@ impl Supervisor {
                 frames_out: 0,
                 exit: None,
                 status_pending: false,
+                cage: None,
             })
             .collect();
+        let session_cage = cages(&mut nodes, session_memory)?;
         let session_error = |e: io::Error| Error::Spawn {
             node: "<session>".into(),
             detail: e.to_string(),
@@ -317,6 +326,8 @@ impl Supervisor {
                 stop_requested: false,
                 status_requested: false,
                 steps: 0,
+                session_memory,
+                session_cage,
             }),
             changed: Condvar::new(),
             wake,
@@ -559,10 +570,41 @@ impl Drop for Supervisor {
     }
 }
 
+/// The session's cgroup and one per node inside it, when a limit asks for them and this
+/// machine has cgroups for us (else the RSS watch holds the limits: see `memory`).
+fn cages(nodes: &mut [Node], session: Option<u64>) -> Result<Option<memory::Cage>> {
+    if session.is_none() && nodes.iter().all(|n| n.spec.memory_limit.is_none()) {
+        return Ok(None);
+    }
+    let Some(first) = nodes.first() else {
+        return Ok(None);
+    };
+    let failed = |e: io::Error| Error::Spawn {
+        node: "<session>".into(),
+        detail: format!("cannot make a cgroup for the memory limits: {e}"),
+    };
+    let name = format!("zerohop-{}", first.spec.session_id);
+    let Some(cage) = memory::Cage::new(None, &name, session).map_err(failed)? else {
+        return Ok(None);
+    };
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let limit = node.spec.memory_limit;
+        node.cage = memory::Cage::new(Some(&cage), &format!("n{i}"), limit).map_err(failed)?;
+    }
+    Ok(Some(cage))
+}
+
 fn spawn_node(node: &mut Node, launch: &LaunchSpec, method: SpawnMethod) -> io::Result<()> {
     let (host, child) = UnixStream::pair()?;
     let process = launch::spawn_with(method, launch.clone(), OwnedFd::from(child))?;
     host.set_nonblocking(true)?;
+    if let Some(cage) = &node.cage {
+        // Before it is told to start: its imports and model loads count.
+        if let Err(err) = cage.admit(process.pid) {
+            process.signal_group(libc::SIGKILL);
+            return Err(err);
+        }
+    }
     node.pid = Some(process.pid);
     node.process = Some(process);
     node.control = Some(host);
@@ -672,12 +714,88 @@ fn next_deadline(state: &State, timing: &Timing) -> Option<Instant> {
                     .filter(|n| watched(n))
                     .map(move |n| n.last_heard + timeout)
             });
-            init.chain(liveness).min()
+            // Without cgroups, limited memory is looked at every WATCH_INTERVAL.
+            let limited = state.session_memory.is_some()
+                || state.nodes.iter().any(|n| n.spec.memory_limit.is_some());
+            let watch = (limited && *memory::mechanism() == memory::Mechanism::RssWatch)
+                .then(|| Instant::now() + memory::WATCH_INTERVAL);
+            init.chain(liveness).chain(watch).min()
         }
         Phase::Cooperative { since } => Some(since + timing.grace),
         Phase::Terminated { since } => Some(since + timing.term_grace),
         Phase::Killed { since } => Some(since + Duration::from_secs(5)),
         Phase::Done => None,
+    }
+}
+
+/// The failure of a node that died of SIGKILL when the kernel killed it for going past
+/// its own memory limit or its session's (None: something else killed it).
+fn oom_killed(node: &Node, session: (Option<&memory::Cage>, Option<u64>)) -> Option<Error> {
+    let own = node.cage.as_ref()?;
+    let (session_cage, session_limit) = session;
+    if !own.oom_killed(true) && !session_cage.is_some_and(|c| c.oom_killed(true)) {
+        return None;
+    }
+    // Its own limit if it was at it (or there is no other); else the session's.
+    let at = |peak: Option<u64>, limit: u64| peak.is_some_and(|p| p + limit / 20 >= limit);
+    let (scope, limit, peak) = match (own.limit, session_cage.zip(session_limit)) {
+        (Some(limit), None) => ("its", limit, own.peak()),
+        (Some(limit), Some(_)) if at(own.peak(), limit) => ("its", limit, own.peak()),
+        (_, Some((cage, limit))) => ("the session's", limit, cage.peak()),
+        (None, None) => return None,
+    };
+    Some(Error::NodeMemory {
+        node: node.id.clone(),
+        scope: scope.into(),
+        limit,
+        peak: peak.unwrap_or(limit),
+        mechanism: memory::mechanism().name().into(),
+    })
+}
+
+/// Without cgroups: stops a node past its own limit, or the largest node of a session
+/// past its limit, by their resident memory now.
+fn watch_rss(state: &mut State, failures: &mut Vec<Error>) {
+    let mechanism = memory::Mechanism::RssWatch.name();
+    let mut total = 0;
+    let mut largest: Option<(usize, u64)> = None;
+    for (i, node) in state.nodes.iter_mut().enumerate() {
+        let Some(rss) = node.process.as_ref().and_then(Process::rss_bytes) else {
+            continue;
+        };
+        total += rss;
+        if largest.is_none_or(|(_, most)| rss > most) {
+            largest = Some((i, rss));
+        }
+        if let Some(limit) = node.spec.memory_limit.filter(|&limit| rss > limit) {
+            failures.push(stop_for_memory(node, "its", limit, rss, mechanism));
+        }
+    }
+    if let (Some(limit), Some((i, _))) = (state.session_memory, largest) {
+        if total > limit && state.nodes[i].state != NodeState::Error {
+            let node = &mut state.nodes[i];
+            failures.push(stop_for_memory(
+                node,
+                "the session's",
+                limit,
+                total,
+                mechanism,
+            ));
+        }
+    }
+}
+
+fn stop_for_memory(node: &mut Node, scope: &str, limit: u64, peak: u64, mechanism: &str) -> Error {
+    if let Some(process) = &node.process {
+        process.signal_group(libc::SIGKILL);
+    }
+    node.state = NodeState::Error;
+    Error::NodeMemory {
+        node: node.id.clone(),
+        scope: scope.into(),
+        limit,
+        peak,
+        mechanism: mechanism.into(),
     }
 }
 
@@ -723,12 +841,15 @@ fn step(state: &mut State, timing: &Timing) -> bool {
                         Exit::Code(code) => (Some(code), None),
                         Exit::Signal(signal) => (None, Some(signal)),
                     };
-                    failures.push(Error::NodeCrashed {
+                    let session = (state.session_cage.as_ref(), state.session_memory);
+                    let sigkilled = exit == Exit::Signal(libc::SIGKILL);
+                    let memory = sigkilled.then(|| oom_killed(node, session)).flatten();
+                    failures.push(memory.unwrap_or(Error::NodeCrashed {
                         node: node.id.clone(),
                         exit: exit.to_string(),
                         code,
                         signal,
-                    });
+                    }));
                 } else if node.state != NodeState::Error {
                     node.state = NodeState::Stopped;
                 }
@@ -754,6 +875,9 @@ fn step(state: &mut State, timing: &Timing) -> bool {
                 }
             }
         }
+    }
+    if !stopping && *memory::mechanism() == memory::Mechanism::RssWatch {
+        watch_rss(state, &mut failures);
     }
     for failure in failures {
         if state.failure.is_none() {
@@ -963,7 +1087,8 @@ mod tests {
             env: vec![],
             cwd: None,
         };
-        let supervisor = Supervisor::start(vec![], &launch, SpawnMethod::Exec, timing).unwrap();
+        let supervisor =
+            Supervisor::start(vec![], &launch, SpawnMethod::Exec, timing, None).unwrap();
         supervisor.wait_ready(&mut |_| Ok(()), &|| Ok(())).unwrap();
         let began = Instant::now();
         supervisor.stop();

@@ -1,0 +1,143 @@
+"""Memory limits per node and per session: a node past its limit is stopped by the
+kernel's accounting (a cgroup per node where this machine allows it, else the RSS
+watch) and its session fails naming it; nothing else is touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from remotemedia import start_server, stop_server
+
+import zerohop.testing  # noqa: F401  (Hog)
+from zerohop import ManifestError, Pipeline, ResourceLimitError, Text
+from zerohop.client import Client, RemoteError
+from zerohop.config import RuntimeConfig
+
+MB = 1_000_000
+
+
+def config(tmp_path: Path, text: str) -> RuntimeConfig:
+    path = tmp_path / "runtime.toml"
+    path.write_text(text)
+    return RuntimeConfig.from_file(path)
+
+
+def test_a_node_past_its_limit_fails_its_session_and_no_other() -> None:
+    beside = Pipeline("beside").node("e", "Echo").session()
+    got: list[Any] = []
+
+    def stream() -> None:
+        for i in range(50):
+            beside.send(Text(str(i)))
+            got.append(beside.recv(timeout=60))
+
+    with beside:
+        thread = threading.Thread(target=stream)
+        thread.start()
+        hog = Pipeline("hog").node("hog", "Hog", mb=100, capabilities={"memory_gb": 0.2})
+        with pytest.raises(ResourceLimitError) as info:
+            hog.run([Text("a"), Text("b"), Text("c")])
+        thread.join(timeout=120)
+    err = info.value
+    print(err)
+    assert (err.node_id, err.limit_bytes) == ("hog", 200 * MB)
+    assert err.peak_bytes is not None and err.peak_bytes >= 190 * MB
+    assert "hog" in str(err) and "200 MB" in str(err) and "peak" in str(err)
+    assert [f.text for f in got] == [str(i) for i in range(50)]
+
+
+def test_a_session_limit_smaller_than_its_nodes_together(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "[process]\nmax_session_memory_bytes = 250000000\n")
+    pipe = (
+        Pipeline("two", config=cfg)
+        .node("a", "Hog", mb=150)
+        .node("b", "Hog", mb=150)
+        .connect("a", "b")
+    )
+    with pytest.raises(ResourceLimitError, match="the session's memory limit of 250 MB") as info:
+        pipe.run([Text("x")])
+    assert info.value.node_id in ("a", "b") and info.value.limit_bytes == 250 * MB
+
+
+def test_the_operator_ceiling_beats_a_manifest_asking_for_more(tmp_path: Path) -> None:
+    from zerohop.manifest import Manifest
+
+    cfg = config(tmp_path, "[process]\nmax_node_memory_bytes = 150000000\n")
+    doc = {
+        "version": "v1",
+        "nodes": [
+            {
+                "id": "hog",
+                "node_type": "Hog",
+                "params": {"mb": 100},
+                "capabilities": {"memory_gb": 4},
+            }
+        ],
+    }
+    pipe = Manifest.parse(doc).to_pipeline(cfg)
+    warned = [w for w in pipe.warnings if w.path == "nodes[0].capabilities.memory_gb"]
+    assert warned and "ceiling" in str(warned[0])
+    with pytest.raises(ResourceLimitError) as info:
+        pipe.run([Text("a"), Text("b")])
+    assert info.value.limit_bytes == 150 * MB
+
+
+def test_limits_not_implemented_are_named() -> None:
+    with pytest.raises(ManifestError) as info:
+        Pipeline().node("e", "Echo", capabilities={"cpu": {"cores": 1}})
+    assert info.value.path == "nodes[0].capabilities.cpu"
+    with pytest.raises(ManifestError, match="positive number"):
+        Pipeline().node("e", "Echo", capabilities={"memory_gb": -1})
+
+
+def test_the_rss_watch_holds_a_limit_without_cgroups() -> None:
+    """Where no cgroup can be made, the supervisor watches resident memory (forced here
+    with ZEROHOP_MEMORY_ACCOUNTING=rss)."""
+    script = (
+        "import zerohop.testing\n"
+        "from zerohop import Pipeline, Text, ResourceLimitError\n"
+        "pipe = Pipeline('hog').node('hog', 'Hog', mb=50, capabilities={'memory_gb': 0.2})\n"
+        "try:\n"
+        "    pipe.run([Text(str(i)) for i in range(20)])\n"
+        "except ResourceLimitError as err:\n"
+        "    print(err.node_id, err.limit_bytes, err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ZEROHOP_MEMORY_ACCOUNTING": "rss"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("hog 200000000 "), done.stdout + done.stderr
+    assert "RSS watch" in done.stdout
+
+
+def test_a_served_node_past_its_limit_names_it(tmp_path: Path) -> None:
+    (tmp_path / "runtime.toml").write_text('[nodes]\nmodules = ["zerohop.testing"]\n')
+    proc, server = start_server(tmp_path / "runtime.toml", None)
+    try:
+        doc = {
+            "version": "v1",
+            "nodes": [
+                {
+                    "id": "hog",
+                    "node_type": "Hog",
+                    "params": {"mb": 100},
+                    "capabilities": {"memory_gb": 0.2},
+                }
+            ],
+        }
+        with Client(server.address) as client, pytest.raises(RemoteError) as info:
+            list(client.stream(doc, [Text("a"), Text("b"), Text("c")]))
+        assert info.value.error_type == "RESOURCE_LIMIT" and info.value.node_id == "hog"
+        assert "200 MB" in str(info.value)
+    finally:
+        stop_server(proc)
