@@ -76,6 +76,62 @@ impl NativeShared {
     }
 }
 
+/// A session's host-side threads (native nodes, remote parts) and the stop they share.
+/// Inert in a forked child (as `Supervisor`): the threads are the parent's, so `stop`
+/// does nothing there and dropping leaks the handles instead of joining threads that
+/// do not exist in the child.
+pub(super) struct Threads {
+    shared: Arc<NativeShared>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    generation: Generation,
+}
+
+impl Threads {
+    pub(super) fn new(shared: Arc<NativeShared>) -> Threads {
+        Threads {
+            shared,
+            handles: Mutex::new(Vec::new()),
+            generation: Generation::now(),
+        }
+    }
+
+    pub(super) fn push(&self, handle: JoinHandle<()>) {
+        self.handles.lock().expect("poisoned").push(handle);
+    }
+
+    /// Whether these are this process's threads (not a forked child's inherited copy).
+    pub(super) fn ours(&self) -> bool {
+        self.generation.is_current()
+    }
+
+    /// Tells every thread to stop and waits for it.
+    pub(super) fn stop(&self) {
+        if !self.ours() {
+            return; // the parent's threads (see `fork.rs`)
+        }
+        self.shared.request_stop();
+        for thread in self.handles.lock().expect("poisoned").drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        if !self.ours() {
+            // Handles of threads that do not exist here; state they may have locked.
+            let handles = self
+                .handles
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::forget(std::mem::take(handles));
+            std::mem::forget(Arc::clone(&self.shared));
+            return;
+        }
+        self.stop();
+    }
+}
+
 /// One native node with its channel ends, ready to run.
 pub struct NativeTask {
     pub node_id: String,
@@ -90,8 +146,7 @@ pub struct NativeTask {
 /// its threads are the parent's.
 pub struct NativeHost {
     pub shared: Arc<NativeShared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    generation: Generation,
+    threads: Threads,
 }
 
 struct Ends {
@@ -128,7 +183,7 @@ impl NativeHost {
                 .collect::<Result<_>>()?;
             opened.push((task, Ends { inputs, outputs }));
         }
-        let mut threads = Vec::new();
+        let threads = Threads::new(Arc::clone(&shared));
         for (index, (task, ends)) in opened.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let max_payload = cfg.max_payload;
@@ -142,38 +197,12 @@ impl NativeHost {
                 })?;
             threads.push(thread);
         }
-        Ok(NativeHost {
-            shared,
-            threads: Mutex::new(threads),
-            generation: Generation::now(),
-        })
+        Ok(NativeHost { shared, threads })
     }
 
     /// Stops every native thread and waits for it (their channels close with them).
     pub fn stop(&self) {
-        if !self.generation.is_current() {
-            return; // the parent's threads (see `fork.rs`)
-        }
-        self.shared.request_stop();
-        for thread in self.threads.lock().expect("poisoned").drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for NativeHost {
-    fn drop(&mut self) {
-        if !self.generation.is_current() {
-            // Handles of threads that do not exist here; state they may have locked.
-            let threads = self
-                .threads
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner);
-            std::mem::forget(std::mem::take(threads));
-            std::mem::forget(Arc::clone(&self.shared));
-            return;
-        }
-        self.stop();
+        self.threads.stop();
     }
 }
 

@@ -27,8 +27,7 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -39,8 +38,7 @@ use tonic::Streaming;
 
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement, PortRef, RemoteDef, DEFAULT_INPUT, DEFAULT_OUTPUT};
-use crate::executor::native::NativeShared;
-use crate::fork::Generation;
+use crate::executor::native::{NativeShared, Threads};
 use crate::frame::{payload, Header, FLAG_END_OF_STREAM};
 use crate::grpc::convert::{from_frame, into_frame};
 use crate::grpc::dial::{self, Hosts};
@@ -300,10 +298,7 @@ pub struct RemoteHost {
     parts: usize,
     /// Each part's request queue, to send CANCEL on a stop.
     cancels: Vec<mpsc::Sender<StreamRequest>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Inert in a forked child, as `NativeHost`: the threads and the runtimes they
-    /// drive are the parent's.
-    generation: Generation,
+    threads: Threads,
 }
 
 impl RemoteHost {
@@ -318,12 +313,11 @@ impl RemoteHost {
         interrupt: Interrupt,
     ) -> Result<RemoteHost> {
         let mut host = RemoteHost {
+            threads: Threads::new(Arc::clone(&shared)),
             shared,
             ready: Arc::new(AtomicUsize::new(0)),
             parts: tasks.len(),
             cancels: Vec::new(),
-            threads: Mutex::new(Vec::new()),
-            generation: Generation::now(),
         };
         for task in tasks {
             let inputs = task
@@ -373,7 +367,7 @@ impl RemoteHost {
                     node: "<remote>".into(),
                     detail: e.to_string(),
                 })?;
-            host.threads.lock().expect("poisoned").push(thread);
+            host.threads.push(thread);
             // Opened, failed, or the thread is gone (its failure is recorded).
             let cancel = loop {
                 match opened.recv_timeout(POLL) {
@@ -414,33 +408,23 @@ impl RemoteHost {
     /// Cancels every part's stream and waits for its threads (the connections close
     /// with them).
     pub fn stop(&self) {
-        if !self.generation.is_current() {
-            return; // the parent's threads (see `fork.rs`)
+        if self.threads.ours() {
+            for cancel in &self.cancels {
+                let _ = cancel.try_send(control(Command::Cancel));
+            }
         }
-        for cancel in &self.cancels {
-            let _ = cancel.try_send(control(Command::Cancel));
-        }
-        self.shared.request_stop();
-        for thread in self.threads.lock().expect("poisoned").drain(..) {
-            let _ = thread.join();
-        }
+        self.threads.stop();
     }
 }
 
 impl Drop for RemoteHost {
     fn drop(&mut self) {
-        if !self.generation.is_current() {
-            // Handles of threads, and queues of runtimes, that do not exist here.
-            let threads = self
-                .threads
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner);
-            std::mem::forget(std::mem::take(threads));
-            std::mem::forget(std::mem::take(&mut self.cancels));
-            std::mem::forget(Arc::clone(&self.shared));
-            return;
+        match self.threads.ours() {
+            true => self.stop(),
+            // Queues of runtimes that do not exist here (the parent's; see `fork.rs`);
+            // `threads` leaks its handles likewise.
+            false => std::mem::forget(std::mem::take(&mut self.cancels)),
         }
-        self.stop();
     }
 }
 
