@@ -90,8 +90,8 @@ def test_the_operator_ceiling_beats_a_manifest_asking_for_more(tmp_path: Path) -
 
 def test_limits_not_implemented_are_named() -> None:
     with pytest.raises(ManifestError) as info:
-        Pipeline().node("e", "Echo", capabilities={"cpu": {"cores": 1}})
-    assert info.value.path == "nodes[0].capabilities.cpu"
+        Pipeline().node("e", "Echo", capabilities={"gpu": {"type": "cuda"}})
+    assert info.value.path == "nodes[0].capabilities.gpu"
     with pytest.raises(ManifestError, match="positive number"):
         Pipeline().node("e", "Echo", capabilities={"memory_gb": -1})
 
@@ -141,3 +141,41 @@ def test_a_served_node_past_its_limit_names_it(tmp_path: Path) -> None:
         assert "200 MB" in str(info.value)
     finally:
         stop_server(proc)
+
+
+def test_a_thread_budget_reaches_the_node_before_its_imports(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "[process]\npin_cpus = true\n")
+    cpus = sorted(os.sched_getaffinity(0))
+    pipe = (
+        Pipeline("budget", config=cfg)
+        .node("one", "Environment", capabilities={"cpu": {"cores": 1}})
+        .node("other", "Environment", capabilities={"cpu": {"cores": 1}})
+        .node("free", "Environment")
+    )
+    with pipe.session() as session:
+        seen = {}
+        for label in ("one", "other", "free"):
+            session.send(Text("?"), to=label)
+        for _ in range(3):
+            frame = session.recv(timeout=60)
+            seen[frame.source] = frame.value
+    for label in ("one", "other"):
+        assert seen[label]["threads"] == 1
+        assert set(seen[label]["env"].values()) == {"1", None}, seen[label]["env"]
+        assert seen[label]["env"]["OMP_NUM_THREADS"] == "1"
+        # numpy's OpenBLAS, loaded by the zygote before the budget was known, was told.
+        assert seen[label]["openblas"] in (1, None)
+        assert len(seen[label]["cpus"]) == 1
+    if len(cpus) > 1:
+        assert seen["one"]["cpus"] != seen["other"]["cpus"]  # CPUs of their own
+    assert seen["free"]["threads"] is None and seen["free"]["cpus"] == cpus
+
+
+def test_more_cores_than_the_machine_has_is_refused() -> None:
+    cores = len(os.sched_getaffinity(0)) + 1
+    with pytest.raises(ManifestError) as info:
+        Pipeline().node("e", "Echo", capabilities={"cpu": {"cores": cores}})
+    assert info.value.path == "nodes[0].capabilities.cpu.cores"
+    with pytest.raises(ManifestError) as info:
+        Pipeline().node("e", "Echo", capabilities={"cpu": {"arch": "sparc"}})
+    assert info.value.path == "nodes[0].capabilities.cpu.arch"

@@ -107,6 +107,12 @@ class ProcessConfig(_Section):
     max_node_memory_bytes: int = Field(0, ge=0)
     #: The most memory all of one session's node processes may hold together (0: none).
     max_session_memory_bytes: int = Field(0, ge=0)
+    #: A node's thread budget when its ``capabilities.cpu.cores`` gives none (0: none:
+    #: each library sizes its pools by the machine).
+    threads_per_node: int = Field(0, ge=0)
+    #: Nodes with a thread budget run on CPUs of their own (as many as their budget,
+    #: handed out in node order, wrapping when the machine has fewer).
+    pin_cpus: bool = False
 
     def max_processes(self) -> int | None:
         """The process limit, None when unlimited (0 in the file)."""

@@ -11,8 +11,11 @@ kernel's accounting where it can (a cgroup per node), else by watching resident 
 a node past its limit is stopped and the session fails with
 :class:`~zerohop.errors.ResourceLimitError` naming the node, the limit and the peak.
 
-``cpu`` and ``gpu`` are not implemented yet: a manifest giving them gets a warning naming
-them, the builder an error.
+``cpu.cores`` is the node's thread budget (at most the CPUs this machine gives us; see
+:mod:`zerohop.threads`); ``[process] threads_per_node`` is the budget of nodes that give
+none, and ``[process] pin_cpus`` gives each budgeted node CPUs of its own. ``cpu.arch``
+must be this machine's. ``gpu`` is not implemented yet: a manifest giving it gets a
+warning naming it, the builder an error.
 
 Examples
 --------
@@ -24,30 +27,100 @@ Examples
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Any
 
 from .config import RuntimeConfig
 from .errors import ManifestError, ManifestWarning
 
-__all__ = ["memory_limit", "unimplemented"]
+__all__ = ["memory_limit", "pin", "thread_budget", "unimplemented", "usable_cpus"]
 
 #: ``capabilities`` keys zerohop acts on.
-IMPLEMENTED = ("memory_gb",)
+IMPLEMENTED = ("memory_gb", "cpu")
+#: ``capabilities.cpu`` keys zerohop acts on.
+CPU_IMPLEMENTED = ("cores", "arch")
 
 
 def unimplemented(
     capabilities: dict[str, Any] | None, path: str, node_id: str
 ) -> list[ManifestWarning]:
     """A warning for each ``capabilities`` key zerohop does not act on yet."""
+    cpu = (capabilities or {}).get("cpu")
+    keys = [key for key in capabilities or {} if key not in IMPLEMENTED]
+    if isinstance(cpu, dict):
+        keys += [f"cpu.{key}" for key in cpu if key not in CPU_IMPLEMENTED]
     return [
         ManifestWarning(
             f"{path}.capabilities.{key}",
             f"not implemented by zerohop; ignored (node '{node_id}')",
             node_id,
         )
-        for key in capabilities or {}
-        if key not in IMPLEMENTED
+        for key in keys
     ]
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def thread_budget(
+    capabilities: dict[str, Any] | None, *, path: str, node_id: str, config: RuntimeConfig
+) -> int | None:
+    """The node's thread budget: ``capabilities.cpu.cores`` (at most the CPUs this
+    machine gives us), else ``[process] threads_per_node``; None: none. A ``cpu.arch``
+    this machine is not is an error naming it."""
+    cpu = (capabilities or {}).get("cpu")
+    if cpu is None:
+        return config.process.threads_per_node or None
+    if not isinstance(cpu, dict):
+        raise _invalid(f"{path}.capabilities.cpu", "must be an object {cores, arch}", node_id)
+    arch = cpu.get("arch")
+    if arch and str(arch).lower() not in _ARCH_NAMES.get(platform.machine(), {platform.machine()}):
+        raise _invalid(
+            f"{path}.capabilities.cpu.arch",
+            f"'{arch}' asked for, but this machine is {platform.machine()}",
+            node_id,
+        )
+    cores = cpu.get("cores")
+    if cores is None or cores == 0:
+        return config.process.threads_per_node or None
+    have = len(usable_cpus())
+    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 0:
+        raise _invalid(f"{path}.capabilities.cpu.cores", "must be a whole number ≥ 1", node_id)
+    if cores > have:
+        raise _invalid(
+            f"{path}.capabilities.cpu.cores",
+            f"{cores} cores asked for, but this machine gives zerohop {have}",
+            node_id,
+        )
+    return int(cores)
+
+
+#: ``cpu.arch`` spellings of each ``platform.machine()``.
+_ARCH_NAMES = {
+    "x86_64": {"x86_64", "amd64", "x64"},
+    "aarch64": {"aarch64", "arm64"},
+}
+
+
+def _invalid(path: str, message: str, node_id: str) -> ManifestError:
+    return ManifestError(f"{path}: {message} (node '{node_id}')", path=path, node_id=node_id)
+
+
+def pin(budgets: list[int | None]) -> list[list[int] | None]:
+    """CPUs of their own for each node with a budget, in node order (wrapping)."""
+    cpus = usable_cpus()
+    cursor = 0
+    pinned: list[list[int] | None] = []
+    for budget in budgets:
+        if not budget:
+            pinned.append(None)
+            continue
+        pinned.append(sorted({cpus[(cursor + k) % len(cpus)] for k in range(budget)}))
+        cursor += budget
+    return pinned
 
 
 def memory_limit(

@@ -80,9 +80,15 @@ class NodeContext:
         progress: Callable[[float | None, str], None],
         emit: Callable[[Frame, str | None], None],
         loan: Callable[[str | None], Any] | None = None,
+        threads: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.session_id = session_id
+        #: The node's thread budget (``capabilities.cpu.cores``, or runtime.toml's
+        #: ``[process] threads_per_node``); None: none set. The usual thread-count
+        #: variables (OpenMP, MKL, OpenBLAS, ...) already say it; a node that sizes its
+        #: own pools (an onnxruntime session, CTranslate2) should use it.
+        self.threads = threads
         self._progress = progress
         self._emit = emit
         self._loan = loan

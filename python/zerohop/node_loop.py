@@ -134,9 +134,12 @@ class NodeLoop:
         session_id: str,
         progress: Callable[[float | None, str], None],
         loan: Callable[[str | None], Any] | None = None,
+        threads: int | None = None,
     ) -> NodeContext:
         """The context ``initialize`` gets: ``ctx.send`` emits through this loop."""
-        return NodeContext(self.node_id, session_id, progress=progress, emit=self.emit, loan=loan)
+        return NodeContext(
+            self.node_id, session_id, progress=progress, emit=self.emit, loan=loan, threads=threads
+        )
 
     # ------------------------------------------------------------------ sending
 

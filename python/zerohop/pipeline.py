@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError, ManifestError, ManifestWarning
-from .limits import memory_limit, unimplemented
+from .limits import memory_limit, pin, thread_budget, unimplemented
 from .node import MultiprocessNode
 from .registry import (
     NativeNodeType,
@@ -87,6 +87,8 @@ class _NodeEntry:
     negotiate: tuple[str, str] | None = None
     #: The most memory its process may hold, in bytes (see :mod:`zerohop.limits`).
     memory_limit: int | None = None
+    #: Its thread budget (see :mod:`zerohop.limits`).
+    threads: int | None = None
 
     #: Where it runs, per session executor: routed once, when first asked.
     placements: dict[str, str] = field(default_factory=dict)
@@ -385,6 +387,7 @@ class Pipeline:
         entry.memory_limit = memory_limit(
             capabilities, path=path, node_id=node_id, config=self.config, warnings=self.warnings
         )
+        entry.threads = thread_budget(capabilities, path=path, node_id=node_id, config=self.config)
         if placement != "multiprocess" and (capabilities or {}).get("memory_gb") is not None:
             self.warnings.append(
                 ManifestWarning(
@@ -467,6 +470,9 @@ class Pipeline:
         executor = executor or self.executor
         rates = self._negotiated_rates()
         edges = [(e.source, e.target, e.from_port, e.to_port) for e in self._edges]
+        processes = [n.placement(i, executor) == "multiprocess" for i, n in enumerate(self._nodes)]
+        budgets = [n.threads if p else None for n, p in zip(self._nodes, processes, strict=True)]
+        cpus = pin(budgets) if self.config.process.pin_cpus else [None] * len(budgets)
         nodes = []
         for i, n in enumerate(self._nodes):
             node: dict[str, Any] = {
@@ -483,8 +489,9 @@ class Pipeline:
             if isinstance(n.cls, RemoteNodeType):
                 node["inputs"], node["outputs"] = n.cls.ports(n.id, edges)
                 node["remote"] = n.cls.spec
-            elif n.memory_limit is not None and node["placement"] == "multiprocess":
-                node["memory_limit"] = n.memory_limit
+            elif processes[i]:
+                limits = {"memory_limit": n.memory_limit, "threads": budgets[i], "cpus": cpus[i]}
+                node.update({k: v for k, v in limits.items() if v is not None})
             nodes.append(node)
         return {
             "name": self.name,

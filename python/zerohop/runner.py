@@ -43,6 +43,7 @@ from .data import Frame, from_raw
 from .errors import ChannelClosedError
 from .node_loop import NodeFailed, NodeLoop, Stopped, describe
 from .registry import node_class, register_node, use_modules
+from .threads import budget_cpus
 
 CONTROL_FD = 3
 _LENGTH = struct.Struct("<I")
@@ -204,6 +205,8 @@ class Runner:
         threading.Thread(target=self._heartbeat, name="zerohop-heartbeat", daemon=True).start()
         started = time.monotonic()
         try:
+            # Before the node's imports: libraries read these as they load.
+            budget_cpus(self.spec.get("threads"), self.spec.get("cpus"))
             self._prepare_imports()
             cls = node_class(self.spec["node_type"])
             # The host's channel settings, in the shape the channel ends take.
@@ -232,7 +235,12 @@ class Runner:
                 reports=self,
             )
             node.initialize(
-                self.loop.context(self.spec["session_id"], self.progress, self._loan_sender)
+                self.loop.context(
+                    self.spec["session_id"],
+                    self.progress,
+                    self._loan_sender,
+                    threads=self.spec.get("threads"),
+                )
             )
         except BaseException as err:  # report everything, even SystemExit from user code
             self.initializing = False

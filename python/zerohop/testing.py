@@ -1,6 +1,7 @@
 """Fault-injection nodes for tests, chaos and soak runs: ``Crash`` (raises, exits,
 segfaults, SIGKILLs or SIGSTOPs itself), ``BurnCPU`` (holds the GIL), ``Hog`` (takes
-memory), ``Slow`` and ``SlowInit``.
+memory), ``Environment`` (reports what its process was given), ``Slow`` and
+``SlowInit``.
 
 Not registered by default: a manifest — one sent to ``zerohop serve`` included — can
 name them only where the operator asked for them, by importing this module or listing
@@ -11,7 +12,7 @@ Examples
 A node process that dies mid-stream ends the session with an error naming the node
 and how it died:
 
->>> import zerohop.testing  # registers Crash, BurnCPU, Hog, Slow and SlowInit
+>>> import zerohop.testing  # registers Crash, BurnCPU, Hog, Environment, Slow, SlowInit
 >>> from zerohop import NodeCrashedError, Pipeline, Text
 >>> pipe = (Pipeline("chaos")
 ...         .node("echo", "Echo")
@@ -38,7 +39,30 @@ from .data import Frame, Json
 from .node import MultiprocessNode, NodeContext
 from .registry import register_node
 
-__all__ = ["BurnCPU", "Crash", "Hog", "Slow", "SlowInit"]
+__all__ = ["BurnCPU", "Crash", "Environment", "Hog", "Slow", "SlowInit"]
+
+
+@register_node
+class Environment(MultiprocessNode):
+    """For every frame, a Json of what its process was given: the thread-count and
+    device-visibility variables, its CPU affinity, ``ctx.threads`` and the thread count
+    of the OpenBLAS numpy loaded."""
+
+    def initialize(self, ctx: NodeContext) -> None:
+        self.threads = ctx.threads
+
+    def process(self, frame: Frame) -> Json:
+        from .threads import THREAD_VARIABLES, openblas_threads
+
+        names = (*THREAD_VARIABLES, "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+        return Json(
+            {
+                "env": {name: os.environ.get(name) for name in names},
+                "cpus": sorted(os.sched_getaffinity(0)),
+                "threads": self.threads,
+                "openblas": openblas_threads(),
+            }
+        )
 
 
 @register_node

@@ -223,6 +223,12 @@ pub struct NodeDef {
     /// The most memory the node's process may hold, in bytes (see `supervisor::memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<u64>,
+    /// The node process's thread budget and the CPUs it runs on (its runner applies
+    /// them before the node's imports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Vec<usize>>,
     /// Where a `Remote` node runs (set for those only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteDef>,

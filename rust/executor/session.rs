@@ -261,6 +261,8 @@ impl Session {
                     imports: cfg.imports.clone(),
                     sys_path: cfg.sys_path.clone(),
                     memory_limit: node.memory_limit,
+                    threads: node.threads,
+                    cpus: node.cpus.clone(),
                 }
             })
             .collect();

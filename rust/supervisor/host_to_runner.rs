@@ -42,6 +42,11 @@ pub struct NodeSpec {
     /// The most memory the node may hold, in bytes (held by the host: see `memory`).
     #[serde(default)]
     pub memory_limit: Option<u64>,
+    /// Its thread budget and CPU affinity, applied by the runner before its imports.
+    #[serde(default)]
+    pub threads: Option<u32>,
+    #[serde(default)]
+    pub cpus: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -94,7 +94,9 @@ class PiperTTSNode(_TTSNode):
         length_scale: float | None = Field(None, gt=0)
         volume: float = Field(1.0, gt=0)
         output_format: SampleFormat = "int16"
-        threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0: one per core
+        threads: int = Field(
+            0, ge=0
+        )  # onnxruntime intra-op threads; 0: the node budget, else one per core
 
     def initialize(self, ctx: NodeContext) -> None:
         piper = require("piper", self.node_type, package="piper-tts")
@@ -113,7 +115,8 @@ class PiperTTSNode(_TTSNode):
         ctx.progress(0.4, f"loading Piper voice {model.name}")
         ort = require("onnxruntime", self.node_type)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.params.threads
+        # 0: the node's thread budget (capabilities.cpu.cores), else one per core.
+        options.intra_op_num_threads = self.params.threads or ctx.threads or 0
         # Idle pool threads must not spin: the other models want these cores meanwhile.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.voice = piper.PiperVoice(

@@ -106,7 +106,12 @@ class WhisperSTTNode(MultiprocessNode):
                 source,
                 device=self.params.device,
                 compute_type=self.params.compute_type,
-                cpu_threads=self.params.cpu_threads,
+                # The node's thread budget unless its params say otherwise.
+                cpu_threads=(
+                    self.params.cpu_threads
+                    if "cpu_threads" in self.params.model_fields_set or ctx.threads is None
+                    else ctx.threads
+                ),
                 local_files_only=True,
             )
         except Exception as err:
