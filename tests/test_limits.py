@@ -90,8 +90,8 @@ def test_the_operator_ceiling_beats_a_manifest_asking_for_more(tmp_path: Path) -
 
 def test_limits_not_implemented_are_named() -> None:
     with pytest.raises(ManifestError) as info:
-        Pipeline().node("e", "Echo", capabilities={"gpu": {"type": "cuda"}})
-    assert info.value.path == "nodes[0].capabilities.gpu"
+        Pipeline().node("e", "Echo", capabilities={"gpu": {"min_memory_gb": 8}})
+    assert info.value.path == "nodes[0].capabilities.gpu.min_memory_gb"
     with pytest.raises(ManifestError, match="positive number"):
         Pipeline().node("e", "Echo", capabilities={"memory_gb": -1})
 
@@ -179,3 +179,38 @@ def test_more_cores_than_the_machine_has_is_refused() -> None:
     with pytest.raises(ManifestError) as info:
         Pipeline().node("e", "Echo", capabilities={"cpu": {"arch": "sparc"}})
     assert info.value.path == "nodes[0].capabilities.cpu.arch"
+
+
+def test_gpus_are_handed_out_from_the_configured_list(tmp_path: Path) -> None:
+    cfg = config(tmp_path, '[nodes]\ngpus = ["0", "1"]\n')
+    pipe = (
+        Pipeline("gpus", config=cfg)
+        .node("a", "Environment", capabilities={"gpu": {"type": "cuda", "required": True}})
+        .node("b", "Environment", capabilities={"gpu": {"type": "cuda"}})
+        .node("pinned", "Environment", capabilities={"gpu": {"type": "cuda", "device": "1"}})
+        .node("amd", "Environment", capabilities={"gpu": {"type": "rocm", "device": "0"}})
+    )
+    seen = {}
+    with pipe.session() as session:
+        for label in ("a", "b", "pinned", "amd"):
+            session.send(Text("?"), to=label)
+        for _ in range(4):
+            frame = session.recv(timeout=60)
+            seen[frame.source] = frame.value["env"]
+    assert {seen["a"]["CUDA_VISIBLE_DEVICES"], seen["b"]["CUDA_VISIBLE_DEVICES"]} == {"0", "1"}
+    assert seen["pinned"]["CUDA_VISIBLE_DEVICES"] == "1"
+    assert seen["amd"]["HIP_VISIBLE_DEVICES"] == "0"
+
+
+def test_gpu_requests_this_host_cannot_meet_are_named(tmp_path: Path) -> None:
+    required = {"gpu": {"type": "cuda", "required": True}}
+    with pytest.raises(ManifestError) as info:
+        Pipeline().node("a", "Echo", capabilities=required)
+    assert info.value.path == "nodes[0].capabilities.gpu" and "[nodes] gpus" in str(info.value)
+    cfg = config(tmp_path, '[nodes]\ngpus = ["0"]\n')
+    with pytest.raises(ManifestError) as info:
+        Pipeline(config=cfg).node("a", "Echo", capabilities={"gpu": {"device": "3"}})
+    assert info.value.path == "nodes[0].capabilities.gpu.device"
+    wanted = Pipeline().node("a", "Environment", capabilities={"gpu": {"type": "cuda"}})
+    assert [w.path for w in wanted.warnings] == ["nodes[0].capabilities.gpu"]
+    assert wanted.run([Text("?")])[0].value["env"]["CUDA_VISIBLE_DEVICES"] == ""

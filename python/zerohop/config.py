@@ -150,6 +150,11 @@ class NodesConfig(_Section):
     #: reads it into a bytes frame); the same rule as ``model_dirs``: symlinks and ``..``
     #: resolved first, and a manifest cannot add to it. Empty: every file is refused.
     file_dirs: tuple[str, ...] = ()
+    #: GPU devices nodes may be handed (``["0", "1"]``): a node whose
+    #: ``capabilities.gpu`` asks for one gets one (round robin, or the one its
+    #: ``gpu.device`` names) through ``CUDA_VISIBLE_DEVICES`` (``HIP_VISIBLE_DEVICES``
+    #: for ROCm). Empty: this host hands out none.
+    gpus: tuple[str, ...] = ()
 
     def validation_context(self) -> dict[str, tuple[str, ...]]:
         """The pydantic validation context of node params validated under this config."""

@@ -14,8 +14,12 @@ a node past its limit is stopped and the session fails with
 ``cpu.cores`` is the node's thread budget (at most the CPUs this machine gives us; see
 :mod:`zerohop.threads`); ``[process] threads_per_node`` is the budget of nodes that give
 none, and ``[process] pin_cpus`` gives each budgeted node CPUs of its own. ``cpu.arch``
-must be this machine's. ``gpu`` is not implemented yet: a manifest giving it gets a
-warning naming it, the builder an error.
+must be this machine's. ``gpu`` hands the node one of runtime.toml's ``[nodes] gpus``
+through ``CUDA_VISIBLE_DEVICES`` (``HIP_VISIBLE_DEVICES`` for ``type: "rocm"``): the one
+``gpu.device`` names, else the next in turn; ``required: true`` on a host that hands out
+none is an error naming the field, before anything starts. Other keys
+(``min_memory_gb``: there is no GPU here to check it against) get a warning naming them,
+or an error from the builder.
 
 Examples
 --------
@@ -27,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 from typing import Any
@@ -34,22 +39,40 @@ from typing import Any
 from .config import RuntimeConfig
 from .errors import ManifestError, ManifestWarning
 
-__all__ = ["memory_limit", "pin", "thread_budget", "unimplemented", "usable_cpus"]
+__all__ = [
+    "gpu_environment",
+    "memory_limit",
+    "pin",
+    "thread_budget",
+    "unimplemented",
+    "usable_cpus",
+]
 
 #: ``capabilities`` keys zerohop acts on.
-IMPLEMENTED = ("memory_gb", "cpu")
-#: ``capabilities.cpu`` keys zerohop acts on.
+IMPLEMENTED = ("memory_gb", "cpu", "gpu")
+#: ``capabilities.cpu`` / ``.gpu`` keys zerohop acts on.
 CPU_IMPLEMENTED = ("cores", "arch")
+GPU_IMPLEMENTED = ("type", "required", "device")
+#: The variable that picks a process's GPUs, by the runtime ``gpu.type`` names.
+GPU_VARIABLES = {
+    "": "CUDA_VISIBLE_DEVICES",
+    "cuda": "CUDA_VISIBLE_DEVICES",
+    "nvidia": "CUDA_VISIBLE_DEVICES",
+    "rocm": "HIP_VISIBLE_DEVICES",
+    "amd": "HIP_VISIBLE_DEVICES",
+    "hip": "HIP_VISIBLE_DEVICES",
+}
 
 
 def unimplemented(
     capabilities: dict[str, Any] | None, path: str, node_id: str
 ) -> list[ManifestWarning]:
     """A warning for each ``capabilities`` key zerohop does not act on yet."""
-    cpu = (capabilities or {}).get("cpu")
     keys = [key for key in capabilities or {} if key not in IMPLEMENTED]
-    if isinstance(cpu, dict):
-        keys += [f"cpu.{key}" for key in cpu if key not in CPU_IMPLEMENTED]
+    for name, known in (("cpu", CPU_IMPLEMENTED), ("gpu", GPU_IMPLEMENTED)):
+        inner = (capabilities or {}).get(name)
+        if isinstance(inner, dict):
+            keys += [f"{name}.{key}" for key in inner if key not in known]
     return [
         ManifestWarning(
             f"{path}.capabilities.{key}",
@@ -107,6 +130,62 @@ _ARCH_NAMES = {
 
 def _invalid(path: str, message: str, node_id: str) -> ManifestError:
     return ManifestError(f"{path}: {message} (node '{node_id}')", path=path, node_id=node_id)
+
+
+_next_gpu = itertools.count()
+
+
+def gpu_environment(
+    capabilities: dict[str, Any] | None,
+    *,
+    path: str,
+    node_id: str,
+    config: RuntimeConfig,
+    warnings: list[ManifestWarning],
+) -> dict[str, str]:
+    """The variables that hand the node its GPU: ``capabilities.gpu.device`` if it names
+    one, else the next of ``[nodes] gpus`` (round robin over this process's sessions).
+    A GPU ``required`` on a host that hands out none is an error naming the field; one
+    merely wanted is a warning, and the node runs without."""
+    gpu = (capabilities or {}).get("gpu")
+    if gpu is None:
+        return {}
+    field = f"{path}.capabilities.gpu"
+    if not isinstance(gpu, dict):
+        raise _invalid(field, "must be an object {type, required, device, ...}", node_id)
+    kind = str(gpu.get("type") or "").lower()
+    if kind not in GPU_VARIABLES:
+        raise _invalid(
+            f"{field}.type",
+            f"unknown GPU runtime '{gpu.get('type')}' (known: cuda, rocm)",
+            node_id,
+        )
+    devices = config.nodes.gpus
+    if not devices:
+        if gpu.get("required"):
+            raise _invalid(
+                field,
+                "a GPU is required, but this host hands out none (runtime.toml [nodes] gpus)",
+                node_id,
+            )
+        warnings.append(
+            ManifestWarning(
+                field, f"this host hands out no GPU; node '{node_id}' runs without", node_id
+            )
+        )
+        return {GPU_VARIABLES[kind]: ""}
+    device = gpu.get("device")
+    if device is not None:
+        if str(device) not in devices:
+            raise _invalid(
+                f"{field}.device",
+                f"'{device}' is not a GPU this host hands out ({', '.join(devices)})",
+                node_id,
+            )
+        chosen = str(device)
+    else:
+        chosen = devices[next(_next_gpu) % len(devices)]
+    return {GPU_VARIABLES[kind]: chosen}
 
 
 def pin(budgets: list[int | None]) -> list[list[int] | None]:

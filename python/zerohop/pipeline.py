@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import RuntimeConfig, load_config
 from .errors import ConfigError, ManifestError, ManifestWarning
-from .limits import memory_limit, pin, thread_budget, unimplemented
+from .limits import gpu_environment, memory_limit, pin, thread_budget, unimplemented
 from .node import MultiprocessNode
 from .registry import (
     NativeNodeType,
@@ -89,6 +89,8 @@ class _NodeEntry:
     memory_limit: int | None = None
     #: Its thread budget (see :mod:`zerohop.limits`).
     threads: int | None = None
+    #: Variables set in its process before its imports (its GPU).
+    env: dict[str, str] = field(default_factory=dict)
 
     #: Where it runs, per session executor: routed once, when first asked.
     placements: dict[str, str] = field(default_factory=dict)
@@ -388,6 +390,9 @@ class Pipeline:
             capabilities, path=path, node_id=node_id, config=self.config, warnings=self.warnings
         )
         entry.threads = thread_budget(capabilities, path=path, node_id=node_id, config=self.config)
+        entry.env = gpu_environment(
+            capabilities, path=path, node_id=node_id, config=self.config, warnings=self.warnings
+        )
         if placement != "multiprocess" and (capabilities or {}).get("memory_gb") is not None:
             self.warnings.append(
                 ManifestWarning(
@@ -490,7 +495,12 @@ class Pipeline:
                 node["inputs"], node["outputs"] = n.cls.ports(n.id, edges)
                 node["remote"] = n.cls.spec
             elif processes[i]:
-                limits = {"memory_limit": n.memory_limit, "threads": budgets[i], "cpus": cpus[i]}
+                limits = {
+                    "memory_limit": n.memory_limit,
+                    "threads": budgets[i],
+                    "cpus": cpus[i],
+                    "env": n.env or None,
+                }
                 node.update({k: v for k, v in limits.items() if v is not None})
             nodes.append(node)
         return {

@@ -206,6 +206,7 @@ class Runner:
         started = time.monotonic()
         try:
             # Before the node's imports: libraries read these as they load.
+            os.environ.update(self.spec.get("env") or {})
             budget_cpus(self.spec.get("threads"), self.spec.get("cpus"))
             self._prepare_imports()
             cls = node_class(self.spec["node_type"])

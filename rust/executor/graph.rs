@@ -229,6 +229,9 @@ pub struct NodeDef {
     pub threads: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vec<usize>>,
+    /// Variables its runner sets before the node's imports (the GPU it is handed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
     /// Where a `Remote` node runs (set for those only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteDef>,

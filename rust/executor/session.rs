@@ -263,6 +263,7 @@ impl Session {
                     memory_limit: node.memory_limit,
                     threads: node.threads,
                     cpus: node.cpus.clone(),
+                    env: node.env.clone(),
                 }
             })
             .collect();

@@ -47,6 +47,9 @@ pub struct NodeSpec {
     pub threads: Option<u32>,
     #[serde(default)]
     pub cpus: Option<Vec<usize>>,
+    /// Variables set before the node's imports (the GPU it is handed).
+    #[serde(default)]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
