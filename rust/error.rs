@@ -52,6 +52,12 @@ pub enum Error {
     Idle { secs: f64 },
 
     /// A node process could not be started (fork/exec failed, out of memory, ...).
+    #[error(
+        "the session ran past its deadline of {ms} ms (resource_limits.max_timeout_ms): \
+         every node was stopped"
+    )]
+    Deadline { ms: u64 },
+
     #[error("node '{node}': cannot start its process: {detail}")]
     Spawn { node: String, detail: String },
 

@@ -308,6 +308,7 @@ struct Metrics {
     remote_hops_active: Gauge,
     remote_hops: Family<Labels, Counter>,
     remote_round_trip: Histogram,
+    limits_hit: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -382,6 +383,14 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Unit::Seconds,
         remote_round_trip.clone(),
     );
+    let limits_hit = Family::<Labels, Counter>::default();
+    registry.register(
+        "zerohop_limits_hit",
+        "Limits a session ran into, by kind (memory: a node or session past its memory \
+         limit; deadline: resource_limits.max_timeout_ms; audio_samples: an input past \
+         resource_limits.max_audio_samples).",
+        limits_hit.clone(),
+    );
     Metrics {
         registry,
         live,
@@ -394,6 +403,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         remote_hops_active,
         remote_hops,
         remote_round_trip,
+        limits_hit,
     }
 });
 
@@ -485,6 +495,14 @@ pub fn remote_hop(ended: Option<Outcome>) {
 /// A remote node's result came back `secs` after its frame left.
 pub fn remote_round_trip(secs: f64) {
     METRICS.remote_round_trip.observe(secs);
+}
+
+/// A session ran into a limit of `kind` (`memory`, `deadline`, `audio_samples`).
+pub fn limit_hit(kind: &str) {
+    METRICS
+        .limits_hit
+        .get_or_create(&vec![("kind".into(), kind.into())])
+        .inc();
 }
 
 /// Every series, as OpenMetrics text ([`CONTENT_TYPE`]).

@@ -11,12 +11,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from remotemedia import start_server, stop_server
+from remotemedia import node_pids, scrape, start_server, stop_server, wait_until
 
 import zerohop.testing  # noqa: F401  (Hog)
-from zerohop import ManifestError, Pipeline, ResourceLimitError, Text
-from zerohop.client import Client, RemoteError
+from zerohop import Audio, ManifestError, Pipeline, ResourceLimitError, Text
+from zerohop.client import Client, RemoteError, ResourceLimits
 from zerohop.config import RuntimeConfig
 
 MB = 1_000_000
@@ -214,3 +215,47 @@ def test_gpu_requests_this_host_cannot_meet_are_named(tmp_path: Path) -> None:
     wanted = Pipeline().node("a", "Environment", capabilities={"gpu": {"type": "cuda"}})
     assert [w.path for w in wanted.warnings] == ["nodes[0].capabilities.gpu"]
     assert wanted.run([Text("?")])[0].value["env"]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_requests_resource_limits_hold_over_grpc(tmp_path: Path) -> None:
+    (tmp_path / "runtime.toml").write_text('[nodes]\nmodules = ["zerohop.testing"]\n')
+    proc, server = start_server(tmp_path / "runtime.toml", None, metrics=True)
+    try:
+        hog = {"version": "v1", "nodes": [{"id": "hog", "node_type": "Hog", "params": {"mb": 100}}]}
+        slow = {
+            "version": "v1",
+            "nodes": [{"id": "s", "node_type": "Slow", "params": {"ms": 5000}}],
+        }
+        echo = {"version": "v1", "nodes": [{"id": "e", "node_type": "Echo"}]}
+        second = Audio(np.zeros(48_000, dtype=np.float32), 48_000)
+        with Client(server.address) as client:
+            memory = ResourceLimits(max_memory_bytes=200 * MB)
+            with pytest.raises(RemoteError) as info:
+                list(client.stream(hog, [Text("a"), Text("b"), Text("c")], limits=memory))
+            assert info.value.error_type == "RESOURCE_LIMIT" and info.value.node_id == "hog"
+            assert "the session's memory limit of 200 MB" in str(info.value)
+            deadline = ResourceLimits(max_timeout_ms=500)
+            with pytest.raises(RemoteError) as info:
+                client.execute(slow, {"s": Text("a")}, limits=deadline)
+            assert info.value.status == "DEADLINE_EXCEEDED" and "500 ms" in str(info.value)
+            with pytest.raises(RemoteError) as info:
+                list(client.stream(slow, [Text("a")], limits=deadline))
+            assert "deadline of 500 ms" in str(info.value)
+            samples = ResourceLimits(max_audio_samples=16_000)
+            with pytest.raises(RemoteError) as info:
+                client.execute(echo, {"e": second}, limits=samples)
+            assert info.value.error_type == "RESOURCE_LIMIT"
+            assert 'data_inputs["e"]' in str(info.value) and "48000 samples" in str(info.value)
+            with pytest.raises(RemoteError, match="max_audio_samples"):
+                list(client.stream(echo, [second], limits=samples))
+            # Within the limits, all is as without them.
+            small = Audio(np.zeros(1_000, dtype=np.float32), 48_000)
+            assert len(list(client.stream(echo, [small], limits=samples))) == 1
+        assert wait_until(lambda: not node_pids(server), 30) is not None
+        assert server.metrics_url is not None
+        hits = scrape(server.metrics_url)
+        assert hits['zerohop_limits_hit_total{kind="memory"}'] == 1
+        assert hits['zerohop_limits_hit_total{kind="deadline"}'] == 2
+        assert hits['zerohop_limits_hit_total{kind="audio_samples"}'] == 2
+    finally:
+        stop_server(proc)

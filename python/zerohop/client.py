@@ -77,6 +77,7 @@ __all__ = [
     "InitProgress",
     "ManifestLike",
     "RemoteError",
+    "ResourceLimits",
     "ServerVersion",
     "ServerWarning",
     "from_buffer",
@@ -430,11 +431,33 @@ def _node_message(index: int, node: NodeManifest) -> execution.NodeManifest:
     return message
 
 
-def _execute_request(manifest: ManifestLike, inputs: Mapping[str, Frame]) -> Any:
+@dataclass(frozen=True)
+class ResourceLimits:
+    """What a request asks of its session (remotemedia.v1 ``ResourceLimits``; 0: not
+    asked): ``max_memory_bytes`` lowers the session's memory limit (the operator's, if
+    lower, wins), ``max_timeout_ms`` is its deadline (``DEADLINE_EXCEEDED``, every node
+    stopped), ``max_audio_samples`` caps one input audio buffer (``RESOURCE_LIMIT``)."""
+
+    max_memory_bytes: int = 0
+    max_timeout_ms: int = 0
+    max_audio_samples: int = 0
+
+    def message(self) -> Any:
+        return common.ResourceLimits(
+            max_memory_bytes=self.max_memory_bytes,
+            max_timeout_ms=self.max_timeout_ms,
+            max_audio_samples=self.max_audio_samples,
+        )
+
+
+def _execute_request(
+    manifest: ManifestLike, inputs: Mapping[str, Frame], limits: ResourceLimits | None = None
+) -> Any:
     return execution.ExecuteRequest(
         manifest=_manifest_message(manifest),
         data_inputs={node: to_buffer(frame) for node, frame in inputs.items()},
         client_version="zerohop-client",
+        resource_limits=limits.message() if limits else None,
     )
 
 
@@ -479,7 +502,10 @@ def _status_error(err: grpc.RpcError) -> RemoteError:
 
 
 def _stream_requests(
-    manifest: ManifestLike, frames: Iterable[StreamItem], chunk_size: int
+    manifest: ManifestLike,
+    frames: Iterable[StreamItem],
+    chunk_size: int,
+    limits: ResourceLimits | None = None,
 ) -> Iterator[streaming.StreamRequest]:
     yield streaming.StreamRequest(
         init=streaming.StreamInit(
@@ -487,6 +513,7 @@ def _stream_requests(
             client_version="zerohop-client",
             expected_chunk_size=chunk_size,
             report_progress=True,
+            resource_limits=limits.message() if limits else None,
         )
     )
     for sequence, item in enumerate(frames):
@@ -630,11 +657,13 @@ class Client:
         inputs: Mapping[str, Frame],
         *,
         timeout: float | None = None,
+        limits: ResourceLimits | None = None,
     ) -> dict[str, Frame]:
         """Runs ``manifest`` once: ``inputs`` maps input node ids to frames; returns the
         outputs by output label (each frame's ``source``). Several frames of one output
-        come back concatenated (audio) or as ``label[1]``, ``label[2]``, ..."""
-        request = _execute_request(manifest, inputs)
+        come back concatenated (audio) or as ``label[1]``, ``label[2]``, ...
+        ``limits``: what the request asks of its session (:class:`ResourceLimits`)."""
+        request = _execute_request(manifest, inputs, limits)
         try:
             response, call = self._execute.with_call(
                 request, metadata=self._metadata, timeout=timeout
@@ -651,12 +680,14 @@ class Client:
         *,
         on_progress: ProgressCallback | None = None,
         chunk_size: int = 0,
+        limits: ResourceLimits | None = None,
     ) -> Iterator[Frame]:
         """Streams ``frames`` (a frame, or ``(input node id, frame)`` when the pipeline
         has several inputs) through a session and yields the output frames as they come
         (``frame.source`` names the output). ``on_progress`` sees each node's
         initialization. Leaving the loop early cancels the session on the server."""
-        call = self._stream(_stream_requests(manifest, frames, chunk_size), metadata=self._metadata)
+        requests = _stream_requests(manifest, frames, chunk_size, limits)
+        call = self._stream(requests, metadata=self._metadata)
         handler = _Responses(on_progress)
         try:
             for i, response in enumerate(call):
@@ -723,9 +754,10 @@ class AsyncClient:
         inputs: Mapping[str, Frame],
         *,
         timeout: float | None = None,
+        limits: ResourceLimits | None = None,
     ) -> dict[str, Frame]:
         """See :meth:`Client.execute`."""
-        request = _execute_request(manifest, inputs)
+        request = _execute_request(manifest, inputs, limits)
         try:
             call = self._execute(request, metadata=self._metadata, timeout=timeout)
             response = await call
@@ -741,11 +773,12 @@ class AsyncClient:
         *,
         on_progress: ProgressCallback | None = None,
         chunk_size: int = 0,
+        limits: ResourceLimits | None = None,
     ) -> AsyncIterator[Frame]:
         """See :meth:`Client.stream`; ``frames`` may be an async iterable."""
 
         async def requests() -> AsyncIterator[streaming.StreamRequest]:
-            head = _stream_requests(manifest, (), chunk_size)
+            head = _stream_requests(manifest, (), chunk_size, limits)
             yield next(head)
             sequence = 0
             if isinstance(frames, AsyncIterable):

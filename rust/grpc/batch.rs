@@ -20,7 +20,7 @@ use super::proto::{
     ExecutionMetrics, ExecutionResult, ExecutionStatus, NodeMetrics, NodeResult,
     NodeStatus as ProtoNodeStatus,
 };
-use super::run::{output_buffer, plan, route, send, start, Context};
+use super::run::{check_samples, output_buffer, plan, route, send, start, Asked, Context};
 use super::status::{as_status, error_response, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Interrupt, NodeStatus, Output};
@@ -38,6 +38,9 @@ pub fn execute(
     let outcome = match run(ctx, request, dialect, interrupt, &mut warnings) {
         Ok(result) => Outcome::Result(result),
         Err(err) => {
+            if matches!(err, Error::Deadline { .. }) {
+                crate::metrics::limit_hit("deadline");
+            }
             if let Some(status) = as_status(&err) {
                 return Err(status);
             }
@@ -65,8 +68,13 @@ fn run(
         path: "manifest".into(),
         message: "missing".into(),
     })?;
-    let plan = plan(ctx, manifest)?;
+    let mut plan = plan(ctx, manifest)?;
     warnings.clone_from(&plan.warnings);
+    let asked = Asked::apply(request.resource_limits.as_ref(), &mut plan, began);
+    let interrupt = &|| {
+        asked.check()?;
+        interrupt()
+    };
     // A run without input has nothing to do: remotemedia-sdk's server refuses it too.
     if request.data_inputs.is_empty() {
         return Err(Error::Manifest {
@@ -80,11 +88,13 @@ fn run(
         .into_iter()
         .map(|(key, buffer)| {
             let field = format!("data_inputs[\"{key}\"]");
+            check_samples(&buffer, asked.max_audio_samples, &field)?;
             Ok((route(&plan.graph, &key, &buffer, &field)?, key, buffer))
         })
         .collect::<Result<Vec<_>>>()?;
     inputs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let running = start(ctx, plan, &mut |_| Ok(()), interrupt)?;
+    let mut running = start(ctx, plan, &mut |_| Ok(()), interrupt)?;
+    running.intake.max_audio_samples = asked.max_audio_samples;
     let session = &running.session;
     for (sequence, (index, _, buffer)) in inputs.into_iter().enumerate() {
         send(

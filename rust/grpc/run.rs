@@ -5,14 +5,18 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::convert::{from_frame, into_frame};
 use super::limits::{Admission, Ticket};
 use super::plan::{plan_logged, Plan, Planner};
-use super::proto::{data_buffer::DataType, DataBuffer, PipelineManifest};
+use super::proto::{
+    data_buffer::DataType, AudioFormat, DataBuffer, PipelineManifest, ResourceLimits,
+};
 use crate::error::{Error, Result};
 use crate::executor::{Event, Graph, Interrupt, Sample, Session};
 use crate::frame::{payload, Header, Kind};
+use crate::metrics;
 
 /// What every call of the server shares.
 pub struct Context {
@@ -45,6 +49,45 @@ pub struct Intake {
     pub max_payload: usize,
     /// Where `DataBuffer.file` references may be read (resolved `[nodes] file_dirs`).
     pub file_dirs: Arc<[PathBuf]>,
+    /// The most samples one audio buffer may carry (`resource_limits.max_audio_samples`).
+    pub max_audio_samples: Option<u64>,
+}
+
+/// What a request's `resource_limits` ask of its session (a field at 0 asks nothing).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked {
+    /// When the session must be over (`max_timeout_ms` after the request came).
+    pub deadline: Option<(Instant, u64)>,
+    pub max_audio_samples: Option<u64>,
+}
+
+impl Asked {
+    /// Applies `limits` to `plan`: `max_memory_bytes` lowers the session's memory limit
+    /// (the lower of it and the operator's wins); the others are returned, to be held
+    /// while the session runs.
+    pub fn apply(limits: Option<&ResourceLimits>, plan: &mut Plan, since: Instant) -> Asked {
+        let Some(limits) = limits else {
+            return Asked::default();
+        };
+        let given = |v: u64| (v > 0).then_some(v);
+        if let Some(bytes) = given(limits.max_memory_bytes) {
+            let session = &mut plan.config.session_memory_limit;
+            *session = Some(session.map_or(bytes, |own| own.min(bytes)));
+        }
+        Asked {
+            deadline: given(limits.max_timeout_ms)
+                .map(|ms| (since + std::time::Duration::from_millis(ms), ms)),
+            max_audio_samples: given(limits.max_audio_samples),
+        }
+    }
+
+    /// Fails with `Error::Deadline` once the deadline has passed.
+    pub fn check(&self) -> Result<()> {
+        match self.deadline {
+            Some((at, ms)) if Instant::now() >= at => Err(Error::Deadline { ms }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A started session with its share of the server's caps (given back after the
@@ -91,6 +134,7 @@ pub fn start(
     let intake = Intake {
         max_payload: plan.config.channel.max_payload,
         file_dirs: Arc::clone(&ctx.file_dirs),
+        max_audio_samples: None,
     };
     let ticket = ctx
         .admission
@@ -169,6 +213,7 @@ pub fn send(
     intake: &Intake,
     interrupt: Interrupt,
 ) -> Result<()> {
+    check_samples(&buffer, intake.max_audio_samples, "data_chunk")?;
     let (mut header, bytes) = into_frame(buffer, intake.max_payload, &intake.file_dirs)?;
     header.sequence = sequence;
     let guarded = || {
@@ -184,6 +229,28 @@ pub fn send(
             Error::Closed(_) => session.explain_closed(err),
             err => err,
         })
+}
+
+/// Refuses an audio buffer of more than `max` samples (all channels), before any
+/// frame is made of it; `field` names the input in the request.
+pub fn check_samples(buffer: &DataBuffer, max: Option<u64>, field: &str) -> Result<()> {
+    let (Some(max), Some(DataType::Audio(audio))) = (max, buffer.data_type.as_ref()) else {
+        return Ok(());
+    };
+    let width = if audio.format == AudioFormat::I16 as i32 {
+        2
+    } else {
+        4
+    };
+    let samples = audio.samples.len() as u64 / width;
+    if samples > max {
+        metrics::limit_hit("audio_samples");
+        return Err(Error::ResourceLimit(format!(
+            "{field}: an audio buffer of {samples} samples is more than the request's \
+             resource_limits.max_audio_samples ({max})"
+        )));
+    }
+    Ok(())
 }
 
 /// An output frame as (output label, DataBuffer).

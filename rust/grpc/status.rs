@@ -37,6 +37,7 @@ fn error_type(err: &Error, dialect: Dialect) -> ErrorType {
         Error::PayloadTooLarge { .. }
         | Error::ResourceLimit(_)
         | Error::Idle { .. }
+        | Error::Deadline { .. }
         | Error::NodeMemory { .. } => ErrorType::ResourceLimit,
         Error::Spawn { .. }
         | Error::NodeInit { .. }
@@ -84,7 +85,9 @@ pub fn as_status(err: &Error) -> Option<Status> {
         Error::ResourceLimit(_) | Error::PayloadTooLarge { .. } => {
             Some(Status::new(Code::ResourceExhausted, err.to_string()))
         }
-        Error::Idle { .. } => Some(Status::new(Code::DeadlineExceeded, err.to_string())),
+        Error::Idle { .. } | Error::Deadline { .. } => {
+            Some(Status::new(Code::DeadlineExceeded, err.to_string()))
+        }
         _ => None,
     }
 }

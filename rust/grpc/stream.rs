@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -38,7 +38,7 @@ use super::proto::{
     stream_response::Response, DataBuffer, DataChunk, ExecutionMetrics, InitProgress, StreamClosed,
     StreamInit, StreamMetrics, StreamReady, StreamRequest, StreamResponse,
 };
-use super::run::{output_buffer, plan, route, send, start, Context, Intake, Running};
+use super::run::{output_buffer, plan, route, send, start, Asked, Context, Intake, Running};
 use super::status::{as_status, error_response, status_label, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Event, Output, Session};
@@ -77,6 +77,8 @@ struct StreamState {
     ended: AtomicBool,
     /// Set once the session runs, for the StreamClosed of a stream that stops early.
     session_id: Mutex<String>,
+    /// What the request's `resource_limits` ask (set once planned).
+    asked: OnceLock<Asked>,
     /// When the stream started, and when the latest chunk entered the pipeline
     /// (nanoseconds after it): `ChunkResult.processing_time_ms` is measured from there.
     began: Instant,
@@ -98,6 +100,7 @@ impl Default for StreamState {
             failure: Mutex::new(None),
             ended: AtomicBool::new(false),
             session_id: Mutex::new(String::new()),
+            asked: OnceLock::new(),
             began: Instant::now(),
             last_input_ns: AtomicU64::new(0),
             chunks_in: AtomicU64::new(0),
@@ -121,6 +124,14 @@ impl StreamState {
     /// Whether the stream's threads should stop waiting: its client gone, the server
     /// stopping, the stream cancelled or failed, or the driver done with it.
     fn stopped(&self, ctx: &Context, tx: &Responses) -> bool {
+        // Past the request's deadline: the failure the stream ends with.
+        if let Some(Err(err)) = self.asked.get().map(Asked::check) {
+            let mut failure = self.failure.lock().expect("poisoned");
+            if failure.is_none() {
+                metrics::limit_hit("deadline");
+                *failure = Some(err);
+            }
+        }
         tx.is_closed()
             || ctx.stopping()
             || self.cancelled.load(Ordering::Acquire)
@@ -485,13 +496,15 @@ fn drive(
 fn run(
     ctx: &Arc<Context>,
     init: &StreamInit,
-    plan: Plan,
+    mut plan: Plan,
     queued: budget::Receiver<Input>,
     tx: &Responses,
     state: &Arc<StreamState>,
     interrupt: &dyn Fn() -> Result<()>,
 ) -> Result<Summary> {
     let began = Instant::now();
+    let asked = Asked::apply(init.resource_limits.as_ref(), &mut plan, began);
+    let _ = state.asked.set(asked);
     let runtime = Handle::current();
     let reply = |response: Response| push(&runtime, tx, respond(response), interrupt);
     let mut on_event = |event: Event| match progress(event) {
@@ -506,7 +519,8 @@ fn run(
             &format!("init.data_inputs[\"{key}\"]"),
         )?;
     }
-    let running = start(ctx, plan, &mut on_event, interrupt)?;
+    let mut running = start(ctx, plan, &mut on_event, interrupt)?;
+    running.intake.max_audio_samples = asked.max_audio_samples;
     let session = &running.session;
     session
         .id

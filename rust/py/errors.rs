@@ -61,7 +61,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
     Python::attach(|py| match &err {
         Error::Frame(_) => classes::FrameError::new_err(message),
         Error::PayloadTooLarge { .. } => classes::PayloadTooLargeError::new_err(message),
-        Error::Timeout { .. } | Error::Idle { .. } => {
+        Error::Timeout { .. } | Error::Idle { .. } | Error::Deadline { .. } => {
             classes::ZerohopTimeoutError::new_err(message)
         }
         Error::Interrupted => PyKeyboardInterrupt::new_err(message),

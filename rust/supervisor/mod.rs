@@ -744,6 +744,7 @@ fn oom_killed(node: &Node, session: (Option<&memory::Cage>, Option<u64>)) -> Opt
         (_, Some((cage, limit))) => ("the session's", limit, cage.peak()),
         (None, None) => return None,
     };
+    crate::metrics::limit_hit("memory");
     Some(Error::NodeMemory {
         node: node.id.clone(),
         scope: scope.into(),
@@ -790,6 +791,7 @@ fn stop_for_memory(node: &mut Node, scope: &str, limit: u64, peak: u64, mechanis
         process.signal_group(libc::SIGKILL);
     }
     node.state = NodeState::Error;
+    crate::metrics::limit_hit("memory");
     Error::NodeMemory {
         node: node.id.clone(),
         scope: scope.into(),
