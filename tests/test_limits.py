@@ -259,3 +259,19 @@ def test_a_requests_resource_limits_hold_over_grpc(tmp_path: Path) -> None:
         assert hits['zerohop_limits_hit_total{kind="audio_samples"}'] == 2
     finally:
         stop_server(proc)
+
+
+def test_status_shows_each_nodes_peak_and_limit() -> None:
+    pipe = (
+        Pipeline("status")
+        .node("hog", "Hog", mb=30, capabilities={"memory_gb": 0.5})
+        .node("free", "Echo")
+        .connect("hog", "free")
+    )
+    with pipe.session() as session:
+        session.send(Text("a"))
+        session.recv(timeout=60)
+        status = {s.node_id: s for s in session.status()}
+    assert status["hog"].memory_limit == 500 * MB and status["free"].memory_limit is None
+    peak = status["hog"].peak_rss_bytes
+    assert peak is not None and peak >= 30 * MB, status["hog"]

@@ -347,6 +347,8 @@ class NodeStatus:
         pid: int | None = None,
         started_at: float | None = None,
         rss_bytes: int | None = None,
+        peak_rss_bytes: int | None = None,
+        memory_limit: int | None = None,
         init_secs: float | None = None,
         frames_in: int = 0,
         frames_out: int = 0,
@@ -362,6 +364,10 @@ class NodeStatus:
     def started_at(self) -> float | None: ...
     @property
     def rss_bytes(self) -> int | None: ...
+    @property
+    def peak_rss_bytes(self) -> int | None: ...
+    @property
+    def memory_limit(self) -> int | None: ...
     @property
     def init_secs(self) -> float | None: ...
     @property

@@ -137,7 +137,8 @@ pub fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// One node of a running session: state, pid (None in process), start time (Unix
-/// seconds), resident memory, init time, frames in and out, and how its process ended.
+/// seconds), resident memory now and at its peak, its memory limit, init time, frames
+/// in and out, and how its process ended.
 #[pyclass(module = "zerohop._native", name = "NodeStatus", frozen, eq, get_all)]
 #[derive(Clone, PartialEq)]
 pub struct PyNodeStatus {
@@ -146,6 +147,8 @@ pub struct PyNodeStatus {
     pid: Option<i32>,
     started_at: Option<f64>,
     rss_bytes: Option<u64>,
+    peak_rss_bytes: Option<u64>,
+    memory_limit: Option<u64>,
     init_secs: Option<f64>,
     frames_in: u64,
     frames_out: u64,
@@ -156,7 +159,8 @@ pub struct PyNodeStatus {
 impl PyNodeStatus {
     #[new]
     #[pyo3(signature = (node_id, state, *, pid=None, started_at=None, rss_bytes=None,
-                        init_secs=None, frames_in=0, frames_out=0, exit=None))]
+                        peak_rss_bytes=None, memory_limit=None, init_secs=None, frames_in=0,
+                        frames_out=0, exit=None))]
     #[allow(clippy::too_many_arguments)] // one per field
     fn new(
         node_id: String,
@@ -164,6 +168,8 @@ impl PyNodeStatus {
         pid: Option<i32>,
         started_at: Option<f64>,
         rss_bytes: Option<u64>,
+        peak_rss_bytes: Option<u64>,
+        memory_limit: Option<u64>,
         init_secs: Option<f64>,
         frames_in: u64,
         frames_out: u64,
@@ -175,6 +181,8 @@ impl PyNodeStatus {
             pid,
             started_at,
             rss_bytes,
+            peak_rss_bytes,
+            memory_limit,
             init_secs,
             frames_in,
             frames_out,
@@ -207,6 +215,8 @@ impl From<NodeStatus> for PyNodeStatus {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64()),
             rss_bytes: status.rss_bytes,
+            peak_rss_bytes: status.peak_rss_bytes,
+            memory_limit: status.memory_limit,
             init_secs: status.init_secs,
             frames_in: status.frames_in,
             frames_out: status.frames_out,

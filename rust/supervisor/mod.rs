@@ -78,6 +78,10 @@ pub struct NodeStatus {
     pub pid: Option<i32>,
     pub started_at: Option<SystemTime>,
     pub rss_bytes: Option<u64>,
+    /// The most resident memory the process has held (`VmHWM`), while it runs.
+    pub peak_rss_bytes: Option<u64>,
+    /// Its memory limit, if it has one.
+    pub memory_limit: Option<u64>,
     pub init_secs: Option<f64>,
     pub frames_in: u64,
     pub frames_out: u64,
@@ -499,6 +503,8 @@ impl Supervisor {
                     .as_ref()
                     .filter(|_| n.alive())
                     .and_then(Process::rss_bytes),
+                peak_rss_bytes: n.process.as_ref().and_then(Process::peak_rss_bytes),
+                memory_limit: n.spec.memory_limit,
                 init_secs: n.init_secs,
                 frames_in: n.frames_in,
                 frames_out: n.frames_out,
