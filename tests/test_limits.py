@@ -275,3 +275,17 @@ def test_status_shows_each_nodes_peak_and_limit() -> None:
     assert status["hog"].memory_limit == 500 * MB and status["free"].memory_limit is None
     peak = status["hog"].peak_rss_bytes
     assert peak is not None and peak >= 30 * MB, status["hog"]
+
+
+@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
+def test_a_python_sessions_deadline_and_audio_cap(executor: str) -> None:
+    from zerohop import Audio as AudioFrame
+
+    pipe = Pipeline("limits", executor=executor).node("slow", "Slow", ms=5000)  # type: ignore[arg-type]
+    big = AudioFrame(np.zeros(48_000, dtype=np.float32), 48_000)
+    with pipe.session(deadline=1.0, max_audio_samples=16_000) as session:
+        with pytest.raises(ResourceLimitError, match="max_audio_samples"):
+            session.send(big)
+        session.send(Text("a"))
+        with pytest.raises(ResourceLimitError, match="deadline of 1 s"):
+            session.recv()  # waits for a frame the node needs 5 s for

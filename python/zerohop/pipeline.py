@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -635,17 +636,23 @@ class Pipeline:
         on_progress: Callable[[Event], None] | None = None,
         on_frame_error: Callable[[_native.SkippedFrame], None] | None = None,
         executor: Executor | None = None,
+        deadline: float | None = None,
+        max_audio_samples: int | None = None,
     ) -> Session:
         """Starts every node (all at once) and returns the running session once all are
         ready. ``on_progress(event)`` sees each node's initialization progress
         (:class:`~zerohop.session.Event`: ``Progress``, then ``Ready``);
         ``on_frame_error(event)`` each frame a node skipped (``FrameError``).
 
+        ``deadline`` (seconds, counted from this call) and ``max_audio_samples`` are
+        what a gRPC request's ``resource_limits`` ask (see :meth:`Session.limit`).
+
         Use it as a context manager so that the nodes stop when you are done::
 
             with pipeline.session(on_progress=print) as session:
                 outputs = session.run(frames)
         """
+        began = time.monotonic()
         executor = executor or self.executor
         _check_executor(executor)
         graph = self.validate(executor)
@@ -666,6 +673,7 @@ class Pipeline:
 
             session = MultiprocessSession.start(self, graph, on_progress)
         session._on_frame_error = on_frame_error
+        session.limit(deadline=deadline, max_audio_samples=max_audio_samples, since=began)
         return session
 
     def run(self, inputs: Frame | Iterable[Frame], **session_options: Any) -> list[Frame]:

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from . import _native
 from .channel import Closing
-from .errors import ConfigError, ZerohopError
+from .errors import ConfigError, ResourceLimitError, ZerohopError
 
 if TYPE_CHECKING:
     from .data import Frame
@@ -81,6 +82,35 @@ class Session(Closing):
         self._on_frame_error: EventCallback | None = None
         self._ended = False
         self._closed = False
+        #: ``(when, seconds)``: the session must be over by then (see :meth:`limit`).
+        self._deadline: tuple[float, float] | None = None
+        self._max_audio_samples: int | None = None
+
+    def limit(
+        self,
+        *,
+        deadline: float | None = None,
+        max_audio_samples: int | None = None,
+        since: float | None = None,
+    ) -> None:
+        """What a gRPC request's ``resource_limits`` ask, for a Python session:
+        ``deadline`` seconds after ``since`` (``time.monotonic()``; default: now) the
+        session is over (the next send or receive
+        stops every node and raises :class:`~zerohop.errors.ResourceLimitError`; a
+        receive waiting for a frame wakes for it), and an audio frame of more than
+        ``max_audio_samples`` samples is refused before it is sent."""
+        if deadline is not None:
+            start = time.monotonic() if since is None else since
+            self._deadline = (start + deadline, deadline)
+        self._max_audio_samples = max_audio_samples
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() >= self._deadline[0]:
+            self.close()
+            raise ResourceLimitError(
+                f"session '{self.name}' ran past its deadline of {self._deadline[1]:g} s: "
+                "every node was stopped"
+            )
 
     # --------------------------------------------------------------- backend hooks
 
@@ -130,7 +160,21 @@ class Session(Closing):
         """Sends ``frame`` into the pipeline (to input ``to`` when there are several).
         Blocks while the pipeline is behind; returns the frame's sequence number."""
         self._check_open()
-        return self._send(self._input_index(to), frame, timeout)
+        self._check_deadline()
+        index = self._input_index(to)
+        if self._max_audio_samples is not None:
+            self._check_samples(frame, index)
+        return self._send(index, frame, timeout)
+
+    def _check_samples(self, frame: Frame, index: int) -> None:
+        from .data import Audio
+
+        limit = self._max_audio_samples
+        if isinstance(frame, Audio) and limit is not None and frame.samples.size > limit:
+            raise ResourceLimitError(
+                f"input '{self.input_labels[index]}': an audio frame of "
+                f"{frame.samples.size} samples is more than max_audio_samples ({limit})"
+            )
 
     def end_input(self, timeout: float | None = None) -> None:
         """Ends the input stream: nodes flush, and ``outputs()`` ends after the last frame."""
@@ -145,7 +189,18 @@ class Session(Closing):
         every output has ended. Raises the session's failure if a node failed."""
         self._check_open()
         while True:
-            item = self._next(timeout)
+            self._check_deadline()
+            wait = timeout
+            if self._deadline is not None:
+                left = max(0.0, self._deadline[0] - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            try:
+                item = self._next(wait)
+            except ZerohopError as err:
+                # A wait cut short by the deadline is the deadline's failure.
+                if isinstance(err, TimeoutError):
+                    self._check_deadline()
+                raise
             if not isinstance(item, _native.SkippedFrame):
                 return item
             self.frame_errors.append(item)
