@@ -41,6 +41,7 @@ from .errors import ManifestError, ManifestWarning
 
 __all__ = [
     "gpu_environment",
+    "mechanism",
     "memory_limit",
     "pin",
     "thread_budget",
@@ -62,6 +63,14 @@ GPU_VARIABLES = {
     "amd": "HIP_VISIBLE_DEVICES",
     "hip": "HIP_VISIBLE_DEVICES",
 }
+
+
+def mechanism() -> str:
+    """What holds memory limits here: ``"cgroup v2"``, ``"cgroup v1 memory controller"``
+    or ``"RSS watch"`` (see the README's "Memory limits")."""
+    from . import _native
+
+    return _native.memory_mechanism()
 
 
 def unimplemented(

@@ -1,7 +1,7 @@
 """Fault-injection nodes for tests, chaos and soak runs: ``Crash`` (raises, exits,
 segfaults, SIGKILLs or SIGSTOPs itself), ``BurnCPU`` (holds the GIL), ``Hog`` (takes
-memory), ``Environment`` (reports what its process was given), ``Slow`` and
-``SlowInit``.
+memory), ``MatMul`` (BLAS-heavy), ``Environment`` (reports what its process was given),
+``Slow`` and ``SlowInit``.
 
 Not registered by default: a manifest — one sent to ``zerohop serve`` included — can
 name them only where the operator asked for them, by importing this module or listing
@@ -39,7 +39,30 @@ from .data import Frame, Json
 from .node import MultiprocessNode, NodeContext
 from .registry import register_node
 
-__all__ = ["BurnCPU", "Crash", "Environment", "Hog", "Slow", "SlowInit"]
+__all__ = ["BurnCPU", "Crash", "Environment", "Hog", "MatMul", "Slow", "SlowInit"]
+
+
+@register_node
+class MatMul(MultiprocessNode):
+    """For every frame, ``repeats`` products of two ``size`` x ``size`` float32 matrices
+    through numpy's BLAS (which uses as many threads as it is allowed), then echoes
+    the frame: a CPU-heavy model stand-in whose thread count the budget decides."""
+
+    class Params(BaseModel):
+        size: int = Field(384, ge=1)
+        repeats: int = Field(4, ge=1)
+
+    def initialize(self, ctx: NodeContext) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((self.params.size, self.params.size), dtype=np.float32)
+
+    def process(self, frame: Frame) -> Frame:
+        product = self.a
+        for _ in range(self.params.repeats):
+            product = (self.a @ product) * 0.01
+        return frame
 
 
 @register_node

@@ -31,6 +31,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frame::encode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(frame::decode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(channel::reclaim_dead, m)?)?;
+    m.add_function(wrap_pyfunction!(session::memory_mechanism, m)?)?;
     m.add_function(wrap_pyfunction!(session::native_nodes, m)?)?;
     m.add_function(wrap_pyfunction!(session::check_native_params, m)?)?;
     m.add_function(wrap_pyfunction!(session::route_node, m)?)?;

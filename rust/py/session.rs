@@ -342,3 +342,10 @@ pub fn route_node(
         .map(graph::placement_name)
         .map_err(|err| named_node(err, node_id))
 }
+
+/// What holds memory limits in this process: `"cgroup v2"`, `"cgroup v1 memory
+/// controller"` or `"RSS watch"` (see `supervisor::memory`).
+#[pyfunction]
+pub fn memory_mechanism() -> &'static str {
+    crate::supervisor::memory::mechanism().name()
+}
