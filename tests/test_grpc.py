@@ -1023,7 +1023,11 @@ def test_the_client_sends_every_node_field_it_is_given(server: Server) -> None:
                 "node_type": "Echo",
                 "host": "gpu-1:50051",
                 "runtime_hint": "cpython",
-                "capabilities": {"cpu": {"cores": 1}, "memory_gb": 0.5},
+                "capabilities": {
+                    "cpu": {"cores": 1},
+                    "memory_gb": 0.5,
+                    "gpu": {"type": "cuda", "min_memory_gb": 1.0},
+                },
             }
         ],
     }

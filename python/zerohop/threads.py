@@ -8,6 +8,17 @@ threads_per_node``) goes into the thread-count variables those libraries read as
 load, and into numpy's OpenBLAS, which the zygote loaded before the budget was known;
 ``NodeContext.threads`` gives it to nodes that size their own pools. With ``[process]
 pin_cpus``, each such node also runs on CPUs of its own.
+
+Examples
+--------
+What a node process with a budget of one core was given:
+
+>>> import zerohop.testing  # Environment: reports what its process was given
+>>> from zerohop import Pipeline, Text
+>>> pipe = Pipeline().node("env", "Environment", capabilities={"cpu": {"cores": 1}})
+>>> report = pipe.run([Text("?")])[0].value
+>>> report["threads"], report["env"]["OMP_NUM_THREADS"], report["openblas"] in (1, None)
+(1, '1', True)
 """
 
 from __future__ import annotations
