@@ -132,6 +132,74 @@ impl Drop for Threads {
     }
 }
 
+/// What a host thread (a native node, a remote part) reads: the frames of its input
+/// channels, each in turn, until every one has ended (its end of stream, or its
+/// sender gone).
+pub(super) struct InputFrames<'a> {
+    inputs: &'a [ipc::Receiver],
+    open: Vec<bool>,
+    /// Where the next scan starts, so that a busy input cannot starve the others.
+    next: usize,
+    max_payload: usize,
+}
+
+impl<'a> InputFrames<'a> {
+    pub(super) fn new(inputs: &'a [ipc::Receiver], max_payload: usize) -> InputFrames<'a> {
+        InputFrames {
+            inputs,
+            open: vec![true; inputs.len()],
+            next: 0,
+            max_payload,
+        }
+    }
+
+    /// Whether any input may still bring a frame.
+    pub(super) fn open(&self) -> bool {
+        self.open.iter().any(|&o| o)
+    }
+
+    /// The next frame of any open input, as (input index, header, sample); None when
+    /// none has one now.
+    pub(super) fn try_next(&mut self) -> Result<Option<(usize, Header, ipc::Sample)>> {
+        let count = self.inputs.len();
+        for k in 0..count {
+            let i = (self.next + k) % count;
+            if !self.open[i] {
+                continue;
+            }
+            let sample = match self.inputs[i].try_recv() {
+                Ok(Some(sample)) => sample,
+                Ok(None) => continue,
+                Err(Error::Closed(_)) => {
+                    self.open[i] = false;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let header = Header::decode(&sample, self.max_payload)?;
+            if header.flags & FLAG_END_OF_STREAM != 0 {
+                self.open[i] = false;
+                continue;
+            }
+            self.next = (i + 1) % count;
+            return Ok(Some((i, header, sample)));
+        }
+        Ok(None)
+    }
+
+    /// Waits up to `ms` milliseconds for an open input to have a frame.
+    pub(super) fn wait(&self, ms: i32) {
+        let fds: Vec<RawFd> = self
+            .inputs
+            .iter()
+            .zip(&self.open)
+            .filter(|(_, o)| **o)
+            .map(|(rx, _)| rx.wait_fd())
+            .collect();
+        wait_readable(&fds, ms);
+    }
+}
+
 /// One native node with its channel ends, ready to run.
 pub struct NativeTask {
     pub node_id: String,
@@ -226,62 +294,35 @@ fn serve(
     max_payload: usize,
     counts: &FrameCounts,
 ) -> Result<()> {
-    let mut open: Vec<bool> = vec![true; ends.inputs.len()];
+    let mut frames = InputFrames::new(&ends.inputs, max_payload);
     let mut out = Vec::new();
     let mut sequence = 0u64;
-    while open.iter().any(|&o| o) {
+    while frames.open() {
         shared.check_stop()?;
-        let mut idle = true;
-        for (i, rx) in ends.inputs.iter().enumerate() {
-            if !open[i] {
+        let Some((_, header, sample)) = frames.try_next()? else {
+            frames.wait(50);
+            continue;
+        };
+        let payload = crate::frame::payload(&sample, &header);
+        counts.frames_in.fetch_add(1, Ordering::Relaxed);
+        match task.node.handle(&header, payload, &mut out) {
+            Ok(()) => {}
+            Err(err @ Error::Frame(_)) if task.on_error == OnError::Skip => {
+                out.clear();
+                shared.push_event(Event::FrameError {
+                    node_id: task.node_id.clone(),
+                    error: err.to_string(),
+                    traceback: String::new(),
+                    sequence: Some(header.sequence),
+                });
                 continue;
             }
-            let sample = match rx.try_recv() {
-                Ok(Some(sample)) => sample,
-                Ok(None) => continue,
-                Err(Error::Closed(_)) => {
-                    open[i] = false;
-                    continue;
-                }
-                Err(err) => return Err(err),
-            };
-            idle = false;
-            let header = Header::decode(&sample, max_payload)?;
-            if header.flags & FLAG_END_OF_STREAM != 0 {
-                open[i] = false;
-                continue;
-            }
-            let payload = crate::frame::payload(&sample, &header);
-            counts.frames_in.fetch_add(1, Ordering::Relaxed);
-            match task.node.handle(&header, payload, &mut out) {
-                Ok(()) => {}
-                Err(err @ Error::Frame(_)) if task.on_error == OnError::Skip => {
-                    out.clear();
-                    shared.push_event(Event::FrameError {
-                        node_id: task.node_id.clone(),
-                        error: err.to_string(),
-                        traceback: String::new(),
-                        sequence: Some(header.sequence),
-                    });
-                    continue;
-                }
-                Err(err) => return Err(err),
-            }
-            counts
-                .frames_out
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-            send_all(&mut out, &ends.outputs, &mut sequence, shared)?;
+            Err(err) => return Err(err),
         }
-        if idle {
-            let fds: Vec<RawFd> = ends
-                .inputs
-                .iter()
-                .zip(&open)
-                .filter(|(_, o)| **o)
-                .map(|(rx, _)| rx.wait_fd())
-                .collect();
-            wait_readable(&fds, 50);
-        }
+        counts
+            .frames_out
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        send_all(&mut out, &ends.outputs, &mut sequence, shared)?;
     }
     task.node.flush(&mut out)?;
     counts

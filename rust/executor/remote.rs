@@ -25,7 +25,6 @@
 //!   connection fails the session with an error naming the node and the host.
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ use tonic::Streaming;
 
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement, PortRef, RemoteDef, DEFAULT_INPUT, DEFAULT_OUTPUT};
-use crate::executor::native::{NativeShared, Threads};
+use crate::executor::native::{InputFrames, NativeShared, Threads};
 use crate::frame::{payload, Header, FLAG_END_OF_STREAM};
 use crate::grpc::convert::{from_frame, into_frame};
 use crate::grpc::dial::{self, Hosts};
@@ -51,7 +50,7 @@ use crate::grpc::proto::{
 };
 use crate::ipc::{self, ChannelConfig, Interrupt};
 use crate::metrics::{self, Outcome};
-use crate::supervisor::{wait_readable, Event};
+use crate::supervisor::Event;
 
 /// A pipeline a `RemotePipelineNode` runs on its host, as the planner normalized it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -643,60 +642,35 @@ impl Hop {
         requests: &mpsc::Sender<StreamRequest>,
         runtime: &Handle,
     ) -> Result<()> {
-        let mut open = vec![true; inputs.len()];
+        let (keys, receivers): (Vec<String>, Vec<ipc::Receiver>) = inputs.into_iter().unzip();
+        let mut frames = InputFrames::new(&receivers, self.max_payload);
         let mut last_sent = Instant::now();
-        while open.iter().any(|&o| o) {
+        while frames.open() {
             self.shared.check_stop()?;
-            let mut idle = true;
-            for (i, (key, rx)) in inputs.iter().enumerate() {
-                if !open[i] {
-                    continue;
+            let Some((i, header, sample)) = frames.try_next()? else {
+                if last_sent.elapsed() >= KEEPALIVE {
+                    self.deliver(requests, control(Command::Unspecified), runtime)?;
+                    last_sent = Instant::now();
                 }
-                let sample = match rx.try_recv() {
-                    Ok(Some(sample)) => sample,
-                    Ok(None) => continue,
-                    Err(Error::Closed(_)) => {
-                        open[i] = false;
-                        continue;
-                    }
-                    Err(err) => return Err(err),
-                };
-                idle = false;
-                let header = Header::decode(&sample, self.max_payload)?;
-                if header.flags & FLAG_END_OF_STREAM != 0 {
-                    open[i] = false;
-                    continue;
-                }
-                let buffer = from_frame(&header, payload(&sample, &header));
-                drop(sample);
-                let chunk = StreamRequest {
-                    request: Some(Request::DataChunk(DataChunk {
-                        node_id: key.clone(),
-                        buffer: Some(buffer),
-                        sequence: header.sequence,
-                        ..DataChunk::default()
-                    })),
-                };
-                self.sent
-                    .lock()
-                    .expect("poisoned")
-                    .push_back(Instant::now());
-                self.deliver(requests, chunk, runtime)?;
-                last_sent = Instant::now();
-            }
-            if idle && last_sent.elapsed() >= KEEPALIVE {
-                self.deliver(requests, control(Command::Unspecified), runtime)?;
-                last_sent = Instant::now();
-            }
-            if idle {
-                let fds: Vec<RawFd> = inputs
-                    .iter()
-                    .zip(&open)
-                    .filter(|(_, o)| **o)
-                    .map(|((_, rx), _)| rx.wait_fd())
-                    .collect();
-                wait_readable(&fds, POLL.as_millis() as i32);
-            }
+                frames.wait(POLL.as_millis() as i32);
+                continue;
+            };
+            let buffer = from_frame(&header, payload(&sample, &header));
+            drop(sample);
+            let chunk = StreamRequest {
+                request: Some(Request::DataChunk(DataChunk {
+                    node_id: keys[i].clone(),
+                    buffer: Some(buffer),
+                    sequence: header.sequence,
+                    ..DataChunk::default()
+                })),
+            };
+            self.sent
+                .lock()
+                .expect("poisoned")
+                .push_back(Instant::now());
+            self.deliver(requests, chunk, runtime)?;
+            last_sent = Instant::now();
         }
         self.deliver(requests, control(Command::Close), runtime)
     }
