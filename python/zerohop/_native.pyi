@@ -32,6 +32,7 @@ __all__ = [
     "decode_frame",
     "encode_frame",
     "encode_metrics",
+    "memory_mechanism",
     "native_nodes",
     "reclaim_dead",
     "route_node",
