@@ -294,7 +294,6 @@ pub struct RemoteHost {
     shared: Arc<NativeShared>,
     /// Parts whose streams are ready (their remote nodes initialized).
     ready: Arc<AtomicUsize>,
-    parts: usize,
     /// Each part's request queue, to send CANCEL on a stop.
     cancels: Vec<mpsc::Sender<StreamRequest>>,
     threads: Threads,
@@ -315,7 +314,6 @@ impl RemoteHost {
             threads: Threads::new(Arc::clone(&shared)),
             shared,
             ready: Arc::new(AtomicUsize::new(0)),
-            parts: tasks.len(),
             cancels: Vec::new(),
         };
         for task in tasks {
@@ -396,7 +394,8 @@ impl RemoteHost {
             if let Some(err) = self.shared.failure() {
                 return Err(err);
             }
-            if self.ready.load(Ordering::Acquire) == self.parts {
+            // One cancel queue per part.
+            if self.ready.load(Ordering::Acquire) == self.cancels.len() {
                 return Ok(());
             }
             interrupt()?;

@@ -93,8 +93,8 @@ fn run(
         })
         .collect::<Result<Vec<_>>>()?;
     inputs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let mut running = start(ctx, plan, &mut |_| Ok(()), interrupt)?;
-    running.intake.max_audio_samples = asked.max_audio_samples;
+    // The inputs were checked against max_audio_samples above: no second check in send.
+    let running = start(ctx, plan, &mut |_| Ok(()), interrupt)?;
     let session = &running.session;
     for (sequence, (index, _, buffer)) in inputs.into_iter().enumerate() {
         send(
