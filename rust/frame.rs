@@ -83,6 +83,24 @@ pub const PAYLOAD_ALIGN: usize = 64;
 
 /// Header flag: this (empty) frame marks the end of a stream, not data.
 pub const FLAG_END_OF_STREAM: u16 = 1;
+/// Header flag: this frame marks where a cancel was issued on its channel, not data;
+/// its 8-byte payload is the cancel's id (little-endian). See `executor::cancel`.
+pub const FLAG_CANCEL_MARK: u16 = 2;
+
+/// The marker of cancel `id`: its header and payload.
+pub fn cancel_mark(id: u64) -> (Header, [u8; 8]) {
+    let mut header = Header::bytes_like(Kind::Bytes, 8).expect("8 bytes is a valid frame");
+    header.flags = FLAG_CANCEL_MARK;
+    (header, id.to_le_bytes())
+}
+
+/// The cancel id a marker frame carries (None: not a marker).
+pub fn cancel_mark_id(header: &Header, payload: &[u8]) -> Option<u64> {
+    if header.flags & FLAG_CANCEL_MARK == 0 {
+        return None;
+    }
+    Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+}
 
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $value:expr => $text:expr),+ $(,)? }) => {

@@ -248,10 +248,11 @@ def test_stream_warnings_arrive_in_the_response_headers(client: RemotemediaClien
 
 def test_control_messages_pass_nodes_that_take_only_data(client: RemotemediaClient) -> None:
     """A ControlMessage sent between two text chunks into a text-only node comes back,
-    unchanged and in order (the node loop passes it on)."""
+    unchanged and in order (the node loop passes it on). (A CancelSpeculation also
+    cancels what is in flight first: tests/test_cancel_grpc.py.)"""
     control = common_pb2.DataBuffer(
         control=common_pb2.ControlMessage(
-            cancel_speculation=common_pb2.CancelSpeculation(from_timestamp=1, to_timestamp=2),
+            deadline_warning=common_pb2.DeadlineWarning(deadline_us=5000),
             segment_id="seg-1",
             timestamp_ms=7,
         )

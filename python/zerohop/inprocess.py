@@ -28,10 +28,11 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _native
+from .cancel import CancelRequested, Discards, Notice, new_id, output_frame
 from .data import Frame, from_raw
 from .errors import (
     ChannelClosedError,
@@ -52,6 +53,16 @@ if TYPE_CHECKING:
 __all__ = ["InProcessSession"]
 
 _END: Any = object()  # end of stream on a queue
+_NOTICE: Any = object()  # `_Queue.get`: a cancel's notice waits (it overtakes the items)
+
+
+class _Mark:
+    """A cancel's marker on a queue (see :mod:`zerohop.cancel`)."""
+
+    __slots__ = ("cancel",)
+
+    def __init__(self, cancel: int) -> None:
+        self.cancel = cancel
 
 
 class _Queue:
@@ -62,10 +73,12 @@ class _Queue:
     :class:`~zerohop.node_loop.Stopped` once the queue is closed (the session stops)."""
 
     def __init__(self, capacity: int) -> None:
-        self._items: deque[tuple[str, Any]] = deque()
+        self._items: deque[tuple[Any, Any]] = deque()
         self._capacity = capacity
         self._closed = False
         self._changed = threading.Condition()
+        #: Cancels for the queue's reader: ``get`` returns ``_NOTICE`` ahead of items.
+        self.notices: deque[Notice] = deque()
 
     def credits(self) -> tuple[int, int]:
         """Items queued (at most the capacity) and the capacity, as a channel's credits."""
@@ -73,24 +86,46 @@ class _Queue:
             return min(len(self._items), self._capacity), self._capacity
 
     def put(
-        self, item: tuple[str, Any], deadline: float | None = None, *, bounded: bool = True
+        self,
+        item: tuple[Any, Any],
+        deadline: float | None = None,
+        *,
+        bounded: bool = True,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
+        """Queues ``item``, waiting while the queue is full; a wait ends with
+        :class:`~zerohop.cancel.CancelRequested` once ``cancelled()`` (checked every
+        20 ms: the sender's cancel comes to another queue than the one it waits on)."""
         with self._changed:
             while bounded and len(self._items) >= self._capacity and not self._closed:
-                if not self._wait(deadline):
+                if cancelled is not None and cancelled():
+                    raise CancelRequested
+                slice_end = time.monotonic() + 0.02 if cancelled is not None else None
+                if deadline is not None and (slice_end is None or deadline < slice_end):
+                    slice_end = deadline
+                if not self._wait(slice_end) and slice_end == deadline:
                     raise ZerohopTimeoutError("the pipeline is behind: send timed out")
             if self._closed:
                 raise Stopped
             self._items.append(item)
             self._changed.notify_all()
 
-    def get(self, deadline: float | None = None) -> tuple[str, Any]:
+    def notify(self, notice: Notice) -> None:
+        """Posts a cancel's notice for the reader (waking its ``get``)."""
         with self._changed:
-            while not self._items and not self._closed:
+            self.notices.append(notice)
+            self._changed.notify_all()
+
+    def get(self, deadline: float | None = None) -> tuple[Any, Any]:
+        """The next ``(edge, item)``; ``(None, _NOTICE)`` while a notice waits."""
+        with self._changed:
+            while not self._items and not self._closed and not self.notices:
                 if not self._wait(deadline):
                     raise ZerohopTimeoutError("nothing arrived in time")
             if self._closed:
                 raise Stopped
+            if self.notices:
+                return None, _NOTICE
             item = self._items.popleft()
             self._changed.notify_all()
             return item
@@ -116,11 +151,17 @@ class _Edge:
     """An edge into a queue under ``tag`` (the input port, or the output label): the
     in-process channel. Like a channel's sender it stamps what it sends — the next
     sequence number unless one is set, the send time (``time.monotonic_ns()``) unless a
-    timestamp is — on a copy, as a send leaves the caller's frame as it was."""
+    timestamp is — on a copy, as a send leaves the caller's frame as it was. It
+    queues itself with each item: the reader's cancel book is kept per edge."""
 
-    def __init__(self, queue: _Queue, tag: str) -> None:
+    def __init__(
+        self, queue: _Queue, tag: str, source: _NodeThread | None, target: _NodeThread | None
+    ) -> None:
         self.queue = queue
         self.tag = tag
+        #: The nodes at its ends (None: the session's input or output).
+        self.source = source
+        self.target = target
         self.sequences = itertools.count()
 
     def put(self, frame: Frame, deadline: float | None = None) -> int:
@@ -130,17 +171,22 @@ class _Edge:
                 frame.sequence = next(self.sequences)
             if frame.timestamp_ns is None:
                 frame.timestamp_ns = time.monotonic_ns()
-        self.queue.put((self.tag, frame), deadline)
+        source = self.source
+        cancelled = None if source is None else source.interruptible
+        self.queue.put((self, frame), deadline, cancelled=cancelled)
         return frame.sequence
 
     def send(self, frame: Frame, first: bool) -> None:
         self.put(frame if first else copy.copy(frame))
 
     def end(self, deadline: float | None = None) -> None:
-        self.queue.put((self.tag, _END), deadline)
+        self.queue.put((self, _END), deadline)
 
     def flush(self) -> None:
         """Nothing to wait for: a queue loses nothing when its sender is done."""
+
+    def mark(self, cancel: int, deadline: float | None = None) -> None:
+        self.queue.put((self, _Mark(cancel)), deadline)
 
 
 class _NativeNode(MultiprocessNode):
@@ -185,10 +231,13 @@ class _NodeThread:
         self.session = session
         self.node_id = node_id
         self.inbox = _Queue(capacity)
+        self.book = Discards()  # its inputs' discards, the cancels it handled
         self.open_inputs = 0
         #: Filled with the edges of the validated graph before the thread starts.
         self.edges: dict[str, list[Any]] = {port: [] for port in type(node).outputs}
-        self.loop = NodeLoop(node_id, node, on_error=on_error, outputs=self.edges, reports=self)
+        self.loop = NodeLoop(
+            node_id, node, on_error=on_error, outputs=self.edges, reports=self, cancels=self
+        )
         self.state = "initializing"
         self.started_at = time.time()
         self.init_secs: float | None = None
@@ -210,16 +259,40 @@ class _NodeThread:
             )
         )
 
-    def _inputs(self) -> Iterator[Frame]:
-        """The frames of every input, in arrival order, until each has ended."""
+    # Cancels (`NodeLoop`'s `Cancels`).
+
+    def pending(self) -> bool:
+        # A cancel whose marker came before its notice was handled already.
+        return bool(self.inbox.notices) and self.book.waiting(list(self.inbox.notices))
+
+    def interruptible(self) -> bool:
+        """Whether a cancel cuts the node's send short: one of what ``process`` emits
+        (never a marker), with a cancel waiting."""
+        loop = self.loop
+        return loop.busy and not loop.marking and self.pending()
+
+    def announce(self, cancel: int) -> None:
+        self.session.route_cancel(self, cancel)
+
+    def _inputs(self) -> Iterator[Frame | int]:
+        """The frames of every input, in arrival order, until each has ended, and the
+        id of each cancel that reached the node (the frames it covers dropped)."""
         open_inputs = self.open_inputs
+        book = self.book
         while open_inputs:
-            port, item = self.inbox.get()
-            if item is _END:
+            edge, item = self.inbox.get()
+            if item is _NOTICE:
+                notice = self.inbox.notices.popleft()
+                if book.notice(notice.id, notice.discard):
+                    yield notice.id
+            elif item is _END:
                 open_inputs -= 1
-                continue
-            item.port = port
-            yield item
+            elif isinstance(item, _Mark):
+                if book.mark(edge, item.cancel):
+                    yield item.cancel
+            elif not book.discarding(edge):
+                item.port = edge.tag
+                yield item
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -240,7 +313,8 @@ class _NodeThread:
         try:
             self.loop.run(self._inputs())
             while True:  # every input ended: wait to be stopped
-                self.inbox.get()
+                if self.inbox.get()[1] is _NOTICE:
+                    self.inbox.notices.popleft()
         except (Stopped, NodeFailed):
             pass
         finally:
@@ -281,19 +355,21 @@ class InProcessSession(Session):
             self._threads[node_id] = _NodeThread(self, node_id, node, spec["on_error"], capacity)
         # The wiring of the validated graph, as the multiprocess executor has it.
         for source, target in graph.edges:
-            into = self._threads[target.node_id]
-            self._threads[source.node_id].edges[source.port].append(_Edge(into.inbox, target.port))
+            into, out_of = self._threads[target.node_id], self._threads[source.node_id]
+            out_of.edges[source.port].append(_Edge(into.inbox, target.port, out_of, into))
             into.open_inputs += 1
         self._inputs = []
         for port in graph.inputs:
             into = self._threads[port.node_id]
-            self._inputs.append(_Edge(into.inbox, port.port))
+            self._inputs.append(_Edge(into.inbox, port.port, None, into))
             into.open_inputs += 1
         # Each session output holds up to `capacity` frames, as its channel would.
         self._out = _Queue(capacity * max(1, len(graph.outputs)))
         for port in graph.outputs:
-            self._threads[port.node_id].edges[port.port].append(_Edge(self._out, port.label))
+            out_of = self._threads[port.node_id]
+            out_of.edges[port.port].append(_Edge(self._out, port.label, out_of, None))
         self._open_outputs = len(graph.outputs)
+        self._out_book = Discards()
         self._start(pipeline.config.process.init_timeout_secs)
 
     def progress(self, node_id: str, fraction: float | None, message: str) -> None:
@@ -302,7 +378,55 @@ class InProcessSession(Session):
                 self._on_progress(_native.Progress(node_id, fraction, message))
 
     def frame_error(self, node_id: str, error: str, tb: str, sequence: int | None) -> None:
-        self._out.put(("", _native.SkippedFrame(node_id, error, tb, sequence)), bounded=False)
+        self._out.put((None, _native.SkippedFrame(node_id, error, tb, sequence)), bounded=False)
+
+    def route_cancel(self, origin: _NodeThread | None, cancel: int) -> None:
+        """Posts cancel ``cancel`` from ``origin`` (None: the session's inputs) to every
+        node downstream and to the outputs, each with the edges its marker comes on
+        (see :mod:`zerohop.cancel`)."""
+
+        def edges_of(thread: _NodeThread) -> list[_Edge]:
+            return [e for edges in thread.edges.values() for e in edges]
+
+        starts = self._inputs if origin is None else edges_of(origin)
+        reached: list[_NodeThread] = []
+        todo = [e.target for e in starts]
+        while todo:
+            thread = todo.pop()
+            if thread is None or thread is origin or thread in reached:
+                continue
+            reached.append(thread)
+            todo.extend(e.target for e in edges_of(thread))
+        senders = [origin, *reached]  # None stands for the session's inputs
+        for thread in reached:
+            into = [
+                e
+                for source in senders
+                for e in (self._inputs if source is None else edges_of(source))
+                if e.target is thread
+            ]
+            thread.inbox.notify(Notice(cancel, tuple(into)))
+        outputs = [
+            e
+            for source in senders
+            if source is not None
+            for e in edges_of(source)
+            if e.target is None
+        ]
+        if outputs:
+            self._out.notify(Notice(cancel, tuple(outputs)))
+
+    def _cancel(self, timeout: float | None) -> int:
+        self._raise_failure()
+        cancel = new_id()
+        self.route_cancel(None, cancel)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for edge in self._inputs:
+                edge.mark(cancel, deadline)
+        except Stopped:
+            raise self._stopped() from None
+        return cancel
 
     def fail(self, err: BaseException) -> None:
         """Ends the session with ``err``: every node stops, the next call raises it."""
@@ -370,16 +494,24 @@ class InProcessSession(Session):
             if self._open_outputs == 0:
                 return None
             try:
-                label, item = self._out.get(deadline)
+                edge, item = self._out.get(deadline)
             except Stopped:
                 raise self._stopped() from None
             except ZerohopTimeoutError:
                 raise ZerohopTimeoutError(f"no output within {timeout} s") from None
-            if item is _END:
+            if item is _NOTICE:
+                notice = self._out.notices.popleft()
+                if self._out_book.notice(notice.id, notice.discard):
+                    return output_frame(notice.id, self.output_labels[0])
+            elif item is _END:
                 self._open_outputs -= 1
+            elif isinstance(item, _Mark):
+                if self._out_book.mark(edge, item.cancel):
+                    return output_frame(item.cancel, self.output_labels[0])
             elif isinstance(item, Frame):
-                item.source = label
-                return item
+                if not self._out_book.discarding(edge):
+                    item.source = edge.tag
+                    return item
             else:
                 return item  # type: ignore[no-any-return]
 

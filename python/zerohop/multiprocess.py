@@ -29,6 +29,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _native
+from .cancel import output_frame
 from .channel import Sender
 from .data import from_raw
 from .session import EventCallback, NodeStatus, Session
@@ -70,6 +71,9 @@ class MultiprocessSession(Session):
     def _end_inputs(self, timeout: float | None) -> None:
         self._native.end_inputs(timeout)
 
+    def _cancel(self, timeout: float | None) -> int:
+        return self._native.cancel(timeout)
+
     def _next(self, timeout: float | None) -> Frame | _native.SkippedFrame | None:
         item = self._native.recv(timeout)
         if isinstance(item, tuple):
@@ -77,6 +81,8 @@ class MultiprocessSession(Session):
             frame = from_raw(raw)
             frame.source = self.output_labels[index]
             return frame
+        if isinstance(item, int):
+            return output_frame(item, self.output_labels[0])
         return item
 
     def status(self) -> list[NodeStatus]:

@@ -81,6 +81,8 @@ class NodeContext:
         emit: Callable[[Frame, str | None], None],
         loan: Callable[[str | None], Any] | None = None,
         threads: int | None = None,
+        cancel: Callable[[], int] | None = None,
+        cancel_pending: Callable[[], bool] | None = None,
     ) -> None:
         self.node_id = node_id
         self.session_id = session_id
@@ -92,6 +94,8 @@ class NodeContext:
         self._progress = progress
         self._emit = emit
         self._loan = loan
+        self._cancel = cancel
+        self._cancel_pending = cancel_pending
 
     def progress(self, fraction: float | None = None, message: str = "") -> None:
         """Reports initialization progress (``fraction`` in [0, 1]) to the session."""
@@ -102,6 +106,22 @@ class NodeContext:
     def send(self, frame: Frame, port: str | None = None) -> None:
         """Sends ``frame`` on ``port`` (default: the node's first output) right away."""
         self._emit(frame, port)
+
+    def cancel(self) -> int:
+        """Cancels the work in flight downstream of this node — the reply being
+        spoken, the frames queued for it — ahead of the frames already waiting in the
+        channels (see :mod:`zerohop.cancel`). What this node sends afterwards is
+        handled as usual. Returns the cancel's id."""
+        if self._cancel is None:
+            raise RuntimeError(f"node '{self.node_id}': cancel() needs a running session")
+        return self._cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel from upstream has reached this node and not yet been
+        handled: a ``process`` that works a long time without yielding (a language
+        model producing tokens) checks it and returns early."""
+        return self._cancel_pending is not None and self._cancel_pending()
 
     def _sender(self, port: str | None) -> Any:
         if self._loan is None:
@@ -264,6 +284,12 @@ class MultiprocessNode:
     def flush(self) -> Any:
         """Called once when every input has ended; may emit the last frames."""
         return None
+
+    def on_cancel(self) -> None:
+        """A cancel reached this node (see :mod:`zerohop.cancel`): forget the work in
+        flight (buffered input, a half-made reply). The ``process`` in progress has
+        already been stopped at its last output; the frames queued for this node that
+        the cancel covers are dropped without reaching ``process``."""
 
     def cleanup(self) -> None:
         """Releases resources when the node stops. Runs after a successful

@@ -12,7 +12,11 @@ executors cannot drift apart. The ports keep the promises of a channel: a full
 receiver blocks a send (backpressure), a stop request interrupts any wait.
 
 A port is anything with the methods of :class:`Output`; the inputs are an iterable of
-frames (their ``port`` set) that ends once every input has ended.
+frames (their ``port`` set) that ends once every input has ended, with the id (an int)
+of each cancel that reached the node among them (:mod:`zerohop.cancel`): the loop calls
+``on_cancel`` and sends the cancel's marker on every output. The executor's
+:class:`Cancels` says when a cancel waits, so that a ``process`` in progress stops at
+its next output.
 
 Examples
 --------
@@ -48,15 +52,18 @@ frame None skipped: AttributeError: ...
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from .cancel import CancelRequested, new_id
 from .data import Frame
 from .errors import ChannelClosedError
 from .node import MultiprocessNode, NodeContext, iter_outputs, takes_control
 
-__all__ = ["NodeFailed", "NodeLoop", "Output", "Reports", "Stopped", "describe"]
+__all__ = ["Cancels", "NodeFailed", "NodeLoop", "Output", "Reports", "Stopped", "describe"]
 
 
 class Stopped(BaseException):
@@ -82,6 +89,19 @@ class Output(Protocol):
 
     def flush(self) -> None:
         """Waits until the receiver has taken everything sent."""
+
+    def mark(self, cancel: int) -> None:
+        """Sends the marker of ``cancel`` (see :mod:`zerohop.cancel`)."""
+
+
+class Cancels(Protocol):
+    """The executor's side of cancels for one node."""
+
+    def pending(self) -> bool:
+        """Whether a cancel has reached the node and waits to be handled."""
+
+    def announce(self, cancel: int) -> None:
+        """Tells the executor that this node cancels (its markers follow)."""
 
 
 class Reports(Protocol):
@@ -115,6 +135,7 @@ class NodeLoop:
         on_error: str,
         outputs: dict[str, list[Output]],
         reports: Reports,
+        cancels: Cancels | None = None,
     ) -> None:
         self.node_id = node_id
         self.node = node
@@ -126,6 +147,9 @@ class NodeLoop:
         self.frames_in = 0
         self.frames_out = 0
         self.busy = False
+        #: True while the loop sends markers: a cancel must not interrupt those.
+        self.marking = False
+        self.cancels = cancels
         self.last_input: Frame | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -137,8 +161,16 @@ class NodeLoop:
         threads: int | None = None,
     ) -> NodeContext:
         """The context ``initialize`` gets: ``ctx.send`` emits through this loop."""
+        cancels = self.cancels
         return NodeContext(
-            self.node_id, session_id, progress=progress, emit=self.emit, loan=loan, threads=threads
+            self.node_id,
+            session_id,
+            progress=progress,
+            emit=self.emit,
+            loan=loan,
+            threads=threads,
+            cancel=None if cancels is None else self.originate,
+            cancel_pending=None if cancels is None else cancels.pending,
         )
 
     # ------------------------------------------------------------------ sending
@@ -168,8 +200,20 @@ class NodeLoop:
         self.frames_out += 1
 
     def _emit_all(self, result: Any) -> None:
-        for item in iter_outputs(result, self._loop):
-            self.emit(item)
+        pending = self.cancels.pending if self.cancels is not None else None
+        try:
+            for item in iter_outputs(result, self._loop):
+                self.emit(item)
+                if pending is not None and pending():
+                    raise CancelRequested
+        except CancelRequested:
+            # The node's work stops at this output: its generator is closed now, not
+            # whenever it is collected.
+            if inspect.isgenerator(result):
+                result.close()
+            elif inspect.isasyncgen(result):
+                self._loop().run_until_complete(result.aclose())
+            raise
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self._event_loop is None:
@@ -178,15 +222,22 @@ class NodeLoop:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, inputs: Iterable[Frame]) -> None:
+    def run(self, inputs: Iterable[Frame | int]) -> None:
         """Handles every input frame, then (every input ended) flushes the node, ends
         every output and waits until the receivers took everything. Returns early, quietly,
         when a neighbour is gone; raises :class:`Stopped` when the host says stop and
         :class:`NodeFailed` when the node failed under ``on_error="fail"``."""
         try:
             for frame in inputs:
-                self.handle(frame)
-            self._run_user(self.node.flush, None)
+                if isinstance(frame, int):
+                    self.cancel(frame)
+                    continue
+                # Cut short by a cancel: the inputs bring it next.
+                with contextlib.suppress(CancelRequested):
+                    self.handle(frame)
+            # Every input has ended: nothing is left to cancel.
+            with contextlib.suppress(CancelRequested):
+                self._run_user(self.node.flush, None)
             for edges in self.outputs.values():
                 for edge in edges:
                     edge.end()
@@ -195,6 +246,29 @@ class NodeLoop:
                     edge.flush()
         except (ChannelClosedError, _DownstreamGone):
             pass
+
+    def cancel(self, cancel: int) -> None:
+        """Cancel ``cancel`` reached the node: ``on_cancel``, then its marker on every
+        output (the inputs drop what it covers; see :mod:`zerohop.cancel`)."""
+        self._run_user(self.node.on_cancel, None)
+        self._mark(cancel)
+
+    def originate(self) -> int:
+        """The node cancels what is in flight downstream of it (``ctx.cancel()``)."""
+        assert self.cancels is not None
+        cancel = new_id()
+        self.cancels.announce(cancel)
+        self._mark(cancel)
+        return cancel
+
+    def _mark(self, cancel: int) -> None:
+        self.marking = True
+        try:
+            for edges in self.outputs.values():
+                for edge in edges:
+                    edge.mark(cancel)
+        finally:
+            self.marking = False
 
     def handle(self, frame: Frame) -> None:
         """One input frame: ``process`` (a control frame passes a node that does not

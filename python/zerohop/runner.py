@@ -20,6 +20,7 @@ the Rust side in ``rust/supervisor/host_to_runner.rs`` and ``runner_to_host.rs``
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import json
@@ -39,6 +40,7 @@ from typing import Any
 # zerohop's own modules load here, once (not per frame); the user's node modules load
 # in `Runner.run`, after sys.path and the host's imports are set up.
 from . import _native, channel
+from .cancel import CancelRequested, Discards, Notice
 from .data import Frame, from_raw
 from .errors import ChannelClosedError
 from .node_loop import NodeFailed, NodeLoop, Stopped, describe
@@ -88,6 +90,13 @@ class Runner:
         self.node_id: str = spec["node_id"]
         self.stopped = threading.Event()  # the host said stop; waited on when idle
         self.waiting = False  # the main thread is blocked in a channel wait
+        #: Written when a cancel's notice comes: it wakes the wait for input.
+        self.wake, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        #: Cancels the host told of, not yet handled (see `zerohop.cancel`).
+        self.notices: collections.deque[Notice] = collections.deque()
+        self.cancel_pending = False  # a notice came (maybe of a cancel already handled)
+        #: The node's book of cancels (its inputs' discards, the cancels handled).
+        self.book = Discards()
         #: ``with runner.waiting_on_channel:`` marks a blocking channel operation.
         self.waiting_on_channel = _ChannelWait(self)
         self.loop: NodeLoop | None = None
@@ -156,6 +165,13 @@ class Runner:
                 self.stopped.set()
                 if self.waiting:
                     signal.pthread_kill(self.main_thread, signal.SIGUSR1)  # type: ignore[arg-type]
+            elif kind == "cancel":
+                self.notices.append(Notice(message["id"], tuple(message["discard"])))
+                self.cancel_pending = True
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"!")
+                if self.waiting and self.interruptible() and self.pending():
+                    signal.pthread_kill(self.main_thread, signal.SIGUSR1)  # type: ignore[arg-type]
             elif kind == "status":
                 loop = self.loop
                 self.control.send(
@@ -170,6 +186,24 @@ class Runner:
     def _on_sigusr1(self, signum: int, frame: Any) -> None:
         if self.stopped.is_set() and self.waiting:
             raise Stopped
+        if self.waiting and self.interruptible() and self.pending():
+            raise CancelRequested
+
+    def interruptible(self) -> bool:
+        """Whether a cancel may cut the main thread's wait short: while it sends what
+        ``process`` emits (never a marker; the wait for input wakes by the pipe)."""
+        loop = self.loop
+        return loop is not None and loop.busy and not loop.marking
+
+    # Cancels (`NodeLoop`'s `Cancels`).
+
+    def pending(self) -> bool:
+        # A cancel whose marker came before its notice was handled already: its
+        # notice must not cut the next frame's work short.
+        return self.cancel_pending and self.book.waiting(list(self.notices))
+
+    def announce(self, cancel: int) -> None:
+        self.control.send({"type": "cancel", "id": cancel})
 
     # ------------------------------------------------------------------ set-up
 
@@ -234,6 +268,7 @@ class Runner:
                     for port, senders in self.senders.items()
                 },
                 reports=self,
+                cancels=self,
             )
             node.initialize(
                 self.loop.context(
@@ -306,6 +341,9 @@ class _ChannelWait:
             # The stop came first (or SIGUSR1 raises here): __exit__ will not run.
             runner.waiting = False
             raise Stopped
+        if runner.cancel_pending and runner.interruptible() and runner.pending():
+            runner.waiting = False
+            raise CancelRequested
 
     def __exit__(self, *exc: object) -> None:
         self.runner.waiting = False
@@ -336,55 +374,78 @@ class _ShmOutput:
         with self.runner.waiting_on_channel:
             self.sender.flush()
 
+    def mark(self, cancel: int) -> None:
+        with self.runner.waiting_on_channel:
+            self.sender._ends().send_cancel_mark(cancel)
 
-def _shm_inputs(inputs: list[tuple[str, channel.Receiver]], runner: Runner) -> Iterator[Frame]:
+
+def _shm_inputs(
+    inputs: list[tuple[str, channel.Receiver]], runner: Runner
+) -> Iterator[Frame | int]:
     """Every frame of every input channel (its ``port`` set), until each has ended (its
-    end of stream, or its sender gone); a stop request ends the iteration with
-    :class:`Stopped`. One input is read directly; several through a selector on their
-    wait fds, each drained of what is waiting when its fd turns readable."""
+    end of stream, or its sender gone), and the id of each cancel that reached the node
+    (the frames it covers dropped: see :mod:`zerohop.cancel`); a stop request ends the
+    iteration with :class:`Stopped`. A selector waits on the inputs' wait fds and the
+    runner's wake pipe (a cancel's notice); each input is drained of what is waiting
+    when its fd turns readable. (A notice wakes the wait through the pipe, not a
+    signal: an exception raised just as a receive returned would lose a marker.)"""
     open_inputs = dict(enumerate(inputs))
-    selector = selectors.DefaultSelector() if len(open_inputs) > 1 else None
-    if selector is not None:
-        for key, (_, rx) in open_inputs.items():
-            selector.register(rx.wait_fd(), selectors.EVENT_READ, key)
+    book = runner.book
+    selector = selectors.DefaultSelector()
+    for key, (_, rx) in open_inputs.items():
+        selector.register(rx.wait_fd(), selectors.EVENT_READ, key)
+    selector.register(runner.wake, selectors.EVENT_READ, None)
+
+    def notices() -> Iterator[int]:
+        runner.cancel_pending = False  # before the queue: a later notice sets it again
+        while runner.notices:
+            notice = runner.notices.popleft()
+            if book.notice(notice.id, notice.discard):
+                yield notice.id
+
     try:
         while open_inputs:
-            ready: list[tuple[int, Any]]
+            yield from notices()
             with runner.waiting_on_channel:
-                if selector is None:
-                    ((key, (_, rx)),) = open_inputs.items()
-                    try:
-                        ready = [(key, rx._ends().recv(None))]
-                    except ChannelClosedError:
-                        ready = [(key, None)]  # try_recv reports it again below
+                events = selector.select()
+            ready = []
+            for k, _ in events:
+                if k.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(runner.wake, 4096)
                 else:
-                    ready = [(k.data, None) for k, _ in selector.select()]
-            for key, raw in ready:
+                    ready.append(k.data)
+            for key in ready:
                 port, rx = open_inputs[key]
                 while True:
                     if runner.stopped.is_set():
                         raise Stopped  # the frame in hand is done; no new one starts
+                    if runner.cancel_pending:
+                        yield from notices()  # before the frames the cancel covers
+                    try:
+                        raw = rx._ends().try_recv()
+                    except ChannelClosedError:
+                        raw = _ENDED  # upstream is gone: this input has ended
                     if raw is None:
-                        try:
-                            raw = rx._ends().try_recv()
-                        except ChannelClosedError:
-                            raw = _ENDED  # upstream is gone: this input has ended
-                        if raw is None:
-                            break
+                        break
                     if raw is _ENDED or raw.is_end_of_stream:
                         del open_inputs[key]
-                        if selector is not None:
-                            selector.unregister(rx.wait_fd())
+                        selector.unregister(rx.wait_fd())
                         break
+                    cancel = raw.cancel_mark
+                    if cancel is not None:
+                        if book.mark(rx.name, cancel):
+                            yield cancel
+                        continue
+                    if book.discarding(rx.name):
+                        continue  # sent before a cancel: dropped
                     frame = from_raw(raw)
                     frame.port = port
-                    raw = None
                     yield frame
         if runner.stopped.is_set():
             raise Stopped  # stopped, not ended: no flush
     finally:
-        if selector is not None:
-            selector.close()
+        selector.close()
 
 
 _ENDED: Any = object()  # an input whose sender is gone

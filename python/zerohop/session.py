@@ -125,6 +125,9 @@ class Session(Closing):
         None once every output has ended."""
         raise NotImplementedError
 
+    def _cancel(self, timeout: float | None) -> int:
+        raise NotImplementedError
+
     def _close(self) -> None:
         raise NotImplementedError
 
@@ -175,6 +178,17 @@ class Session(Closing):
                 f"input '{self.input_labels[index]}': an audio frame of "
                 f"{frame.samples.size} samples is more than max_audio_samples ({limit})"
             )
+
+    def cancel(self, timeout: float | None = None) -> int:
+        """Cancels the work in flight: every node drops what it is doing and the frames
+        queued for it, frames not yet read from the outputs are dropped, and what is
+        sent after this is handled as usual (barge-in: the user talks over the reply;
+        see :mod:`zerohop.cancel`). The outputs then yield a ``cancel_speculation``
+        :class:`~zerohop.Control` frame ahead of anything sent later. Returns the
+        cancel's id."""
+        self._check_open()
+        self._check_deadline()
+        return self._cancel(timeout)
 
     def end_input(self, timeout: float | None = None) -> None:
         """Ends the input stream: nodes flush, and ``outputs()`` ends after the last frame."""

@@ -1,7 +1,7 @@
 """Fault-injection nodes for tests, chaos and soak runs: ``Crash`` (raises, exits,
 segfaults, SIGKILLs or SIGSTOPs itself), ``BurnCPU`` (holds the GIL), ``Hog`` (takes
 memory), ``MatMul`` (BLAS-heavy), ``Environment`` (reports what its process was given),
-``Slow`` and ``SlowInit``.
+``Slow`` and ``SlowInit``; ``Talk`` and ``Interrupt`` for cancels (barge-in).
 
 Not registered by default: a manifest — one sent to ``zerohop serve`` included — can
 name them only where the operator asked for them, by importing this module or listing
@@ -31,15 +31,26 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .data import Frame, Json
+from .data import Frame, Json, Text
 from .node import MultiprocessNode, NodeContext
 from .registry import register_node
 
-__all__ = ["BurnCPU", "Crash", "Environment", "Hog", "MatMul", "Slow", "SlowInit"]
+__all__ = [
+    "BurnCPU",
+    "Crash",
+    "Environment",
+    "Hog",
+    "Interrupt",
+    "MatMul",
+    "Slow",
+    "SlowInit",
+    "Talk",
+]
 
 
 @register_node
@@ -143,6 +154,50 @@ class Slow(MultiprocessNode):
 
     def process(self, frame: Frame) -> Frame:
         time.sleep(self.params.ms / 1000)
+        return frame
+
+
+@register_node
+class Talk(MultiprocessNode):
+    """A reply that takes a while: for each Text, ``parts`` Json frames ``{"text",
+    "part", "cancels"}``, one every ``ms`` milliseconds (a generator, as a TTS node
+    streams sentences). ``cancels`` counts the cancels that reached it (``on_cancel``)."""
+
+    accepts = ("text",)
+
+    class Params(BaseModel):
+        parts: int = Field(10, ge=1)
+        ms: float = Field(20.0, ge=0)
+
+    def initialize(self, ctx: NodeContext) -> None:
+        self.cancels = 0
+
+    def process(self, frame: Frame) -> Iterator[Json]:
+        assert isinstance(frame, Text)
+        for part in range(self.params.parts):
+            time.sleep(self.params.ms / 1000)
+            yield Json({"text": frame.text, "part": part, "cancels": self.cancels})
+
+    def on_cancel(self) -> None:
+        self.cancels += 1
+
+
+@register_node
+class Interrupt(MultiprocessNode):
+    """Passes frames on; a Text equal to ``word`` is not passed but cancels what is in
+    flight downstream (``ctx.cancel()``), as a VAD does when the user talks over the
+    reply."""
+
+    class Params(BaseModel):
+        word: str = "stop"
+
+    def initialize(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    def process(self, frame: Frame) -> Frame | None:
+        if isinstance(frame, Text) and frame.text == self.params.word:
+            self.ctx.cancel()
+            return None
         return frame
 
 

@@ -5,6 +5,7 @@
 //! the interrupt check, received samples — so that they depend on the executor, not on
 //! how it is built from channels and a supervisor.
 
+pub mod cancel;
 pub mod graph;
 pub mod native;
 pub mod remote;

@@ -9,8 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::executor::cancel::{Board, Discards, Inbox, Notice};
 use crate::fork::Generation;
-use crate::frame::{Header, FLAG_END_OF_STREAM};
+use crate::frame::{cancel_mark, cancel_mark_id, payload, Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig};
 use crate::nodes::{NativeNode, OutFrame};
 use crate::supervisor::{wait_readable, Event, OnError};
@@ -134,13 +135,26 @@ impl Drop for Threads {
 
 /// What a host thread (a native node, a remote part) reads: the frames of its input
 /// channels, each in turn, until every one has ended (its end of stream, or its
-/// sender gone).
+/// sender gone); cancel markers are taken out and the frames they cancel dropped
+/// (see `executor::cancel`).
 pub(super) struct InputFrames<'a> {
     inputs: &'a [ipc::Receiver],
     open: Vec<bool>,
     /// Where the next scan starts, so that a busy input cannot starve the others.
     next: usize,
     max_payload: usize,
+    discards: Discards,
+}
+
+/// What [`InputFrames::try_next`] found.
+// A frame's header is large since it holds the metadata block; it is moved once per
+// frame, which costs less than the allocation boxing it would (as `session::Output`).
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Next {
+    /// A frame of input `.0`.
+    Frame(usize, Header, ipc::Sample),
+    /// A marker of a cancel this reader had not heard of: handle it.
+    Cancel(u64),
 }
 
 impl<'a> InputFrames<'a> {
@@ -150,6 +164,7 @@ impl<'a> InputFrames<'a> {
             open: vec![true; inputs.len()],
             next: 0,
             max_payload,
+            discards: Discards::new(inputs.len()),
         }
     }
 
@@ -158,44 +173,63 @@ impl<'a> InputFrames<'a> {
         self.open.iter().any(|&o| o)
     }
 
-    /// The next frame of any open input, as (input index, header, sample); None when
-    /// none has one now.
-    pub(super) fn try_next(&mut self) -> Result<Option<(usize, Header, ipc::Sample)>> {
+    /// A cancel's notice: its inputs discard until their marker. True if the cancel is
+    /// new here (handle it).
+    pub(super) fn notice(&mut self, notice: &Notice) -> bool {
+        let inputs: Vec<usize> = (0..self.inputs.len())
+            .filter(|&i| notice.discard.iter().any(|n| n == self.inputs[i].name()))
+            .collect();
+        self.discards.notice(notice.id, &inputs)
+    }
+
+    /// The next frame of any open input, or a new cancel; None when no input has
+    /// anything now.
+    pub(super) fn try_next(&mut self) -> Result<Option<Next>> {
         let count = self.inputs.len();
         for k in 0..count {
             let i = (self.next + k) % count;
-            if !self.open[i] {
-                continue;
-            }
-            let sample = match self.inputs[i].try_recv() {
-                Ok(Some(sample)) => sample,
-                Ok(None) => continue,
-                Err(Error::Closed(_)) => {
+            while self.open[i] {
+                let sample = match self.inputs[i].try_recv() {
+                    Ok(Some(sample)) => sample,
+                    Ok(None) => break,
+                    Err(Error::Closed(_)) => {
+                        self.open[i] = false;
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                };
+                let header = Header::decode(&sample, self.max_payload)?;
+                if header.flags & FLAG_END_OF_STREAM != 0 {
                     self.open[i] = false;
+                    break;
+                }
+                if let Some(id) = cancel_mark_id(&header, payload(&sample, &header)) {
+                    if self.discards.mark(i, id) {
+                        return Ok(Some(Next::Cancel(id)));
+                    }
                     continue;
                 }
-                Err(err) => return Err(err),
-            };
-            let header = Header::decode(&sample, self.max_payload)?;
-            if header.flags & FLAG_END_OF_STREAM != 0 {
-                self.open[i] = false;
-                continue;
+                if self.discards.discarding(i) {
+                    continue; // sent before a cancel: dropped
+                }
+                self.next = (i + 1) % count;
+                return Ok(Some(Next::Frame(i, header, sample)));
             }
-            self.next = (i + 1) % count;
-            return Ok(Some((i, header, sample)));
         }
         Ok(None)
     }
 
-    /// Waits up to `ms` milliseconds for an open input to have a frame.
-    pub(super) fn wait(&self, ms: i32) {
-        let fds: Vec<RawFd> = self
+    /// Waits up to `ms` milliseconds for an open input to have a frame (or `also` to
+    /// turn readable).
+    pub(super) fn wait(&self, ms: i32, also: Option<RawFd>) {
+        let mut fds: Vec<RawFd> = self
             .inputs
             .iter()
             .zip(&self.open)
             .filter(|(_, o)| **o)
             .map(|(rx, _)| rx.wait_fd())
             .collect();
+        fds.extend(also);
         wait_readable(&fds, ms);
     }
 }
@@ -225,7 +259,11 @@ struct Ends {
 impl NativeHost {
     /// Opens every task's channels (so none is missing when the processes start) and
     /// starts one thread per task.
-    pub fn start(tasks: Vec<NativeTask>, cfg: &ChannelConfig) -> Result<NativeHost> {
+    pub fn start(
+        tasks: Vec<NativeTask>,
+        cfg: &ChannelConfig,
+        cancels: &Arc<Board>,
+    ) -> Result<NativeHost> {
         let counts = tasks
             .iter()
             .map(|t| FrameCounts {
@@ -254,11 +292,20 @@ impl NativeHost {
         let threads = Threads::new(Arc::clone(&shared));
         for (index, (task, ends)) in opened.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
+            let cancels = Arc::clone(cancels);
             let max_payload = cfg.max_payload;
             let name = format!("zerohop-native-{}", task.node_id);
             let thread = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run(task, ends, &shared, max_payload, index))
+                .spawn(move || {
+                    let host = Host {
+                        shared: &shared,
+                        inbox: &cancels.natives[index],
+                        max_payload,
+                        counts: &shared.counts[index],
+                    };
+                    run(task, ends, &host)
+                })
                 .map_err(|e| Error::Spawn {
                     node: "<native>".into(),
                     detail: e.to_string(),
@@ -274,8 +321,17 @@ impl NativeHost {
     }
 }
 
-fn run(mut task: NativeTask, ends: Ends, shared: &NativeShared, max_payload: usize, index: usize) {
-    match serve(&mut task, &ends, shared, max_payload, &shared.counts[index]) {
+/// What a native node's thread is given besides its node and channels.
+struct Host<'a> {
+    shared: &'a NativeShared,
+    inbox: &'a Inbox,
+    max_payload: usize,
+    counts: &'a FrameCounts,
+}
+
+fn run(mut task: NativeTask, ends: Ends, host: &Host<'_>) {
+    let shared = host.shared;
+    match serve(&mut task, &ends, host) {
         Ok(()) | Err(Error::Interrupted) => {}
         // A closed neighbour means a node failed; the session reports that one.
         Err(Error::Closed(_)) => {}
@@ -287,23 +343,30 @@ fn run(mut task: NativeTask, ends: Ends, shared: &NativeShared, max_payload: usi
     }
 }
 
-fn serve(
-    task: &mut NativeTask,
-    ends: &Ends,
-    shared: &NativeShared,
-    max_payload: usize,
-    counts: &FrameCounts,
-) -> Result<()> {
-    let mut frames = InputFrames::new(&ends.inputs, max_payload);
+fn serve(task: &mut NativeTask, ends: &Ends, host: &Host<'_>) -> Result<()> {
+    let (shared, counts) = (host.shared, host.counts);
+    let mut frames = InputFrames::new(&ends.inputs, host.max_payload);
     let mut out = Vec::new();
     let mut sequence = 0u64;
     while frames.open() {
         shared.check_stop()?;
-        let Some((_, header, sample)) = frames.try_next()? else {
-            frames.wait(50);
-            continue;
+        while let Some(notice) = host.inbox.take() {
+            if frames.notice(&notice) {
+                cancel(task, &ends.outputs, notice.id, shared)?;
+            }
+        }
+        let (header, sample) = match frames.try_next()? {
+            Some(Next::Frame(_, header, sample)) => (header, sample),
+            Some(Next::Cancel(id)) => {
+                cancel(task, &ends.outputs, id, shared)?;
+                continue;
+            }
+            None => {
+                frames.wait(50, Some(host.inbox.fd()));
+                continue;
+            }
         };
-        let payload = crate::frame::payload(&sample, &header);
+        let payload = payload(&sample, &header);
         counts.frames_in.fetch_add(1, Ordering::Relaxed);
         match task.node.handle(&header, payload, &mut out) {
             Ok(()) => {}
@@ -337,6 +400,23 @@ fn serve(
     }
     // Nothing more to do; the channels stay open until the session closes.
     shared.wait_for_stop();
+    Ok(())
+}
+
+/// Cancel `id` reached the node: it drops what it holds, and the marker goes out on
+/// every output.
+fn cancel(
+    task: &mut NativeTask,
+    outputs: &[ipc::Sender],
+    id: u64,
+    shared: &NativeShared,
+) -> Result<()> {
+    task.node.cancel();
+    let (header, payload) = cancel_mark(id);
+    let header = header.to_bytes();
+    for tx in outputs {
+        tx.send_copy(&[&header, &payload], None, &|| shared.check_stop())?;
+    }
     Ok(())
 }
 

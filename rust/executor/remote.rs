@@ -37,16 +37,17 @@ use tonic::Streaming;
 
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement, PortRef, RemoteDef, DEFAULT_INPUT, DEFAULT_OUTPUT};
-use crate::executor::native::{InputFrames, NativeShared, Threads};
+use crate::executor::native::{InputFrames, NativeShared, Next, Threads};
 use crate::frame::{payload, Header, FLAG_END_OF_STREAM};
 use crate::grpc::convert::{from_frame, into_frame};
 use crate::grpc::dial::{self, Hosts};
 use crate::grpc::plan::WARNINGS_METADATA;
 use crate::grpc::proto::streaming_pipeline_service_client::StreamingPipelineServiceClient;
 use crate::grpc::proto::{
-    stream_control::Command, stream_request::Request, stream_response::Response, Connection,
-    DataChunk, ManifestMetadata, NodeManifest, PipelineManifest, RuntimeHint, StreamControl,
-    StreamInit, StreamRequest, StreamResponse,
+    control_message::MessageType, data_buffer::DataType, stream_control::Command,
+    stream_request::Request, stream_response::Response, CancelSpeculation, Connection,
+    ControlMessage, DataBuffer, DataChunk, ManifestMetadata, NodeManifest, PipelineManifest,
+    RuntimeHint, StreamControl, StreamInit, StreamRequest, StreamResponse,
 };
 use crate::ipc::{self, ChannelConfig, Interrupt};
 use crate::metrics::{self, Outcome};
@@ -434,6 +435,24 @@ fn control(command: Command) -> StreamRequest {
     }
 }
 
+/// A `CancelSpeculation` for the remote session (see `executor::cancel`).
+fn cancel(node_id: &str) -> StreamRequest {
+    let message = ControlMessage {
+        message_type: Some(MessageType::CancelSpeculation(CancelSpeculation::default())),
+        ..ControlMessage::default()
+    };
+    StreamRequest {
+        request: Some(Request::DataChunk(DataChunk {
+            node_id: node_id.to_owned(),
+            buffer: Some(DataBuffer {
+                data_type: Some(DataType::Control(message)),
+                ..DataBuffer::default()
+            }),
+            ..DataChunk::default()
+        })),
+    }
+}
+
 /// What both threads of one part share.
 #[derive(Clone)]
 struct Hop {
@@ -646,13 +665,22 @@ impl Hop {
         let mut last_sent = Instant::now();
         while frames.open() {
             self.shared.check_stop()?;
-            let Some((i, header, sample)) = frames.try_next()? else {
-                if last_sent.elapsed() >= KEEPALIVE {
-                    self.deliver(requests, control(Command::Unspecified), runtime)?;
+            let (i, header, sample) = match frames.try_next()? {
+                Some(Next::Frame(i, header, sample)) => (i, header, sample),
+                Some(Next::Cancel(_)) => {
+                    // The other server cancels its session's work in flight.
+                    self.deliver(requests, cancel(&keys[0]), runtime)?;
                     last_sent = Instant::now();
+                    continue;
                 }
-                frames.wait(POLL.as_millis() as i32);
-                continue;
+                None => {
+                    if last_sent.elapsed() >= KEEPALIVE {
+                        self.deliver(requests, control(Command::Unspecified), runtime)?;
+                        last_sent = Instant::now();
+                    }
+                    frames.wait(POLL.as_millis() as i32, None);
+                    continue;
+                }
             };
             let buffer = from_frame(&header, payload(&sample, &header));
             drop(sample);

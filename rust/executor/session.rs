@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::executor::cancel::{self, Board, Discards, Names};
 use crate::executor::graph::{Graph, Placement, PortRef};
 use crate::executor::native::{NativeHost, NativeTask};
 use crate::executor::remote::{self, RemoteHost};
-use crate::frame::{Header, FLAG_END_OF_STREAM};
+use crate::frame::{cancel_mark, cancel_mark_id, payload, Header, FLAG_END_OF_STREAM};
 use crate::grpc::dial::Hosts;
 use crate::ipc::{self, ChannelConfig, Interrupt, Sample};
 use crate::metrics::{self, Meter, Outcome};
@@ -53,6 +54,9 @@ pub enum Output {
     },
     /// Progress or a dropped frame's error.
     Event(Event),
+    /// Cancel `id` reached the session's outputs: the frames it covers are dropped
+    /// (see `executor::cancel`); a player stops what it is playing.
+    Cancel { id: u64 },
     /// Every output has delivered its end of stream.
     End,
 }
@@ -68,6 +72,9 @@ pub struct Session {
     /// last Python reference to it.
     outputs: Mutex<Vec<ipc::Receiver>>,
     ended: Mutex<Vec<bool>>,
+    /// Which outputs drop frames until a cancel's marker (see `executor::cancel`).
+    discards: Mutex<Discards>,
+    cancels: Arc<Board>,
     next_output: Mutex<usize>,
     inputs_closed: AtomicBool,
     /// Set by `close`: a channel that closes after it was closed by us, not by a node.
@@ -158,6 +165,14 @@ impl Session {
         let outputs = (0..graph.outputs.len())
             .map(|i| ipc::Receiver::open(&output_name(i), &cfg.channel))
             .collect::<Result<Vec<_>>>()?;
+        let cancels = Arc::new(Board::new(
+            &graph,
+            &Names {
+                edge: &edge_name,
+                input: &input_name,
+                output: &output_name,
+            },
+        )?);
 
         // Each channel of a port, with the node at its other end (None: the host's).
         let ends_of = |port: &PortRef, incoming: bool| -> Vec<(String, Option<usize>)> {
@@ -218,7 +233,7 @@ impl Session {
                 }
             })
             .collect();
-        let native = NativeHost::start(tasks, &cfg.channel)?;
+        let native = NativeHost::start(tasks, &cfg.channel, &cancels)?;
         // Remote parts dial before any process is spawned (see `remote`).
         let remote = RemoteHost::start(
             remote::tasks(&graph, &ends_of)?,
@@ -273,6 +288,7 @@ impl Session {
             cfg.spawn_method,
             cfg.timing.clone(),
             cfg.session_memory_limit,
+            Some(Arc::clone(&cancels)),
         )?;
         let type_of = |id: &str| {
             graph
@@ -318,6 +334,8 @@ impl Session {
             inputs: Mutex::new(inputs),
             outputs: Mutex::new(outputs),
             ended: Mutex::new(vec![false; outputs_len]),
+            discards: Mutex::new(Discards::new(outputs_len)),
+            cancels,
             next_output: Mutex::new(0),
             inputs_closed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -375,6 +393,33 @@ impl Session {
                 })?;
         }
         Ok(())
+    }
+
+    /// Cancels what is in flight: every node drops its work and the frames queued for
+    /// it, the outputs drop what they hold, and frames sent after this are handled as
+    /// usual (see `executor::cancel`). Returns the cancel's id.
+    pub fn cancel(&self, timeout: Option<Duration>, interrupt: Interrupt) -> Result<u64> {
+        if self.inputs_closed.load(Ordering::Acquire) {
+            return Err(Error::Closed(format!("session {} inputs", self.id)));
+        }
+        let id = cancel::new_id();
+        self.supervisor.cancel_from_inputs(id);
+        let (header, marker) = cancel_mark(id);
+        let header = header.to_bytes();
+        let guarded = || {
+            self.check()?;
+            interrupt()
+        };
+        let inputs = self.inputs.lock().expect("poisoned").clone();
+        for input in &inputs {
+            input
+                .send_copy(&[&header, &marker], timeout, &guarded)
+                .map_err(|e| match e {
+                    Error::Closed(_) => self.explain_closed(e),
+                    e => e,
+                })?;
+        }
+        Ok(id)
     }
 
     /// The next output frame or event. Blocks up to `timeout` (None: forever); fails
@@ -452,19 +497,37 @@ impl Session {
         if outputs.is_empty() && !self.graph.outputs.is_empty() {
             return Err(Error::Closed(format!("session {}", self.id)));
         }
+        let mut discards = self.discards.lock().expect("poisoned");
+        while let Some(notice) = self.cancels.outputs.take() {
+            let covered: Vec<usize> = (0..outputs.len())
+                .filter(|&i| notice.discard.iter().any(|n| n == outputs[i].name()))
+                .collect();
+            if discards.notice(notice.id, &covered) {
+                return Ok(Some(Output::Cancel { id: notice.id }));
+            }
+        }
         let mut ended = self.ended.lock().expect("poisoned");
         let mut next = self.next_output.lock().expect("poisoned");
         let count = outputs.len();
         for k in 0..count {
             let i = (*next + k) % count;
-            if ended[i] {
-                continue;
-            }
-            if let Some(sample) = outputs[i].try_recv()? {
+            while !ended[i] {
+                let Some(sample) = outputs[i].try_recv()? else {
+                    break;
+                };
                 let header = Header::decode(&sample, self.max_payload)?;
                 if header.flags & FLAG_END_OF_STREAM != 0 {
                     ended[i] = true;
+                    break;
+                }
+                if let Some(id) = cancel_mark_id(&header, payload(&sample, &header)) {
+                    if discards.mark(i, id) {
+                        return Ok(Some(Output::Cancel { id }));
+                    }
                     continue;
+                }
+                if discards.discarding(i) {
+                    continue; // sent before a cancel: dropped
                 }
                 *next = (i + 1) % count;
                 return Ok(Some(Output::Frame {
@@ -492,6 +555,7 @@ impl Session {
             .map(|(rx, _)| rx.wait_fd())
             .collect();
         fds.push(self.supervisor.notify_fd().as_raw_fd());
+        fds.push(self.cancels.outputs.fd());
         wait_readable(&fds, slice.as_millis() as i32 + 1);
         self.supervisor.drain_notify();
     }

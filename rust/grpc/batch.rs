@@ -118,7 +118,8 @@ fn run(
                 let (label, buffer) = output_buffer(session, output, &header, &sample);
                 outputs.entry(label).or_default().push(buffer);
             }
-            Output::Event(_) => {}
+            // The frames a node's cancel covered are dropped; a batch has no player.
+            Output::Event(_) | Output::Cancel { .. } => {}
             // A node's failure report can trail the end of stream (it travels on the
             // control socket, after the frames): a run is complete only if none came.
             Output::End => {

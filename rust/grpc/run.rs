@@ -11,7 +11,8 @@ use super::convert::{from_frame, into_frame};
 use super::limits::{Admission, Ticket};
 use super::plan::{plan_logged, Plan, Planner};
 use super::proto::{
-    data_buffer::DataType, AudioFormat, DataBuffer, PipelineManifest, ResourceLimits,
+    control_message::MessageType, data_buffer::DataType, AudioFormat, CancelSpeculation,
+    ControlMessage, DataBuffer, PipelineManifest, ResourceLimits,
 };
 use crate::error::{Error, Result};
 use crate::executor::{Event, Graph, Interrupt, Sample, Session};
@@ -214,14 +215,29 @@ pub fn send(
     interrupt: Interrupt,
 ) -> Result<()> {
     check_samples(&buffer, intake.max_audio_samples, "data_chunk")?;
+    // A client's CancelSpeculation overtakes what is in flight (the session cancels),
+    // then reaches the nodes that take control messages, in order, as every control
+    // message does.
+    let cancels = matches!(
+        &buffer.data_type,
+        Some(DataType::Control(ControlMessage {
+            message_type: Some(MessageType::CancelSpeculation(_)),
+            ..
+        }))
+    );
     let (mut header, bytes) = into_frame(buffer, intake.max_payload, &intake.file_dirs)?;
     header.sequence = sequence;
     let guarded = || {
         session.check()?;
         interrupt()
     };
-    session
-        .input(index)
+    let cancelled = if cancels {
+        session.cancel(None, &guarded).map(drop)
+    } else {
+        Ok(())
+    };
+    cancelled
+        .and_then(|()| session.input(index))
         .and_then(|input| input.send_copy(&[&header.to_bytes(), &bytes], None, &guarded))
         .map_err(|err| match err {
             // Closed because the stream is being stopped: no failure to explain.
@@ -263,4 +279,25 @@ pub fn output_buffer(
     let graph = &session.graph;
     let label = graph.port_label(&graph.outputs[output], true);
     (label, from_frame(header, payload(sample, header)))
+}
+
+/// What a client receives when a cancel reaches the session's outputs (see
+/// `executor::cancel`): a `CancelSpeculation` under the first output's label, the
+/// cancel's id in its metadata. A player stops what it plays.
+pub fn cancel_buffer(session: &Session, id: u64) -> (String, DataBuffer) {
+    let graph = &session.graph;
+    let label = graph
+        .outputs
+        .first()
+        .map_or_else(String::new, |port| graph.port_label(port, true));
+    let message = ControlMessage {
+        message_type: Some(MessageType::CancelSpeculation(CancelSpeculation::default())),
+        metadata: format!("{{\"cancel_id\": \"{id:016x}\"}}"),
+        ..ControlMessage::default()
+    };
+    let buffer = DataBuffer {
+        data_type: Some(DataType::Control(message)),
+        ..DataBuffer::default()
+    };
+    (label, buffer)
 }

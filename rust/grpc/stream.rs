@@ -38,7 +38,9 @@ use super::proto::{
     stream_response::Response, DataBuffer, DataChunk, ExecutionMetrics, InitProgress, StreamClosed,
     StreamInit, StreamMetrics, StreamReady, StreamRequest, StreamResponse,
 };
-use super::run::{output_buffer, plan, route, send, start, Asked, Context, Intake, Running};
+use super::run::{
+    cancel_buffer, output_buffer, plan, route, send, start, Asked, Context, Intake, Running,
+};
 use super::status::{as_status, error_response, status_label, Dialect};
 use crate::error::{Error, Result};
 use crate::executor::{Event, Output, Session};
@@ -562,6 +564,16 @@ fn run(
                 })));
                 state.result_sent(processing_time_ms);
                 metrics::frame_latency(processing_time_ms / 1e3);
+            }
+            Output::Cancel { id } => {
+                let slot = room(&runtime, tx, RESULT_OVERHEAD, interrupt)?;
+                let (label, buffer) = cancel_buffer(session, id);
+                slot.send(respond(Response::Result(ChunkResult {
+                    sequence: 0,
+                    data_outputs: HashMap::from([(label, buffer)]),
+                    processing_time_ms: state.since_last_input_ms(),
+                    total_items_processed: state.items_in.load(Ordering::Acquire),
+                })));
             }
             Output::Event(_) => {}
             // A node's failure report can trail the end of stream (it travels on the

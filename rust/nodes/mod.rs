@@ -74,6 +74,12 @@ pub trait NativeNode: Send {
         Ok(())
     }
 
+    /// A cancel reached the node (see `executor::cancel`): drop what it holds of the
+    /// work in flight. The host then sends the marker on and drops the input frames
+    /// the cancel covers. The default keeps its state (the chunker's partial chunk,
+    /// the resampler's filter memory: a few milliseconds of audio).
+    fn cancel(&mut self) {}
+
     /// What the host calls for every frame: [`process`](NativeNode::process), or a
     /// control frame passed on unchanged when the node does not take them (see the
     /// module docs). An end-of-stream marker is never data: it is the node's

@@ -424,6 +424,23 @@ impl PySender {
         })
     }
 
+    /// Sends the marker of cancel `id` (see `executor::cancel`): the receiver drops
+    /// the frames sent before it once it has heard of the cancel.
+    #[pyo3(signature = (id, *, timeout=None))]
+    fn send_cancel_mark(&self, py: Python<'_>, id: u64, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = duration(timeout)?;
+        let (mut header, payload) = crate::frame::cancel_mark(id);
+        // Not data: no sequence number of the stream is used up.
+        self.stamp(&mut header, Some(0), None);
+        let bytes = header.to_bytes();
+        let inner = Arc::clone(&self.inner);
+        without_gil(py, |gate| {
+            inner
+                .send_copy(&[&bytes, &payload], timeout, &|| self.guard(gate))
+                .map_err(|e| self.explain(e))
+        })
+    }
+
     /// Sends the end-of-stream marker: no more frames follow on this channel.
     #[pyo3(signature = (*, timeout=None))]
     fn send_end_of_stream(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {

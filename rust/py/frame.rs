@@ -169,6 +169,15 @@ impl RawFrame {
     fn is_end_of_stream(&self) -> bool {
         self.header.flags & frame::FLAG_END_OF_STREAM != 0
     }
+    /// The id of the cancel this frame marks (see `executor::cancel`), or None for a
+    /// frame of data.
+    #[getter]
+    fn cancel_mark(&self) -> Option<u64> {
+        if self.header.flags & frame::FLAG_CANCEL_MARK == 0 {
+            return None;
+        }
+        frame::cancel_mark_id(&self.header, self.payload_bytes())
+    }
     /// The metadata block as a dict (JSON keys of `zerohop.frame::Meta`; empty if none).
     #[getter]
     fn meta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

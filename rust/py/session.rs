@@ -221,8 +221,17 @@ impl NativeSession {
         })
     }
 
-    /// The next output: `(output_index, RawFrame)`, an event (`SkippedFrame`), or None
-    /// once every output has ended.
+    /// Cancels what is in flight (see `executor::cancel`); returns the cancel's id.
+    #[pyo3(signature = (timeout=None))]
+    fn cancel(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u64> {
+        let timeout = timeout.map(|t| seconds(t, "timeout")).transpose()?;
+        let inner = Arc::clone(&self.inner);
+        without_gil(py, |gate| inner.cancel(timeout, &|| gate.check_signals()))
+    }
+
+    /// The next output: `(output_index, RawFrame)`, an event (`SkippedFrame`), the id
+    /// of a cancel that reached the outputs (an int), or None once every output has
+    /// ended.
     #[pyo3(signature = (timeout=None))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let timeout = timeout.map(|t| seconds(t, "timeout")).transpose()?;
@@ -239,6 +248,7 @@ impl NativeSession {
                 (output, frame).into_pyobject(py)?.into_any()
             }
             Output::Event(event) => event_to_py(py, event)?,
+            Output::Cancel { id } => id.into_pyobject(py)?.into_any(),
             Output::End => py.None().into_bound(py),
         })
     }

@@ -14,6 +14,10 @@ pub enum HostMessage {
     Stop,
     /// Answer with a `Status` message.
     Status,
+    /// Cancel `id` reached this node: drop the work in flight, send the marker on
+    /// every output, discard the frames of the `discard` input channels until their
+    /// marker (see `executor::cancel`).
+    Cancel { id: u64, discard: Vec<String> },
 }
 
 /// What a node process needs to know to run its node.

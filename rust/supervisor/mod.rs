@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::executor::cancel::Board;
 use crate::fork::Generation;
 pub use host_to_runner::{HostMessage, ImportSpec, NodeSpec, OnError, PortSpec};
 pub use launch::{Exit, LaunchSpec, Process, SpawnMethod};
@@ -181,6 +182,8 @@ struct State {
     /// The session's memory limit, and its cgroup (after `nodes`: dropped after theirs).
     session_memory: Option<u64>,
     session_cage: Option<memory::Cage>,
+    /// Where a node's cancel goes (see `executor::cancel`); None: cancels go nowhere.
+    cancels: Option<Arc<Board>>,
 }
 
 struct Shared {
@@ -252,13 +255,13 @@ impl Watch {
     }
 }
 
-fn signal_eventfd(fd: &OwnedFd) {
+pub(crate) fn signal_eventfd(fd: &OwnedFd) {
     let one: u64 = 1;
     // SAFETY: writing 8 bytes to an eventfd.
     unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
 }
 
-fn eventfd() -> io::Result<OwnedFd> {
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -278,6 +281,7 @@ impl Supervisor {
         method: SpawnMethod,
         timing: Timing,
         session_memory: Option<u64>,
+        cancels: Option<Arc<Board>>,
     ) -> Result<Supervisor> {
         let mut nodes: Vec<Node> = specs
             .into_iter()
@@ -332,6 +336,7 @@ impl Supervisor {
                 steps: 0,
                 session_memory,
                 session_cage,
+                cancels,
             }),
             changed: Condvar::new(),
             wake,
@@ -531,6 +536,12 @@ impl Supervisor {
     }
 
     /// Pids of the node processes (alive or not yet reaped).
+    /// Tells the targets of cancel `id` from the session's inputs (see
+    /// `executor::cancel`); a node's own cancels are routed as they arrive.
+    pub fn cancel_from_inputs(&self, id: u64) {
+        route_cancel(&mut self.shared.lock(), None, id);
+    }
+
     pub fn pids(&self) -> Vec<i32> {
         self.shared
             .lock()
@@ -820,9 +831,16 @@ fn watched(node: &Node) -> bool {
 fn step(state: &mut State, timing: &Timing) -> bool {
     let stopping = state.phase != Phase::Running;
     let mut failures = Vec::new();
+    let mut cancels = Vec::new();
     let mut unclean = false;
     for node in &mut state.nodes {
-        read_messages(node, stopping, &mut state.events, &mut failures);
+        read_messages(
+            node,
+            stopping,
+            &mut state.events,
+            &mut failures,
+            &mut cancels,
+        );
         if node.alive() {
             if let Some(exit) = node
                 .process
@@ -830,7 +848,13 @@ fn step(state: &mut State, timing: &Timing) -> bool {
                 .and_then(|p| p.try_wait().ok().flatten())
             {
                 // Read what the node said last (its error report) before judging its exit.
-                read_messages(node, stopping, &mut state.events, &mut failures);
+                read_messages(
+                    node,
+                    stopping,
+                    &mut state.events,
+                    &mut failures,
+                    &mut cancels,
+                );
                 // What the node started (a model's helper, a `subprocess.Popen`) is in its
                 // process group and goes with it. The group's id stays allocated while it
                 // has members, so this cannot reach another process.
@@ -884,6 +908,9 @@ fn step(state: &mut State, timing: &Timing) -> bool {
             }
         }
     }
+    for (origin, id) in cancels {
+        route_cancel(state, Some(&origin), id);
+    }
     if !stopping && *memory::mechanism() == memory::Mechanism::RssWatch {
         watch_rss(state, &mut failures);
     }
@@ -908,11 +935,32 @@ fn step(state: &mut State, timing: &Timing) -> bool {
     unclean
 }
 
+/// Tells the targets of a cancel from `origin` (a node id; None: the session's
+/// inputs): the node processes here, the in-host ones through the board.
+fn route_cancel(state: &mut State, origin: Option<&str>, id: u64) {
+    let Some(board) = state.cancels.clone() else {
+        return;
+    };
+    let Some(route) = board.route(origin) else {
+        return;
+    };
+    for (target, discard) in &route.processes {
+        if let Some(node) = state.nodes.iter_mut().find(|n| &n.id == target) {
+            node.send(&HostMessage::Cancel {
+                id,
+                discard: discard.clone(),
+            });
+        }
+    }
+    board.post(route, id);
+}
+
 fn read_messages(
     node: &mut Node,
     stopping: bool,
     events: &mut VecDeque<Event>,
     failures: &mut Vec<Error>,
+    cancels: &mut Vec<(String, u64)>,
 ) {
     let Some(control) = node.control.as_mut() else {
         return;
@@ -1003,6 +1051,8 @@ fn read_messages(
                 node.state = NodeState::Stopped;
                 node.count(frames_in, frames_out);
             }
+            RunnerMessage::Cancel { id } if !stopping => cancels.push((node.id.clone(), id)),
+            RunnerMessage::Cancel { .. } => {}
         }
     }
     if batch.closed {
@@ -1096,7 +1146,7 @@ mod tests {
             cwd: None,
         };
         let supervisor =
-            Supervisor::start(vec![], &launch, SpawnMethod::Exec, timing, None).unwrap();
+            Supervisor::start(vec![], &launch, SpawnMethod::Exec, timing, None, None).unwrap();
         supervisor.wait_ready(&mut |_| Ok(()), &|| Ok(())).unwrap();
         let began = Instant::now();
         supervisor.stop();

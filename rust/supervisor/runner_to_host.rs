@@ -48,6 +48,9 @@ pub enum RunnerMessage {
     },
     /// The runner finished its stop sequence and is about to exit, with its final
     /// frame counts.
+    /// The node cancels what is in flight downstream of it (`ctx.cancel()`); its
+    /// markers follow on its outputs (see `executor::cancel`).
+    Cancel { id: u64 },
     Stopped {
         #[serde(default)]
         frames_in: Option<u64>,
