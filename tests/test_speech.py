@@ -112,6 +112,37 @@ def test_inprocess_baseline_runs_the_same_manifest(utterances: list[np.ndarray[A
     assert wer(SENTENCES[0], turns[0].transcript) <= 0.25
 
 
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("executor", ["multiprocess", "inprocess"])
+def test_barge_in_cuts_the_reply_off_and_answers_the_new_utterance(
+    utterances: list[np.ndarray[Any, Any]], executor: str
+) -> None:
+    """Live, with the VAD's barge_in: the second command starts 1.2 s after the first
+    ends, while the first reply is being made or played. Its first speech cancels the
+    reply — the reader gets the cancel frame and no audio of the first reply after it —
+    and the second command is answered in full."""
+    pause = 1.2
+    sent: list[int] = []
+    cancels: list[int] = []
+    chunks = s2s.microphone(s2s.recording(utterances, pause), realtime=True, sent=sent)
+    turns, _ = s2s.converse(s2s.pipeline(barge_in=True), chunks, executor=executor, cancels=cancels)
+    onset = sent[s2s.onsets(utterances, pause)[1] // (s2s.RATE // 50)]
+    after = [c for c in cancels if c >= onset]
+    assert after, "no cancel after the second command began"
+    reaction_ms = (after[0] - onset) / 1e6
+    print(f"speech began -> reply stopped: {reaction_ms:.0f} ms ({executor})")
+    assert reaction_ms < 5000
+    first = [t for t in turns if t.end_of_speech_ns < onset]
+    assert all(t.last_audio_ns < after[0] for t in first if t.last_audio_ns), (
+        "audio after the cancel"
+    )
+    answered = [t for t in turns if t.end_of_speech_ns > onset]
+    assert len(answered) == 1, [t.transcript for t in turns]
+    assert wer(SENTENCES[1], answered[0].transcript) <= 0.25, answered[0].transcript
+    assert words(answered[0].reply) == words(REPLIES[1])
+    assert answered[0].first_audio_ns > after[0]
+
+
 @pytest.mark.timeout(200)
 def test_espeak_voice_is_understood() -> None:
     sentence = "please turn on the kitchen lights and set a timer for ten minutes"

@@ -30,6 +30,13 @@ What it emits on ``out``, in order (one channel, so order is kept downstream):
   ``min_silence_duration_ms``: the accumulator emits the utterance so far as a tentative
   one, which a Whisper node transcribes while the VAD still waits for the silence.
 
+With ``barge_in``, speech beginning also cancels what is in flight downstream
+(``ctx.cancel()``, see :mod:`zerohop.cancel`) before ``speech_start`` goes out: the
+reply being synthesized stops, the reply audio queued for the player is dropped and the
+player is told to stop, while the new utterance is handled as usual — the user talks
+over the agent. A sound loud and long enough to start speech (``threshold``, one
+window) is enough: raise ``threshold`` where noise would cut replies off.
+
 ``speech_end`` carries, as its frame timestamp, the time the input chunk holding the
 last speech sample was sent: downstream nodes keep it, so the time from the end of
 speech to any later output can be read off that output's timestamp.
@@ -109,6 +116,8 @@ class SileroVADNode(MultiprocessNode):
         #: Speech longer than this is split (``speech_end``, then ``speech_start``).
         max_speech_duration_s: float | None = Field(None, gt=0)
         pause_events: bool = False
+        #: Cancel what is in flight downstream when speech begins (module docs).
+        barge_in: bool = False
         model_path: ModelPath | None = None
         model_sha256: str | None = None
 
@@ -126,6 +135,7 @@ class SileroVADNode(MultiprocessNode):
         return int(rate) if rate else RATE
 
     def initialize(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
         ort = require("onnxruntime", self.node_type)
         ctx.progress(0.2, "locating the Silero VAD model")
         if self.params.model_path is None:
@@ -194,6 +204,8 @@ class SileroVADNode(MultiprocessNode):
                 return
             self.triggered, self.silence_from = True, None
             self.start = self.sample - self.window * len(self.preroll)
+            if self.params.barge_in:
+                self.ctx.cancel()
             yield self.stamped(Json({"event": "speech_start", "start_s": self.start / rate}), ts)
             yield self.stamped(Audio(np.concatenate([*self.preroll, window]), rate), ts)
             self.preroll.clear()
