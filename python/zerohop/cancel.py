@@ -4,7 +4,7 @@ A cancel drops the work in flight downstream of where it was issued — a reply 
 synthesized, the audio frames already queued for the player — while frames sent after
 it (the user's new utterance) are handled as usual. It is issued by a node
 (``ctx.cancel()``, e.g. the VAD when the user starts talking over the agent), by the
-session (:meth:`zerohop.Session.cancel`), or by a gRPC client's ``CancelSpeculation``.
+session (:meth:`zerohop.session.Session.cancel`), or by a gRPC client's ``CancelSpeculation``.
 
 It travels twice, as the Rust core's ``executor::cancel`` module explains: a *notice*
 out of band reaches every node downstream at once (ahead of the frames waiting in its

@@ -4,9 +4,11 @@
   and chaos runs (echo, text transforms, CPU burners, crash injection, fan-in/out).
 - Speech (models from the ``speech`` extra, loaded in ``initialize`` only):
   :mod:`~zerohop.nodes.vad` (``SileroVADNode``), :mod:`~zerohop.nodes.whisper`
-  (``WhisperSTTNode``, ``WhisperNode``), :mod:`~zerohop.nodes.intent`
-  (``IntentReplyNode``), :mod:`~zerohop.nodes.tts` (``PiperTTSNode``,
-  ``EspeakTTSNode``). The utterance assembly between VAD and ASR,
+  (``WhisperSTTNode``, ``WhisperNode``), :mod:`~zerohop.nodes.moonshine`
+  (``MoonshineSTTNode``), both recognizers (:mod:`~zerohop.nodes.recognizer`),
+  :mod:`~zerohop.nodes.intent` (``IntentReplyNode``), :mod:`~zerohop.nodes.tts`
+  (``PiperTTSNode``, ``EspeakTTSNode``); :mod:`~zerohop.nodes.llm` (``LlamaCppNode``,
+  the ``llm`` extra). The utterance assembly between VAD and ASR,
   ``AudioBufferAccumulatorNode``, is a native (Rust) node: rust/nodes/accumulator.rs.
 
 Examples
@@ -24,6 +26,6 @@ IntentReplyNode ('text',) ('out', 'info') None
 PiperTTSNode ('text',) ('out', 'info') None
 """
 
-from . import intent, testing, tts, vad, whisper
+from . import intent, llm, moonshine, recognizer, testing, tts, vad, whisper
 
-__all__ = ["intent", "testing", "tts", "vad", "whisper"]
+__all__ = ["intent", "llm", "moonshine", "recognizer", "testing", "tts", "vad", "whisper"]
