@@ -131,12 +131,16 @@ def sequential(pipe: Pipeline, frames: Iterator[Audio]) -> tuple[list[s2s.Turn],
                 listener.hear(out, time.monotonic_ns())
 
     first = graph["nodes"][0]["id"]
+    cpu = time.process_time()
     started = time.monotonic()
     for frame in frames:
         route(first, nodes[first].process(frame), frame)
     for node_id in nodes:  # the graph's order: a flush reaches the nodes after it
         route(node_id, nodes[node_id].flush(), None)
     wall = time.monotonic() - started
+    # How many cores one input at a time already keeps busy (the models' own threads):
+    # what overlapping them can still win on this machine.
+    print(f"sequential: {(time.process_time() - cpu) / wall:.2f} cores busy on average")
     for node in nodes.values():
         node.cleanup()
     return listener.sorted_turns(), wall
@@ -184,8 +188,13 @@ def barge_in(executor: str, spoken: list[Any]) -> dict[str, Any]:
         after = [c for c in cancels if c >= speech]
         if after:
             reactions.append((after[0] - speech) / 1e6)
-        # Was a reply playing (its audio begun, and a reply lasts longer than the pause)?
-        mid_reply += any(t.first_audio_ns and t.first_audio_ns < speech for t in turns)
+        # Was the reply before it playing: begun, and not yet over at real-time pace?
+        mid_reply += any(
+            t.first_audio_ns
+            and t.first_audio_ns < speech
+            and t.first_audio_ns + sum(len(a) for a in t.reply_audio) / t.reply_rate * 1e9 > speech
+            for t in turns
+        )
     return {
         "run": f"{executor} barge-in",
         "barge_ins": len(reactions),

@@ -143,6 +143,41 @@ def test_barge_in_cuts_the_reply_off_and_answers_the_new_utterance(
     assert answered[0].first_audio_ns > after[0]
 
 
+@pytest.mark.timeout(400)
+@pytest.mark.usefixtures("grpc_sockets_closed")
+def test_barge_in_over_grpc(utterances: list[np.ndarray[Any, Any]], tmp_path: Path) -> None:
+    """The same, streamed live through ``zerohop serve`` by its Python client: the
+    client reads a CancelSpeculation once the second command begins, then no reply audio
+    until the second command's transcript, whose reply follows in full."""
+    import json
+
+    from remotemedia import TOKEN, start_server, stop_server
+
+    from zerohop import Control
+    from zerohop.client import Client
+
+    config = tmp_path / "runtime.toml"
+    config.write_text("")
+    document = json.loads((EXAMPLES / "speech_to_speech.json").read_text())
+    document["nodes"][0]["params"]["bargeIn"] = True
+    proc, server = start_server(config, TOKEN)
+    try:
+        with Client(server.address, TOKEN) as client:
+            chunks = s2s.microphone(s2s.recording(utterances, 1.2), realtime=True)
+            out = list(client.stream(document, chunks))
+    finally:
+        stop_server(proc)
+    heard = [i for i, f in enumerate(out) if isinstance(f, Json) and f.source == "asr.info"]
+    assert len(heard) == 2, [f.source for f in out]
+    cancels = [i for i, f in enumerate(out) if isinstance(f, Control)]
+    # One at each command's first speech; the second comes before the second transcript.
+    cut = [c for c in cancels if heard[0] < c < heard[1]]
+    assert cut, [f.source for f in out]
+    assert not any(isinstance(f, Audio) for f in out[cut[-1] : heard[1]]), "reply audio after"
+    assert wer(SENTENCES[1], out[heard[1]].value["transcript"]) <= 0.25  # type: ignore[attr-defined]
+    assert any(isinstance(f, Audio) for f in out[heard[1] :])
+
+
 @pytest.mark.timeout(200)
 def test_espeak_voice_is_understood() -> None:
     sentence = "please turn on the kitchen lights and set a timer for ten minutes"
