@@ -34,6 +34,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement};
+use crate::executor::session::random_bytes;
 use crate::supervisor::{eventfd, signal_eventfd};
 
 /// How many handled ids a reader remembers (a marker and its notice arrive together;
@@ -302,16 +303,7 @@ impl Discards {
 /// A fresh cancel id (random: see the module docs).
 pub fn new_id() -> u64 {
     let mut bytes = [0u8; 8];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        // SAFETY: writing into our own buffer.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n > 0 {
-            filled += n as usize;
-        }
-    }
+    random_bytes(&mut bytes);
     u64::from_le_bytes(bytes)
 }
 

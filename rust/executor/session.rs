@@ -88,6 +88,12 @@ pub struct Session {
 /// be guessable by other local users.
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
+    random_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fills `bytes` from the kernel's random source.
+pub fn random_bytes(bytes: &mut [u8]) {
     let mut filled = 0;
     while filled < bytes.len() {
         // SAFETY: writing into our own buffer.
@@ -98,7 +104,6 @@ pub fn random_id() -> String {
             filled += n as usize;
         }
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Session {
@@ -378,7 +383,16 @@ impl Session {
         }
         let mut eos = Header::bytes_like(crate::frame::Kind::Bytes, 0)?;
         eos.flags = FLAG_END_OF_STREAM;
-        let bytes = eos.to_bytes();
+        self.send_to_inputs(&[&eos.to_bytes()], timeout, interrupt)
+    }
+
+    /// Sends one frame (its parts) into every input.
+    fn send_to_inputs(
+        &self,
+        parts: &[&[u8]],
+        timeout: Option<Duration>,
+        interrupt: Interrupt,
+    ) -> Result<()> {
         let guarded = || {
             self.check()?;
             interrupt()
@@ -386,7 +400,7 @@ impl Session {
         let inputs = self.inputs.lock().expect("poisoned").clone();
         for input in &inputs {
             input
-                .send_copy(&[&bytes], timeout, &guarded)
+                .send_copy(parts, timeout, &guarded)
                 .map_err(|e| match e {
                     Error::Closed(_) => self.explain_closed(e),
                     e => e,
@@ -405,20 +419,7 @@ impl Session {
         let id = cancel::new_id();
         self.supervisor.cancel_from_inputs(id);
         let (header, marker) = cancel_mark(id);
-        let header = header.to_bytes();
-        let guarded = || {
-            self.check()?;
-            interrupt()
-        };
-        let inputs = self.inputs.lock().expect("poisoned").clone();
-        for input in &inputs {
-            input
-                .send_copy(&[&header, &marker], timeout, &guarded)
-                .map_err(|e| match e {
-                    Error::Closed(_) => self.explain_closed(e),
-                    e => e,
-                })?;
-        }
+        self.send_to_inputs(&[&header.to_bytes(), &marker], timeout, interrupt)?;
         Ok(id)
     }
 
