@@ -37,6 +37,19 @@ def loaded_once() -> None:
         node.cleanup()
 
 
+def test_the_example_manifest_plans_everywhere() -> None:
+    """examples/voice_agent_llm.json: every node type known, params valid, the VAD
+    cancelling on speech (checked without loading a model)."""
+    from pathlib import Path
+
+    from zerohop.manifest import load_manifest
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "voice_agent_llm.json"
+    nodes = {n["id"]: n for n in load_manifest(path).to_pipeline().graph()["nodes"]}
+    assert nodes["llm"]["node_type"] == "LlamaCppNode"
+    assert nodes["vad"]["params"]["barge_in"] is True
+
+
 def test_params_are_checked_before_anything_loads() -> None:
     with pytest.raises(ManifestError, match=r"params\.temperature"):
         Pipeline("llm").node("llm", "LlamaCppNode", temperature=-1)
