@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -46,3 +47,20 @@ def test_speech_stream_example() -> None:
     assert "recording: 2 commands" in out
     assert 'reply "Turning on the kitchen lights."' in out
     assert "2 replies; multiprocess wall time" in out
+
+
+def test_video_pipeline_example(tmp_path: Path) -> None:
+    """Blur, a native hop, halve and write: every frame reaches the file, halved, and the
+    report names each hop."""
+    out_file = tmp_path / "out.rgb"
+    out = run(
+        str(EXAMPLES / "video_pipeline.py"),
+        *("--size", "320x240", "--frames", "12", "--out", str(out_file)),
+    )
+    assert "12 frames of 320x240 → 160x120" in out, out
+    assert out_file.stat().st_size == 12 * 160 * 120 * 3
+    for hop in ("camera → blur", "blur → halve (via the native node)", "halve → write"):
+        assert hop in out, out
+    frames = np.fromfile(out_file, np.uint8).reshape(12, 120, 160, 3)
+    # The white square moved down, blurred at its edges but white inside.
+    assert (frames[0, 2:30, 34:62] > 240).all() and (frames[5, 22:50, 34:62] > 240).all()
