@@ -102,7 +102,7 @@ class Runner:
         self.loop: NodeLoop | None = None
         self.initializing = True
         self.last_progress: tuple[float | None, str] = (None, "starting")
-        self.last_progress_at = 0.0
+        self.last_progress_at = time.monotonic()  # the first heartbeat is due an interval on
         self.main_thread = threading.main_thread().ident
 
     # ------------------------------------------------------------------ control plane
@@ -129,8 +129,11 @@ class Runner:
         interval = float(self.spec.get("heartbeat_secs", 1.0))
         started = time.monotonic()
         while True:
-            time.sleep(min(0.1, interval / 4))
-            if time.monotonic() - self.last_progress_at < interval:
+            # Asleep until the next heartbeat is due (progress reports push it back): an
+            # idle node wakes once per interval, not ten times a second.
+            due = self.last_progress_at + interval - time.monotonic()
+            if due > 0:
+                time.sleep(max(due, 0.01))
                 continue
             try:
                 if self.initializing:
