@@ -16,8 +16,7 @@ Transports: zerohop (a Pipeline of 5 nodes, shared-memory channels: the camera's
 is copied into the first channel, each hop copies into the next channel's shared memory,
 the sink reads a view); ``multiprocessing`` Pipe (``send_bytes`` of the frame and a small
 header per hop: the kernel copies it through a socket) and Queue (``put`` of the array:
-pickled, a feeder thread, a pipe). Ray actors and dora-rs nodes are not run: neither is
-installed with the bench extra (Ray's protobuf pin clashes with grpcio-tools').
+pickled, a feeder thread, a pipe). Ray actors and dora-rs nodes are not wired in yet.
 
 Run:  python benches/pipeline.py [--quick] [--json PATH]
 """
