@@ -66,7 +66,7 @@ def test_a_cancel_overtakes_a_full_channel(executor: str) -> None:
         for i in range(6):
             session.send(Text(f"old{i}"), timeout=30)
         cancelled = time.monotonic()
-        session.cancel(timeout=30)
+        session.cancel()
         session.send(Text("new"), timeout=30)
         session.end_input()
         out = []

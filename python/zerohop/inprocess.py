@@ -416,14 +416,13 @@ class InProcessSession(Session):
         if outputs:
             self._out.notify(Notice(cancel, tuple(outputs)))
 
-    def _cancel(self, timeout: float | None) -> int:
+    def _cancel(self) -> int:
         self._raise_failure()
         cancel = new_id()
         self.route_cancel(None, cancel)
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             for edge in self._inputs:
-                edge.mark(cancel, deadline)
+                edge.mark(cancel)
         except Stopped:
             raise self._stopped() from None
         return cancel

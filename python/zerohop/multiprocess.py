@@ -71,8 +71,8 @@ class MultiprocessSession(Session):
     def _end_inputs(self, timeout: float | None) -> None:
         self._native.end_inputs(timeout)
 
-    def _cancel(self, timeout: float | None) -> int:
-        return self._native.cancel(timeout)
+    def _cancel(self) -> int:
+        return self._native.cancel()
 
     def _next(self, timeout: float | None) -> Frame | _native.SkippedFrame | None:
         item = self._native.recv(timeout)

@@ -200,7 +200,9 @@ class NodeLoop:
         self.frames_out += 1
 
     def _emit_all(self, result: Any) -> None:
-        pending = self.cancels.pending if self.cancels is not None else None
+        # A cancel cuts short what `process` emits, not `flush` (every input has
+        # ended: nothing after it is left to keep) nor a control frame passed on.
+        pending = self.cancels.pending if self.cancels is not None and self.busy else None
         try:
             for item in iter_outputs(result, self._loop):
                 self.emit(item)
@@ -235,9 +237,7 @@ class NodeLoop:
                 # Cut short by a cancel: the inputs bring it next.
                 with contextlib.suppress(CancelRequested):
                     self.handle(frame)
-            # Every input has ended: nothing is left to cancel.
-            with contextlib.suppress(CancelRequested):
-                self._run_user(self.node.flush, None)
+            self._run_user(self.node.flush, None)
             for edges in self.outputs.values():
                 for edge in edges:
                     edge.end()

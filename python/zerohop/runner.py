@@ -48,6 +48,8 @@ from .registry import node_class, register_node, use_modules
 from .threads import budget_cpus
 
 CONTROL_FD = 3
+#: The longest a node waits for the notice of a marker it met first (as the Rust side).
+NOTICE_WAIT = 5.0
 _LENGTH = struct.Struct("<I")
 
 
@@ -207,6 +209,20 @@ class Runner:
 
     def announce(self, cancel: int) -> None:
         self.control.send({"type": "cancel", "id": cancel})
+
+    def await_notice(self, cancel: int, wait: float = NOTICE_WAIT) -> None:
+        """Waits (at most ``wait`` seconds, or until a stop) for the notice of ``cancel``,
+        whose marker came first: the notice goes through the supervisor."""
+        deadline = time.monotonic() + wait
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.wake, selectors.EVENT_READ)
+            while not any(n.id == cancel for n in list(self.notices)):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stopped.is_set():
+                    return
+                if selector.select(min(left, 0.05)):
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake, 4096)
 
     # ------------------------------------------------------------------ set-up
 
@@ -437,8 +453,12 @@ def _shm_inputs(
                         break
                     cancel = raw.cancel_mark
                     if cancel is not None:
+                        if not book.handled(cancel):
+                            # Met before its notice, which says what else it covers.
+                            runner.await_notice(cancel)
+                            yield from notices()
                         if book.mark(rx.name, cancel):
-                            yield cancel
+                            yield cancel  # the notice never came
                         continue
                     if book.discarding(rx.name):
                         continue  # sent before a cancel: dropped

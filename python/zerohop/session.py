@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from . import _native
 from .channel import Closing
-from .errors import ConfigError, ResourceLimitError, ZerohopError
+from .errors import ChannelClosedError, ConfigError, ResourceLimitError, ZerohopError
 
 if TYPE_CHECKING:
     from .data import Frame
@@ -125,7 +125,7 @@ class Session(Closing):
         None once every output has ended."""
         raise NotImplementedError
 
-    def _cancel(self, timeout: float | None) -> int:
+    def _cancel(self) -> int:
         raise NotImplementedError
 
     def _close(self) -> None:
@@ -179,16 +179,20 @@ class Session(Closing):
                 f"{frame.samples.size} samples is more than max_audio_samples ({limit})"
             )
 
-    def cancel(self, timeout: float | None = None) -> int:
+    def cancel(self) -> int:
         """Cancels the work in flight: every node drops what it is doing and the frames
         queued for it, frames not yet read from the outputs are dropped, and what is
         sent after this is handled as usual (barge-in: the user talks over the reply;
         see :mod:`zerohop.cancel`). The outputs then yield a ``cancel_speculation``
         :class:`~zerohop.Control` frame ahead of anything sent later. Returns the
-        cancel's id."""
+        cancel's id. Blocks, as a send does, while the first nodes are full and the
+        outputs unread (the cancel's markers must reach every input). After
+        :meth:`end_input` it raises :class:`~zerohop.errors.ChannelClosedError`."""
         self._check_open()
         self._check_deadline()
-        return self._cancel(timeout)
+        if self._ended:
+            raise ChannelClosedError(f"session of pipeline '{self.name}': its input has ended")
+        return self._cancel()
 
     def end_input(self, timeout: float | None = None) -> None:
         """Ends the input stream: nodes flush, and ``outputs()`` ends after the last frame."""
@@ -312,8 +316,6 @@ class Session(Closing):
 
     def _check_open(self) -> None:
         if self._closed:
-            from .errors import ChannelClosedError
-
             raise ChannelClosedError(f"session of pipeline '{self.name}' is closed")
 
     def close(self) -> None:

@@ -18,9 +18,12 @@
 //!
 //! The notice alone could not tell the frames sent before the cancel from those sent
 //! after; the marker alone would travel behind the frames it cancels. A marker may
-//! arrive before its notice (an empty channel, a fast hop): that input is then known to
-//! have passed it, the notice discards nothing there, and the marker itself starts the
-//! node's handling, so the order of the two never matters ([`Discards`]).
+//! arrive before its notice (an empty channel, a fast hop: the notice goes through the
+//! supervisor). Only the notice says which *other* inputs the cancel covers, so a
+//! reader that meets a marker of a cancel it has not heard of waits for the notice
+//! ([`Inbox::take_until`], at most [`NOTICE_WAIT`]) before it reads on: then that input
+//! is known to have passed its marker, the notice discards on the others, and the order
+//! of the two never matters ([`Discards`]).
 //!
 //! Ids are random 64-bit numbers drawn by the origin, so an origin sends its markers
 //! without asking anyone first. Which inputs of which node carry a cancel's marker is
@@ -31,11 +34,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::executor::graph::{Graph, Placement};
 use crate::executor::session::random_bytes;
-use crate::supervisor::{eventfd, signal_eventfd};
+use crate::supervisor::{eventfd, signal_eventfd, wait_readable};
+
+/// The longest a reader waits for the notice of a marker it met first (the notice is
+/// on its way through the supervisor: microseconds, unless the session is stopping).
+pub const NOTICE_WAIT: Duration = Duration::from_secs(5);
 
 /// How many handled ids a reader remembers (a marker and its notice arrive together;
 /// only a reader thousands of cancels behind could see one twice).
@@ -65,19 +73,43 @@ impl Inbox {
     }
 
     fn post(&self, notice: Notice) {
-        self.notices.lock().expect("poisoned").push_back(notice);
+        let mut notices = self.notices.lock().expect("poisoned");
+        notices.push_back(notice);
         signal_eventfd(&self.wake);
     }
 
     /// The next notice, if any.
     pub fn take(&self) -> Option<Notice> {
-        let notice = self.notices.lock().expect("poisoned").pop_front();
-        if notice.is_none() {
+        let mut notices = self.notices.lock().expect("poisoned");
+        if notices.len() <= 1 {
+            // Cleared under the lock, before the last notice goes: a post after this
+            // signals again (`post` pushes under the same lock), so none is slept on.
             let mut count = 0u64;
             // SAFETY: reading 8 bytes from a non-blocking eventfd into our own u64.
             unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
         }
-        notice
+        notices.pop_front()
+    }
+
+    /// Every notice up to the one of cancel `id` (a reader met its marker first), in
+    /// order; fewer if it has not come within `wait`.
+    pub fn take_until(&self, id: u64, wait: Duration) -> Vec<Notice> {
+        let deadline = Instant::now() + wait;
+        let mut taken = Vec::new();
+        loop {
+            while let Some(notice) = self.take() {
+                let found = notice.id == id;
+                taken.push(notice);
+                if found {
+                    return taken;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return taken;
+            }
+            wait_readable(&[self.fd()], left.as_millis() as i32 + 1);
+        }
     }
 
     /// Readable while a notice waits: add it to the target's wait.
@@ -283,6 +315,11 @@ impl Discards {
         self.first(id)
     }
 
+    /// Whether cancel `id` was handled here already.
+    pub fn handled(&self, id: u64) -> bool {
+        self.handled.contains(&id)
+    }
+
     /// Whether input `i` drops its frames now.
     pub fn discarding(&self, i: usize) -> bool {
         !self.until[i].is_empty()
@@ -310,6 +347,7 @@ pub fn new_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn notice_first_discards_until_the_marker() {
@@ -338,6 +376,30 @@ mod tests {
         assert!(d.discarding(0));
         d.mark(0, 2);
         assert!(!d.discarding(0));
+    }
+
+    #[test]
+    fn a_reader_that_met_a_marker_first_takes_notices_up_to_its_own() {
+        let notice = |id| Notice {
+            id,
+            discard: vec![format!("e{id}")],
+        };
+        let inbox = Arc::new(Inbox::new().unwrap());
+        inbox.post(notice(1));
+        let posting = Arc::clone(&inbox);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            posting.post(notice(2));
+            posting.post(notice(3));
+        });
+        // Waits for notice 2, which comes while it waits.
+        let taken = inbox.take_until(2, Duration::from_secs(30));
+        late.join().unwrap();
+        assert_eq!(taken, vec![notice(1), notice(2)]);
+        assert_eq!(inbox.take(), Some(notice(3)), "later notices stay");
+        let started = Instant::now();
+        assert!(inbox.take_until(9, Duration::from_millis(30)).is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(30));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::executor::cancel::{Board, Discards, Inbox, Notice};
+use crate::executor::cancel::{Board, Discards, Inbox, Notice, NOTICE_WAIT};
 use crate::fork::Generation;
 use crate::frame::{cancel_mark, cancel_mark_id, payload, Header, FLAG_END_OF_STREAM};
 use crate::ipc::{self, ChannelConfig};
@@ -153,8 +153,8 @@ pub(super) struct InputFrames<'a> {
 pub(super) enum Next {
     /// A frame of input `.0`.
     Frame(usize, Header, ipc::Sample),
-    /// A marker of a cancel this reader had not heard of: handle it.
-    Cancel(u64),
+    /// The marker of cancel `.1` on input `.0`: see [`InputFrames::mark`].
+    Mark(usize, u64),
 }
 
 impl<'a> InputFrames<'a> {
@@ -173,6 +173,18 @@ impl<'a> InputFrames<'a> {
         self.open.iter().any(|&o| o)
     }
 
+    /// Whether cancel `id` was handled here (a reader that meets a marker of one it
+    /// has not waits for its notice first: see `executor::cancel`).
+    pub(super) fn handled(&self, id: u64) -> bool {
+        self.discards.handled(id)
+    }
+
+    /// Marker `id` on input `i`: that input's frames are kept again. True if the cancel
+    /// is new here (its notice never came): handle it.
+    pub(super) fn mark(&mut self, i: usize, id: u64) -> bool {
+        self.discards.mark(i, id)
+    }
+
     /// A cancel's notice: its inputs discard until their marker. True if the cancel is
     /// new here (handle it).
     pub(super) fn notice(&mut self, notice: &Notice) -> bool {
@@ -182,8 +194,7 @@ impl<'a> InputFrames<'a> {
         self.discards.notice(notice.id, &inputs)
     }
 
-    /// The next frame of any open input, or a new cancel; None when no input has
-    /// anything now.
+    /// The next frame or marker of any open input; None when no input has anything now.
     pub(super) fn try_next(&mut self) -> Result<Option<Next>> {
         let count = self.inputs.len();
         for k in 0..count {
@@ -204,10 +215,7 @@ impl<'a> InputFrames<'a> {
                     break;
                 }
                 if let Some(id) = cancel_mark_id(&header, payload(&sample, &header)) {
-                    if self.discards.mark(i, id) {
-                        return Ok(Some(Next::Cancel(id)));
-                    }
-                    continue;
+                    return Ok(Some(Next::Mark(i, id)));
                 }
                 if self.discards.discarding(i) {
                     continue; // sent before a cancel: dropped
@@ -357,8 +365,18 @@ fn serve(task: &mut NativeTask, ends: &Ends, host: &Host<'_>) -> Result<()> {
         }
         let (header, sample) = match frames.try_next()? {
             Some(Next::Frame(_, header, sample)) => (header, sample),
-            Some(Next::Cancel(id)) => {
-                cancel(task, &ends.outputs, id, shared)?;
+            Some(Next::Mark(i, id)) => {
+                if !frames.handled(id) {
+                    // Met before its notice, which says what else the cancel covers.
+                    for notice in host.inbox.take_until(id, NOTICE_WAIT) {
+                        if frames.notice(&notice) {
+                            cancel(task, &ends.outputs, notice.id, shared)?;
+                        }
+                    }
+                }
+                if frames.mark(i, id) {
+                    cancel(task, &ends.outputs, id, shared)?;
+                }
                 continue;
             }
             None => {

@@ -667,10 +667,13 @@ impl Hop {
             self.shared.check_stop()?;
             let (i, header, sample) = match frames.try_next()? {
                 Some(Next::Frame(i, header, sample)) => (i, header, sample),
-                Some(Next::Cancel(_)) => {
-                    // The other server cancels its session's work in flight.
-                    self.deliver(requests, cancel(&keys[0]), runtime)?;
-                    last_sent = Instant::now();
+                Some(Next::Mark(i, id)) => {
+                    // Not a target (no notice comes): the other server cancels its
+                    // session's work in flight.
+                    if frames.mark(i, id) {
+                        self.deliver(requests, cancel(&keys[0]), runtime)?;
+                        last_sent = Instant::now();
+                    }
                     continue;
                 }
                 None => {

@@ -1,13 +1,14 @@
 //! A running session: the node processes of one graph, the channels between them, and
 //! the host's own ends — one sender per session input, one receiver per session output.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::executor::cancel::{self, Board, Discards, Names};
+use crate::executor::cancel::{self, Board, Discards, Names, Notice, NOTICE_WAIT};
 use crate::executor::graph::{Graph, Placement, PortRef};
 use crate::executor::native::{NativeHost, NativeTask};
 use crate::executor::remote::{self, RemoteHost};
@@ -74,6 +75,8 @@ pub struct Session {
     ended: Mutex<Vec<bool>>,
     /// Which outputs drop frames until a cancel's marker (see `executor::cancel`).
     discards: Mutex<Discards>,
+    /// Cancels heard of and not yet reported by `recv`.
+    heard: Mutex<VecDeque<u64>>,
     cancels: Arc<Board>,
     next_output: Mutex<usize>,
     inputs_closed: AtomicBool,
@@ -340,6 +343,7 @@ impl Session {
             outputs: Mutex::new(outputs),
             ended: Mutex::new(vec![false; outputs_len]),
             discards: Mutex::new(Discards::new(outputs_len)),
+            heard: Mutex::new(VecDeque::new()),
             cancels,
             next_output: Mutex::new(0),
             inputs_closed: AtomicBool::new(false),
@@ -412,14 +416,17 @@ impl Session {
     /// Cancels what is in flight: every node drops its work and the frames queued for
     /// it, the outputs drop what they hold, and frames sent after this are handled as
     /// usual (see `executor::cancel`). Returns the cancel's id.
-    pub fn cancel(&self, timeout: Option<Duration>, interrupt: Interrupt) -> Result<u64> {
+    /// The markers are sent whatever it takes (no timeout): a marker not sent would
+    /// leave its input dropping every later frame. Blocks while the first nodes are
+    /// full and their outputs unread, as a send does.
+    pub fn cancel(&self, interrupt: Interrupt) -> Result<u64> {
         if self.inputs_closed.load(Ordering::Acquire) {
             return Err(Error::Closed(format!("session {} inputs", self.id)));
         }
         let id = cancel::new_id();
         self.supervisor.cancel_from_inputs(id);
         let (header, marker) = cancel_mark(id);
-        self.send_to_inputs(&[&header.to_bytes(), &marker], timeout, interrupt)?;
+        self.send_to_inputs(&[&header.to_bytes(), &marker], None, interrupt)?;
         Ok(id)
     }
 
@@ -499,13 +506,20 @@ impl Session {
             return Err(Error::Closed(format!("session {}", self.id)));
         }
         let mut discards = self.discards.lock().expect("poisoned");
-        while let Some(notice) = self.cancels.outputs.take() {
+        let mut heard = self.heard.lock().expect("poisoned");
+        let take = |notice: Notice, discards: &mut Discards, heard: &mut VecDeque<u64>| {
             let covered: Vec<usize> = (0..outputs.len())
                 .filter(|&i| notice.discard.iter().any(|n| n == outputs[i].name()))
                 .collect();
             if discards.notice(notice.id, &covered) {
-                return Ok(Some(Output::Cancel { id: notice.id }));
+                heard.push_back(notice.id);
             }
+        };
+        while let Some(notice) = self.cancels.outputs.take() {
+            take(notice, &mut discards, &mut heard);
+        }
+        if let Some(id) = heard.pop_front() {
+            return Ok(Some(Output::Cancel { id }));
         }
         let mut ended = self.ended.lock().expect("poisoned");
         let mut next = self.next_output.lock().expect("poisoned");
@@ -522,7 +536,16 @@ impl Session {
                     break;
                 }
                 if let Some(id) = cancel_mark_id(&header, payload(&sample, &header)) {
+                    if !discards.handled(id) {
+                        // Met before its notice, which says what else the cancel covers.
+                        for notice in self.cancels.outputs.take_until(id, NOTICE_WAIT) {
+                            take(notice, &mut discards, &mut heard);
+                        }
+                    }
                     if discards.mark(i, id) {
+                        heard.push_back(id);
+                    }
+                    if let Some(id) = heard.pop_front() {
                         return Ok(Some(Output::Cancel { id }));
                     }
                     continue;

@@ -232,7 +232,7 @@ pub fn send(
         interrupt()
     };
     let cancelled = if cancels {
-        session.cancel(None, &guarded).map(drop)
+        session.cancel(&guarded).map(drop)
     } else {
         Ok(())
     };

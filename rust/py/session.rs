@@ -222,11 +222,9 @@ impl NativeSession {
     }
 
     /// Cancels what is in flight (see `executor::cancel`); returns the cancel's id.
-    #[pyo3(signature = (timeout=None))]
-    fn cancel(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u64> {
-        let timeout = timeout.map(|t| seconds(t, "timeout")).transpose()?;
+    fn cancel(&self, py: Python<'_>) -> PyResult<u64> {
         let inner = Arc::clone(&self.inner);
-        without_gil(py, |gate| inner.cancel(timeout, &|| gate.check_signals()))
+        without_gil(py, |gate| inner.cancel(&|| gate.check_signals()))
     }
 
     /// The next output: `(output_index, RawFrame)`, an event (`SkippedFrame`), the id

@@ -535,13 +535,13 @@ impl Supervisor {
             .sum()
     }
 
-    /// Pids of the node processes (alive or not yet reaped).
     /// Tells the targets of cancel `id` from the session's inputs (see
     /// `executor::cancel`); a node's own cancels are routed as they arrive.
     pub fn cancel_from_inputs(&self, id: u64) {
         route_cancel(&mut self.shared.lock(), None, id);
     }
 
+    /// Pids of the node processes (alive or not yet reaped).
     pub fn pids(&self) -> Vec<i32> {
         self.shared
             .lock()

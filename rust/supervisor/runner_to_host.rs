@@ -46,11 +46,11 @@ pub enum RunnerMessage {
         frames_in: u64,
         frames_out: u64,
     },
-    /// The runner finished its stop sequence and is about to exit, with its final
-    /// frame counts.
     /// The node cancels what is in flight downstream of it (`ctx.cancel()`); its
     /// markers follow on its outputs (see `executor::cancel`).
     Cancel { id: u64 },
+    /// The runner finished its stop sequence and is about to exit, with its final
+    /// frame counts.
     Stopped {
         #[serde(default)]
         frames_in: Option<u64>,
