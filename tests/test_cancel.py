@@ -5,6 +5,7 @@ handled as usual. Time bounds here are hang bounds, generous for a loaded machin
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -53,9 +54,10 @@ def test_a_cancel_stops_a_reply_mid_stream_and_the_next_one_is_whole(executor: s
 
 
 def test_a_cancel_overtakes_a_full_channel(executor: str) -> None:
-    """Capacity 2, a node taking 200 ms a frame: 8 frames fill every queue on the way.
-    The cancel reaches the reader at once (not after the 1.6 s of queued work), the
-    queued frames are dropped, and the frame sent after it comes out."""
+    """Capacity 2, a node taking 200 ms a frame: 6 frames fill the queues on the way.
+    Cancelled (then "new" sent) from another thread while this one reads, as a player
+    reads: the cancel reaches the reader at once (not after the 1.2 s of queued work),
+    the queued frames are dropped, and the frame sent after it comes out."""
     pipe = (
         Pipeline("full", executor=executor, config=capacity(2))  # type: ignore[arg-type]
         .node("slow", "Slow", ms=200)
@@ -65,16 +67,22 @@ def test_a_cancel_overtakes_a_full_channel(executor: str) -> None:
     with pipe.session() as session:
         for i in range(6):
             session.send(Text(f"old{i}"), timeout=30)
+
+        def cancel_then_new() -> None:
+            session.cancel()
+            session.send(Text("new"), timeout=30)
+            session.end_input()
+
+        canceller = threading.Thread(target=cancel_then_new)
         cancelled = time.monotonic()
-        session.cancel()
-        session.send(Text("new"), timeout=30)
-        session.end_input()
+        canceller.start()
         out = []
         reached = None
         for frame in session.outputs(timeout=30):
             if is_cancel(frame) and reached is None:
                 reached = time.monotonic() - cancelled
             out.append(frame)
+        canceller.join(30)
     texts = [f.text for f in out if isinstance(f, Text)]
     assert texts[-1] == "NEW", texts
     old = [t for t in texts if t.startswith("OLD")]

@@ -185,8 +185,10 @@ class _Edge:
     def flush(self) -> None:
         """Nothing to wait for: a queue loses nothing when its sender is done."""
 
-    def mark(self, cancel: int, deadline: float | None = None) -> None:
-        self.queue.put((self, _Mark(cancel)), deadline)
+    def mark(self, cancel: int) -> None:
+        # Past the capacity: a marker waiting for room behind frames nobody reads yet
+        # (the reader is the one cancelling) would hold the cancel up.
+        self.queue.put((self, _Mark(cancel)), bounded=False)
 
 
 class _NativeNode(MultiprocessNode):
